@@ -1,0 +1,154 @@
+// Command tokenvendor vends tenant-scoped temporary AWS credentials to
+// callers that present a JWT from the identity provider.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/tokenvendor/tokenvendor/internal/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// errUsage marks a command line that could not be understood.
+var errUsage = errors.New("usage")
+
+const usage = `usage:
+  tokenvendor serve  --config FILE
+  tokenvendor check  --config FILE
+  tokenvendor render --config FILE --profile P --tenant T
+  tokenvendor version
+
+--config defaults to $TOKENVENDOR_CONFIG.`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	if err == nil {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "tokenvendor:", err)
+	if errors.Is(err, errUsage) {
+		fmt.Fprintln(os.Stderr, usage)
+		os.Exit(2)
+	}
+	os.Exit(1)
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: no command", errUsage)
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		path, _, err := parseFlags(cmd, args, getenv, false)
+		if err != nil {
+			return err
+		}
+		return serve(ctx, path, stderr)
+	case "check":
+		path, _, err := parseFlags(cmd, args, getenv, false)
+		if err != nil {
+			return err
+		}
+		return check(path, stdout)
+	case "render":
+		path, sel, err := parseFlags(cmd, args, getenv, true)
+		if err != nil {
+			return err
+		}
+		return render(path, sel.profile, sel.tenant, stdout)
+	case "version":
+		fmt.Fprintln(stdout, "tokenvendor", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	default:
+		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	}
+}
+
+type selection struct{ profile, tenant string }
+
+func parseFlags(cmd string, args []string, getenv func(string) string, withSelection bool) (string, selection, error) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	path := fs.String("config", getenv("TOKENVENDOR_CONFIG"), "config file")
+	var sel selection
+	if withSelection {
+		fs.StringVar(&sel.profile, "profile", "", "profile name")
+		fs.StringVar(&sel.tenant, "tenant", "", "tenant id")
+	}
+	if err := fs.Parse(args); err != nil {
+		return "", sel, fmt.Errorf("%w: %s: %w", errUsage, cmd, err)
+	}
+	if fs.NArg() > 0 {
+		return "", sel, fmt.Errorf("%w: %s: unexpected argument %q", errUsage, cmd, fs.Arg(0))
+	}
+	if *path == "" {
+		return "", sel, fmt.Errorf("%w: %s: --config or TOKENVENDOR_CONFIG required", errUsage, cmd)
+	}
+	if withSelection && sel.tenant == "" {
+		return "", sel, fmt.Errorf("%w: %s: --tenant required", errUsage, cmd)
+	}
+	return *path, sel, nil
+}
+
+// check validates the config and lints every template.
+func check(path string, stdout io.Writer) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "ok: %d profile(s), every template renders and lints clean\n", len(cfg.Profiles))
+	return nil
+}
+
+// render prints exactly what would be sent to STS for a tenant.
+func render(path, profile, tenant string, stdout io.Writer) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	var p *config.Profile
+	for i := range cfg.Profiles {
+		if cfg.Profiles[i].Name == profile || (profile == "" && len(cfg.Profiles) == 1) {
+			p = &cfg.Profiles[i]
+		}
+	}
+	if p == nil {
+		return fmt.Errorf("%w: render: no profile %q (name one with --profile)", errUsage, profile)
+	}
+	r, err := p.Template.Render(tenant)
+	if err != nil {
+		return fmt.Errorf("render: %w", err)
+	}
+	type tag struct{ Key, Value string }
+	out := struct {
+		RoleArn         string
+		RoleSessionName string
+		DurationSeconds int64
+		ExternalId      string `json:",omitempty"`
+		Policy          json.RawMessage
+		Tags            []tag
+	}{RoleArn: p.RoleARN, RoleSessionName: r.SessionName, DurationSeconds: int64(p.Duration.Seconds()),
+		ExternalId: p.ExternalID, Policy: json.RawMessage(r.Policy), Tags: []tag{}}
+	for _, t := range r.Tags {
+		out.Tags = append(out.Tags, tag{t.Key, t.Value})
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(out)
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tokenvendor/tokenvendor/internal/api"
+	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/cache"
+	"github.com/tokenvendor/tokenvendor/internal/config"
+	"github.com/tokenvendor/tokenvendor/internal/vend"
+)
+
+// serve runs the service until ctx ends, then drains in-flight requests.
+func serve(ctx context.Context, path string, stderr io.Writer) error {
+	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(cfg.STS.Region))
+	if err != nil {
+		return fmt.Errorf("load AWS credentials for the service: %w", err)
+	}
+	stsClient := sts.NewFromConfig(awsCfg, func(o *sts.Options) {
+		if cfg.STS.Endpoint != "" {
+			o.BaseEndpoint = &cfg.STS.Endpoint
+		}
+	})
+
+	verifier, err := auth.New(ctx, auth.Config{
+		Issuer:      cfg.Auth.Issuer,
+		JWKSURL:     cfg.Auth.JWKSURL,
+		Audiences:   cfg.Auth.Audiences,
+		Algorithms:  cfg.Auth.Algorithms,
+		TenantClaim: cfg.Auth.TenantClaim,
+		Leeway:      cfg.Auth.Leeway,
+		Registerer:  reg,
+		Logger:      log,
+	})
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	if err := verifier.Start(ctx); err != nil {
+		log.Warn("identity provider key set not fetched yet; not ready", "err", err)
+	}
+
+	profiles := make([]vend.Profile, 0, len(cfg.Profiles))
+	for _, p := range cfg.Profiles {
+		profiles = append(profiles, vend.Profile{
+			Name: p.Name, RoleARN: p.RoleARN, Duration: p.Duration, ExternalID: p.ExternalID, Template: p.Template,
+		})
+	}
+	vendor, err := vend.New(vend.Config{
+		Profiles:      profiles,
+		Tenants:       cfg.Tenants,
+		OverrideScope: cfg.Auth.OverrideScope,
+		STS:           stsClient,
+		Cache: cache.Config{
+			MaxEntries:    cfg.Cache.MaxEntries,
+			RefreshMargin: cfg.Cache.RefreshMargin,
+			FetchTimeout:  cfg.STS.Timeout,
+		},
+		Registerer: reg,
+		Logger:     log,
+	})
+	if err != nil {
+		return fmt.Errorf("vend: %w", err)
+	}
+
+	apiCfg := api.Config{
+		Vendor:        vendor,
+		Authenticator: verifier,
+		Ready:         verifier.Ready,
+		Gatherer:      reg,
+		Registerer:    reg,
+		Logger:        log,
+	}
+	handler, err := api.NewHandler(apiCfg)
+	if err != nil {
+		return err
+	}
+
+	servers := []*http.Server{newServer(cfg.Listen, handler, log)}
+	if cfg.AdminListen != "" {
+		servers = append(servers, newServer(cfg.AdminListen, api.NewAdminHandler(apiCfg), log))
+	}
+	errc := make(chan error, len(servers))
+	for i, srv := range servers {
+		ln, err := net.Listen("tcp", srv.Addr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", srv.Addr, err)
+		}
+		log.Info("listening", "addr", ln.Addr().String(), "admin", i > 0)
+		go func() { errc <- srv.Serve(ln) }()
+	}
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "drain_timeout", cfg.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	var errs []error
+	for _, srv := range servers {
+		if err := srv.Shutdown(sctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func newServer(addr string, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}

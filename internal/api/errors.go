@@ -1,0 +1,88 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/vend"
+)
+
+// Errors of the HTTP layer itself.
+var (
+	errBadBody          = errors.New("malformed request body")
+	errTooLarge         = errors.New("request body over 64 KiB")
+	errNotFound         = errors.New("no such route")
+	errMethodNotAllowed = errors.New("method not allowed")
+)
+
+// retryAfterSeconds is what a caller is told to wait when STS or the
+// identity provider cannot answer.
+const retryAfterSeconds = 5
+
+// errorBody is every error response.
+type errorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// problem is an error as the caller sees it.
+type problem struct {
+	status int
+	body   errorBody
+}
+
+// toProblem is the one mapping from errors to statuses. Client errors carry
+// the error's own text, which this service writes and which never holds a
+// token or an upstream message; server errors carry a fixed text, so that
+// nothing STS or a dependency says reaches the caller.
+func toProblem(err error) problem {
+	p := func(status int, code, msg string) problem {
+		return problem{status: status, body: errorBody{Code: code, Message: msg}}
+	}
+	switch {
+	case errors.Is(err, auth.ErrJWKSUnavailable):
+		return p(http.StatusServiceUnavailable, "upstream_unavailable", "the identity provider's key set cannot be fetched; try again later")
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return p(http.StatusUnauthorized, "unauthenticated", err.Error())
+	case errors.Is(err, vend.ErrInvalidTenant):
+		return p(http.StatusBadRequest, "invalid_tenant", err.Error())
+	case errors.Is(err, vend.ErrInvalidRequest), errors.Is(err, errBadBody):
+		return p(http.StatusBadRequest, "invalid_request", err.Error())
+	case errors.Is(err, errTooLarge):
+		return p(http.StatusRequestEntityTooLarge, "request_too_large", err.Error())
+	case errors.Is(err, vend.ErrForbidden):
+		return p(http.StatusForbidden, "forbidden", err.Error())
+	case errors.Is(err, vend.ErrUnknownProfile):
+		return p(http.StatusNotFound, "unknown_profile", err.Error())
+	case errors.Is(err, errNotFound):
+		return p(http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, errMethodNotAllowed):
+		return p(http.StatusMethodNotAllowed, "method_not_allowed", err.Error())
+	case errors.Is(err, vend.ErrUpstreamUnavailable):
+		return p(http.StatusServiceUnavailable, "upstream_unavailable", "STS is unavailable or throttling and no usable credentials are cached; try again later")
+	case errors.Is(err, vend.ErrUpstream):
+		return p(http.StatusBadGateway, "upstream_error", "STS refused to issue credentials; the operator's log has the reason")
+	default:
+		return p(http.StatusInternalServerError, "internal", "internal error")
+	}
+}
+
+func (h *handlers) fail(w http.ResponseWriter, r *http.Request, err error) {
+	p := toProblem(err)
+	switch p.status {
+	case http.StatusUnauthorized:
+		challenge := `Bearer realm="tokenvendor"`
+		if r.Header.Get("Authorization") != "" {
+			challenge += `, error="invalid_token"`
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
+	case http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+	}
+	if p.status >= 500 {
+		h.log.Error("request failed", "route", routePattern(r), "status", p.status, "err", err)
+	}
+	writeJSON(w, p.status, p.body)
+}

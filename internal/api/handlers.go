@@ -1,0 +1,179 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/tokenvendor/tokenvendor/internal/vend"
+)
+
+// MaxBodyBytes caps a request body.
+const MaxBodyBytes = 64 << 10
+
+type handlers struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// credentialsRequest is the body of POST /credentials.
+type credentialsRequest struct {
+	Profile  string `json:"profile,omitempty"`
+	TenantID string `json:"tenant_id,omitempty"`
+}
+
+// credentialsResponse is the AWS credential_process shape plus the tenant
+// and profile the credentials are for.
+type credentialsResponse struct {
+	Version         int    `json:"Version"`
+	AccessKeyID     string `json:"AccessKeyId"`
+	SecretAccessKey string `json:"SecretAccessKey"`
+	SessionToken    string `json:"SessionToken"`
+	Expiration      string `json:"Expiration"`
+	TenantID        string `json:"TenantId"`
+	Profile         string `json:"Profile"`
+}
+
+// containerCredentialsResponse is the shape AWS SDKs read from
+// AWS_CONTAINER_CREDENTIALS_FULL_URI.
+type containerCredentialsResponse struct {
+	AccessKeyID     string `json:"AccessKeyId"`
+	SecretAccessKey string `json:"SecretAccessKey"`
+	Token           string `json:"Token"`
+	Expiration      string `json:"Expiration"`
+}
+
+type statusBody struct {
+	Status string `json:"status"`
+}
+
+func (h *handlers) credentials(w http.ResponseWriter, r *http.Request) {
+	token := ""
+	if hasBearer(r) {
+		token = bearerToken(r)
+	}
+	caller, err := h.cfg.Authenticator.Verify(r.Context(), token)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	var req credentialsRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	creds, err := h.cfg.Vendor.Vend(r.Context(), caller, vend.Request{Profile: req.Profile, TenantID: req.TenantID})
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, credentialsResponse{
+		Version:         1,
+		AccessKeyID:     creds.AccessKeyID,
+		SecretAccessKey: creds.SecretAccessKey,
+		SessionToken:    creds.SessionToken,
+		Expiration:      creds.Expiration.UTC().Format(time.RFC3339),
+		TenantID:        creds.TenantID,
+		Profile:         creds.Profile,
+	})
+}
+
+// containerCredentials serves AWS SDKs' container credential provider,
+// which sends the token in Authorization verbatim, without a scheme.
+func (h *handlers) containerCredentials(w http.ResponseWriter, r *http.Request) {
+	token := strings.TrimSpace(r.Header.Get("Authorization"))
+	if hasBearer(r) {
+		token = bearerToken(r)
+	}
+	caller, err := h.cfg.Authenticator.Verify(r.Context(), token)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	creds, err := h.cfg.Vendor.Vend(r.Context(), caller, vend.Request{Profile: chi.URLParam(r, "profile")})
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, containerCredentialsResponse{
+		AccessKeyID:     creds.AccessKeyID,
+		SecretAccessKey: creds.SecretAccessKey,
+		Token:           creds.SessionToken,
+		Expiration:      creds.Expiration.UTC().Format(time.RFC3339),
+	})
+}
+
+func (h *handlers) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, statusBody{Status: "ok"})
+}
+
+func (h *handlers) readyz(w http.ResponseWriter, _ *http.Request) {
+	if !h.cfg.Ready() {
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Code: "not_ready", Message: "configuration or identity provider key set not loaded"})
+		return
+	}
+	writeJSON(w, http.StatusOK, statusBody{Status: "ready"})
+}
+
+func (h *handlers) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				h.fail(w, r, fmt.Errorf("panic: %v", v))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func hasBearer(r *http.Request) bool {
+	a := r.Header.Get("Authorization")
+	return len(a) > len("Bearer ") && strings.EqualFold(a[:len("Bearer ")], "Bearer ")
+}
+
+func bearerToken(r *http.Request) string {
+	return strings.TrimSpace(r.Header.Get("Authorization")[len("Bearer "):])
+}
+
+// decodeBody reads an optional JSON object of at most MaxBodyBytes into v,
+// refusing unknown fields and trailing data.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return errTooLarge
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", errBadBody, err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %w", errBadBody, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: trailing data after the JSON object", errBadBody)
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,91 @@
+// Package api serves tokenvendor's HTTP interface: the routes, request and
+// response types matching openapi.yaml, and the one place where errors become
+// statuses.
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/vend"
+)
+
+// Vendor vends credentials; *vend.Service is one.
+type Vendor interface {
+	Vend(ctx context.Context, caller auth.Caller, req vend.Request) (vend.Credentials, error)
+}
+
+// Authenticator verifies a bearer token; *auth.Verifier is one.
+type Authenticator interface {
+	Verify(ctx context.Context, token string) (auth.Caller, error)
+}
+
+// Config configures the handler.
+type Config struct {
+	Vendor        Vendor
+	Authenticator Authenticator
+	// Ready reports whether the service can serve credentials (config loaded,
+	// key set fetched).
+	Ready func() bool
+	// Gatherer serves /metrics; Registerer receives the HTTP metrics.
+	Gatherer   prometheus.Gatherer
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+// NewHandler returns the service's HTTP handler.
+func NewHandler(cfg Config) (http.Handler, error) {
+	if cfg.Vendor == nil || cfg.Authenticator == nil {
+		return nil, errors.New("api: vendor and authenticator are required")
+	}
+	if cfg.Ready == nil {
+		cfg.Ready = func() bool { return true }
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	h := &handlers{cfg: cfg, log: cfg.Logger}
+	m := newMetrics(cfg.Registerer)
+
+	r := chi.NewRouter()
+	r.Use(m.middleware, h.recoverer)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) { h.fail(w, r, errNotFound) })
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { h.fail(w, r, errMethodNotAllowed) })
+
+	r.Post("/credentials", h.credentials)
+	r.Get("/v1/container-credentials/{profile}", h.containerCredentials)
+	r.Get("/healthz", h.healthz)
+	r.Get("/readyz", h.readyz)
+	if cfg.Gatherer != nil {
+		r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
+	return r, nil
+}
+
+// NewAdminHandler serves /metrics, /healthz and /readyz alone, for a
+// separate admin listener.
+func NewAdminHandler(cfg Config) http.Handler {
+	h := &handlers{cfg: cfg, log: cfg.Logger}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	r := chi.NewRouter()
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) { h.fail(w, r, errNotFound) })
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { h.fail(w, r, errMethodNotAllowed) })
+	r.Get("/healthz", h.healthz)
+	r.Get("/readyz", h.readyz)
+	if cfg.Gatherer != nil {
+		r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
+	return r
+}

@@ -1,0 +1,389 @@
+// Package auth verifies callers' JWTs against the identity provider's JWKS
+// and turns their claims into a Caller.
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/lestrrat-go/jwx/v2/jwt"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"golang.org/x/sync/singleflight"
+)
+
+// Errors returned by Verify. Every failure wraps ErrUnauthenticated, except
+// ErrJWKSUnavailable: a valid token cannot be told from a forged one while
+// no key set has ever been fetched.
+var (
+	ErrUnauthenticated = errors.New("unauthenticated")
+	ErrJWKSUnavailable = errors.New("identity provider key set unavailable")
+)
+
+// Limits on tokens and on the key set refresh.
+const (
+	DefaultMaxTokenBytes        = 16 << 10
+	DefaultLeeway               = 30 * time.Second
+	MaxLeeway                   = 60 * time.Second
+	DefaultUnknownKIDInterval   = 10 * time.Second
+	DefaultJWKSRefreshInterval  = 15 * time.Minute
+	defaultJWKSFetchTimeout     = 10 * time.Second
+	defaultTenantClaim          = "tenant_id"
+	scopeClaim, scopeArrayClaim = "scope", "scp"
+)
+
+// Config configures a Verifier.
+type Config struct {
+	Issuer     string
+	JWKSURL    string
+	Audiences  []string
+	Algorithms []string // signature algorithms accepted; asymmetric only
+	// TenantClaim is a dotted path into the claims; default "tenant_id".
+	TenantClaim string
+	// Leeway is the clock skew allowed on exp and nbf; default 30 s, at most 60 s.
+	Leeway time.Duration
+	// MaxTokenBytes caps the size of a token; default 16 KiB.
+	MaxTokenBytes int
+	// UnknownKIDInterval is the least time between two key set fetches
+	// triggered by tokens with a kid not in the set; default 10 s.
+	UnknownKIDInterval time.Duration
+	// RefreshInterval is how often the key set is fetched in the background; default 15 min.
+	RefreshInterval time.Duration
+	HTTPClient      *http.Client
+	Now             func() time.Time
+	Registerer      prometheus.Registerer
+	Logger          *slog.Logger
+}
+
+// Caller is who a verified token says is calling.
+type Caller struct {
+	Subject string
+	// TenantID is the tenant claim when it is a non-empty string, else "".
+	TenantID string
+	Scopes   []string
+}
+
+// HasScope reports whether the caller's token grants scope.
+func (c Caller) HasScope(scope string) bool {
+	for _, s := range c.Scopes {
+		if s == scope {
+			return true
+		}
+	}
+	return false
+}
+
+// Verifier checks tokens. It is safe for concurrent use.
+type Verifier struct {
+	cfg      Config
+	algs     map[jwa.SignatureAlgorithm]bool
+	keys     *jwk.Cache
+	ready    atomic.Bool
+	flights  singleflight.Group
+	mu       sync.Mutex
+	lastKick time.Time
+	failures *prometheus.CounterVec
+	fetches  *prometheus.CounterVec
+}
+
+// asymmetric lists the algorithms a public JWKS can verify. HS* is never
+// accepted: with a public key set, an HMAC "secret" is public knowledge.
+var asymmetric = map[string]jwa.SignatureAlgorithm{
+	"RS256": jwa.RS256, "RS384": jwa.RS384, "RS512": jwa.RS512,
+	"PS256": jwa.PS256, "PS384": jwa.PS384, "PS512": jwa.PS512,
+	"ES256": jwa.ES256, "ES384": jwa.ES384, "ES512": jwa.ES512,
+	"EdDSA": jwa.EdDSA,
+}
+
+// ValidAlgorithm reports whether name may appear in the algorithm allow-list.
+func ValidAlgorithm(name string) bool { _, ok := asymmetric[name]; return ok }
+
+// New returns a Verifier whose key set is kept fresh in the background for
+// as long as ctx lives. It does not fetch the key set; Start does.
+func New(ctx context.Context, cfg Config) (*Verifier, error) {
+	if cfg.TenantClaim == "" {
+		cfg.TenantClaim = defaultTenantClaim
+	}
+	if cfg.Leeway == 0 {
+		cfg.Leeway = DefaultLeeway
+	}
+	if cfg.MaxTokenBytes == 0 {
+		cfg.MaxTokenBytes = DefaultMaxTokenBytes
+	}
+	if cfg.UnknownKIDInterval == 0 {
+		cfg.UnknownKIDInterval = DefaultUnknownKIDInterval
+	}
+	if cfg.RefreshInterval == 0 {
+		cfg.RefreshInterval = DefaultJWKSRefreshInterval
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: defaultJWKSFetchTimeout}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	var errs []error
+	if cfg.Issuer == "" {
+		errs = append(errs, errors.New("issuer: required"))
+	}
+	if cfg.JWKSURL == "" {
+		errs = append(errs, errors.New("jwks_url: required"))
+	}
+	if len(cfg.Audiences) == 0 {
+		errs = append(errs, errors.New("audiences: at least one required"))
+	}
+	if cfg.Leeway < 0 || cfg.Leeway > MaxLeeway {
+		errs = append(errs, fmt.Errorf("leeway: must be between 0 and %s", MaxLeeway))
+	}
+	algs := map[jwa.SignatureAlgorithm]bool{}
+	for _, a := range cfg.Algorithms {
+		alg, ok := asymmetric[a]
+		if !ok {
+			errs = append(errs, fmt.Errorf("algorithms: %q is not an asymmetric signature algorithm", a))
+			continue
+		}
+		algs[alg] = true
+	}
+	if len(cfg.Algorithms) == 0 {
+		errs = append(errs, errors.New("algorithms: at least one required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+
+	v := &Verifier{cfg: cfg, algs: algs}
+	f := promauto.With(cfg.Registerer)
+	v.failures = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenvendor_auth_failures_total",
+		Help: "Tokens refused, by reason.",
+	}, []string{"reason"})
+	v.fetches = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenvendor_jwks_refreshes_total",
+		Help: "Fetches of the identity provider's key set, by outcome.",
+	}, []string{"outcome"})
+
+	v.keys = jwk.NewCache(ctx, jwk.WithErrSink(errSink{v}))
+	err := v.keys.Register(cfg.JWKSURL,
+		jwk.WithHTTPClient(countingClient{v}),
+		jwk.WithRefreshInterval(cfg.RefreshInterval),
+		jwk.WithMinRefreshInterval(cfg.UnknownKIDInterval),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("jwks_url: %w", err)
+	}
+	return v, nil
+}
+
+// Start fetches the key set once, so that Ready reports true. A failure is
+// returned but not fatal: Verify keeps trying.
+func (v *Verifier) Start(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, defaultJWKSFetchTimeout)
+	defer cancel()
+	if _, err := v.keys.Refresh(ctx, v.cfg.JWKSURL); err != nil {
+		return fmt.Errorf("fetch key set: %w", err)
+	}
+	v.ready.Store(true)
+	return nil
+}
+
+// Ready reports whether a key set has been fetched.
+func (v *Verifier) Ready() bool { return v.ready.Load() }
+
+// Verify checks token and returns its caller. Failures wrap
+// ErrUnauthenticated with a reason that never contains the token.
+func (v *Verifier) Verify(ctx context.Context, token string) (Caller, error) {
+	caller, reason, err := v.verify(ctx, token)
+	if err != nil {
+		v.failures.WithLabelValues(reason).Inc()
+		return Caller{}, err
+	}
+	return caller, nil
+}
+
+func (v *Verifier) verify(ctx context.Context, token string) (Caller, string, error) {
+	fail := func(reason string) (Caller, string, error) {
+		return Caller{}, reason, fmt.Errorf("%w: %s", ErrUnauthenticated, strings.ReplaceAll(reason, "_", " "))
+	}
+	switch {
+	case token == "":
+		return fail("missing")
+	case len(token) > v.cfg.MaxTokenBytes:
+		return fail("too_large")
+	case strings.Count(token, ".") != 2:
+		return fail("malformed")
+	}
+	msg, err := jws.ParseString(token)
+	if err != nil || len(msg.Signatures()) != 1 {
+		return fail("malformed")
+	}
+	hdr := msg.Signatures()[0].ProtectedHeaders()
+	alg := hdr.Algorithm()
+	if !v.algs[alg] {
+		return fail("algorithm")
+	}
+	kid := hdr.KeyID()
+	if kid == "" {
+		return fail("unknown_kid")
+	}
+	key, err := v.lookup(ctx, kid)
+	if errors.Is(err, ErrJWKSUnavailable) {
+		return Caller{}, "jwks_unavailable", err
+	}
+	if err != nil {
+		return fail("unknown_kid")
+	}
+	if ka := key.Algorithm(); ka != nil && ka.String() != "" && ka.String() != alg.String() {
+		return fail("algorithm")
+	}
+	payload, err := jws.Verify([]byte(token), jws.WithKey(alg, key))
+	if err != nil {
+		return fail("signature")
+	}
+	tok, err := jwt.Parse(payload, jwt.WithVerify(false), jwt.WithValidate(false))
+	if err != nil {
+		return fail("malformed")
+	}
+	err = jwt.Validate(tok,
+		jwt.WithClock(jwt.ClockFunc(v.cfg.Now)),
+		jwt.WithAcceptableSkew(v.cfg.Leeway),
+		jwt.WithIssuer(v.cfg.Issuer),
+		jwt.WithRequiredClaim("exp"),
+	)
+	switch {
+	case err == nil:
+	case errors.Is(err, jwt.ErrTokenExpired()):
+		return fail("expired")
+	case errors.Is(err, jwt.ErrTokenNotYetValid()):
+		return fail("not_yet_valid")
+	case errors.Is(err, jwt.ErrInvalidIssuer()):
+		return fail("issuer")
+	default:
+		return fail("claims")
+	}
+	if !v.audienceOK(tok.Audience()) {
+		return fail("audience")
+	}
+	claims, err := tok.AsMap(ctx)
+	if err != nil {
+		return fail("malformed")
+	}
+	return Caller{
+		Subject:  tok.Subject(),
+		TenantID: tenantClaim(claims, v.cfg.TenantClaim),
+		Scopes:   scopes(claims),
+	}, "", nil
+}
+
+func (v *Verifier) audienceOK(aud []string) bool {
+	for _, a := range aud {
+		for _, want := range v.cfg.Audiences {
+			if a == want {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// lookup finds kid in the key set. A kid it does not know triggers one
+// re-fetch, shared by concurrent callers and at most one per
+// UnknownKIDInterval, so a newly published key works within seconds and a
+// flood of bogus kids cannot hammer the identity provider.
+func (v *Verifier) lookup(ctx context.Context, kid string) (jwk.Key, error) {
+	set, err := v.keys.Get(ctx, v.cfg.JWKSURL)
+	if err != nil {
+		if !v.ready.Load() {
+			return nil, fmt.Errorf("%w: %w", ErrJWKSUnavailable, err)
+		}
+		return nil, err
+	}
+	v.ready.Store(true)
+	if key, ok := set.LookupKeyID(kid); ok {
+		return key, nil
+	}
+	r, err, _ := v.flights.Do("refresh", func() (any, error) {
+		v.mu.Lock()
+		now := v.cfg.Now()
+		if !v.lastKick.IsZero() && now.Sub(v.lastKick) < v.cfg.UnknownKIDInterval {
+			v.mu.Unlock()
+			return nil, errors.New("key set refresh rate-limited")
+		}
+		v.lastKick = now
+		v.mu.Unlock()
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), defaultJWKSFetchTimeout)
+		defer cancel()
+		return v.keys.Refresh(fctx, v.cfg.JWKSURL)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if key, ok := r.(jwk.Set).LookupKeyID(kid); ok {
+		return key, nil
+	}
+	return nil, errors.New("unknown kid")
+}
+
+// tenantClaim follows the dotted path into claims; only a non-empty string
+// counts as a tenant.
+func tenantClaim(claims map[string]any, path string) string {
+	var cur any = claims
+	for _, part := range strings.Split(path, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return ""
+		}
+		cur = m[part]
+	}
+	s, _ := cur.(string)
+	return s
+}
+
+func scopes(claims map[string]any) []string {
+	var out []string
+	if s, ok := claims[scopeClaim].(string); ok {
+		out = append(out, strings.Fields(s)...)
+	}
+	if arr, ok := claims[scopeArrayClaim].([]any); ok {
+		for _, a := range arr {
+			if s, ok := a.(string); ok {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// countingClient counts every key set fetch by outcome.
+type countingClient struct{ v *Verifier }
+
+func (c countingClient) Get(url string) (*http.Response, error) {
+	res, err := c.v.cfg.HTTPClient.Get(url)
+	if err != nil || res.StatusCode != http.StatusOK {
+		c.v.fetches.WithLabelValues("error").Inc()
+	} else {
+		c.v.fetches.WithLabelValues("success").Inc()
+	}
+	return res, err
+}
+
+type errSink struct{ v *Verifier }
+
+func (s errSink) Error(err error) {
+	s.v.cfg.Logger.Warn("key set refresh failed", "err", err)
+}

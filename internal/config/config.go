@@ -1,0 +1,286 @@
+// Package config loads and validates tokenvendor's YAML configuration. Every
+// problem is reported at once, each naming its setting, and templates are
+// compiled and linted here, so a bad config fails start-up rather than the
+// first request.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/policy"
+)
+
+// Defaults and STS limits applied by Validate.
+const (
+	DefaultListen        = "127.0.0.1:8080"
+	DefaultRegion        = "us-east-1"
+	DefaultDuration      = time.Hour
+	MinDuration          = 15 * time.Minute
+	MaxDuration          = 12 * time.Hour
+	DefaultSTSTimeout    = 10 * time.Second
+	DefaultMaxEntries    = 10_000
+	DefaultRefreshMargin = 5 * time.Minute
+	DefaultShutdown      = 20 * time.Second
+)
+
+var (
+	profileNamePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	roleARNPattern     = regexp.MustCompile(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
+	externalIDPattern  = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
+)
+
+// Config is the whole configuration.
+type Config struct {
+	Listen          string        `yaml:"listen"`
+	AdminListen     string        `yaml:"admin_listen"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	Auth            Auth          `yaml:"auth"`
+	STS             STS           `yaml:"sts"`
+	Cache           Cache         `yaml:"cache"`
+	Profiles        []Profile     `yaml:"profiles"`
+
+	// Tenants is the compiled tenant rule, set by Validate.
+	Tenants *policy.TenantRule `yaml:"-"`
+}
+
+// Auth configures token verification.
+type Auth struct {
+	Issuer        string        `yaml:"issuer"`
+	JWKSURL       string        `yaml:"jwks_url"`
+	Audiences     []string      `yaml:"audiences"`
+	Algorithms    []string      `yaml:"algorithms"`
+	TenantClaim   string        `yaml:"tenant_claim"`
+	TenantPattern string        `yaml:"tenant_pattern"`
+	OverrideScope string        `yaml:"override_scope"`
+	Leeway        time.Duration `yaml:"leeway"`
+}
+
+// STS configures the service's STS client.
+type STS struct {
+	Region   string        `yaml:"region"`
+	Endpoint string        `yaml:"endpoint"`
+	Timeout  time.Duration `yaml:"timeout"`
+}
+
+// Cache configures the credential cache.
+type Cache struct {
+	MaxEntries    int           `yaml:"max_entries"`
+	RefreshMargin time.Duration `yaml:"refresh_margin"`
+}
+
+// Profile is one way of vending credentials.
+type Profile struct {
+	Name       string            `yaml:"name"`
+	RoleARN    string            `yaml:"role_arn"`
+	Duration   time.Duration     `yaml:"duration"`
+	ExternalID string            `yaml:"external_id"`
+	Policy     string            `yaml:"policy"`
+	Tags       map[string]string `yaml:"tags"`
+	Vars       map[string]string `yaml:"vars"`
+
+	// Template is the compiled policy and tag template, set by Validate.
+	Template *policy.Template `yaml:"-"`
+}
+
+// Load reads, decodes and validates the file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(b)
+}
+
+// Parse decodes and validates a YAML document. Unknown keys are errors, so a
+// misspelt setting is not silently ignored.
+func Parse(b []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("decode config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate fills defaults, compiles the templates and reports every problem.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(setting, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", setting, fmt.Sprintf(format, args...)))
+	}
+
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", "not host:port")
+	}
+	if c.AdminListen != "" {
+		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
+			bad("admin_listen", "not host:port")
+		}
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdown
+	}
+	if c.ShutdownTimeout < 0 {
+		bad("shutdown_timeout", "negative")
+	}
+
+	a := &c.Auth
+	if a.Issuer == "" {
+		bad("auth.issuer", "required")
+	}
+	if err := checkFetchURL(a.JWKSURL); err != nil {
+		bad("auth.jwks_url", "%v", err)
+	}
+	if len(a.Audiences) == 0 {
+		bad("auth.audiences", "at least one required")
+	}
+	if len(a.Algorithms) == 0 {
+		a.Algorithms = []string{"RS256", "ES256"}
+	}
+	for i, alg := range a.Algorithms {
+		if !auth.ValidAlgorithm(alg) {
+			bad(fmt.Sprintf("auth.algorithms[%d]", i), "%q is not an asymmetric signature algorithm (none and HS* are never accepted)", alg)
+		}
+	}
+	if a.TenantClaim == "" {
+		a.TenantClaim = "tenant_id"
+	}
+	if a.Leeway == 0 {
+		a.Leeway = auth.DefaultLeeway
+	}
+	if a.Leeway < 0 || a.Leeway > auth.MaxLeeway {
+		bad("auth.leeway", "must be between 0s and %s", auth.MaxLeeway)
+	}
+	tenants, err := policy.NewTenantRule(a.TenantPattern)
+	if err != nil {
+		bad("auth.tenant_pattern", "%v", err)
+	}
+	c.Tenants = tenants
+
+	if c.STS.Region == "" {
+		c.STS.Region = DefaultRegion
+	}
+	if c.STS.Endpoint != "" {
+		if err := checkFetchURL(c.STS.Endpoint); err != nil {
+			bad("sts.endpoint", "%v", err)
+		}
+	}
+	if c.STS.Timeout == 0 {
+		c.STS.Timeout = DefaultSTSTimeout
+	}
+	if c.STS.Timeout < 0 {
+		bad("sts.timeout", "negative")
+	}
+
+	if c.Cache.MaxEntries == 0 {
+		c.Cache.MaxEntries = DefaultMaxEntries
+	}
+	if c.Cache.MaxEntries < 0 {
+		bad("cache.max_entries", "negative")
+	}
+	if c.Cache.RefreshMargin == 0 {
+		c.Cache.RefreshMargin = DefaultRefreshMargin
+	}
+	if c.Cache.RefreshMargin < 0 {
+		bad("cache.refresh_margin", "negative")
+	}
+
+	if len(c.Profiles) == 0 {
+		bad("profiles", "at least one required")
+	}
+	seen := map[string]bool{}
+	for i := range c.Profiles {
+		p := &c.Profiles[i]
+		at := fmt.Sprintf("profiles[%d]", i)
+		if p.Name != "" {
+			at = fmt.Sprintf("profiles[%d] (%s)", i, p.Name)
+		}
+		if !profileNamePattern.MatchString(p.Name) {
+			bad(at+".name", "must match %s", profileNamePattern)
+		} else if seen[p.Name] {
+			bad(at+".name", "defined twice")
+		}
+		seen[p.Name] = true
+		if !roleARNPattern.MatchString(p.RoleARN) {
+			bad(at+".role_arn", "not an IAM role ARN")
+		}
+		if p.Duration == 0 {
+			p.Duration = DefaultDuration
+		}
+		if p.Duration < MinDuration || p.Duration > MaxDuration || p.Duration%time.Second != 0 {
+			bad(at+".duration", "must be whole seconds between %s and %s", MinDuration, MaxDuration)
+		} else if p.Duration <= c.Cache.RefreshMargin {
+			bad(at+".duration", "must be longer than cache.refresh_margin (%s)", c.Cache.RefreshMargin)
+		}
+		if p.ExternalID != "" && (len(p.ExternalID) < 2 || len(p.ExternalID) > 1224 || !externalIDPattern.MatchString(p.ExternalID)) {
+			bad(at+".external_id", "must be 2 to 1224 characters of [\\w+=,.@:/-]")
+		}
+		if tenants == nil {
+			continue
+		}
+		tmpl, err := policy.Compile(policy.Spec{Profile: p.Name, Policy: p.Policy, Tags: p.Tags, Vars: p.Vars}, tenants)
+		if err != nil {
+			errs = append(errs, prefixed(at, err))
+			continue
+		}
+		if err := tmpl.Lint(); err != nil {
+			errs = append(errs, prefixed(at, err))
+			continue
+		}
+		p.Template = tmpl
+	}
+	return errors.Join(errs...)
+}
+
+// prefixed names the setting in each of a joined error's parts.
+func prefixed(at string, err error) error {
+	var parts []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			parts = append(parts, prefixed(at, e))
+		}
+		return errors.Join(parts...)
+	}
+	return fmt.Errorf("%s.%w", at, err)
+}
+
+// checkFetchURL accepts https URLs, and http only on a loopback address,
+// where nothing can be intercepted on the way.
+func checkFetchURL(raw string) error {
+	if raw == "" {
+		return errors.New("required")
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return errors.New("not an absolute URL")
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		host := u.Hostname()
+		if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || host == "localhost" {
+			return nil
+		}
+		return errors.New("http is allowed only on a loopback address; use https")
+	default:
+		return errors.New("scheme must be https")
+	}
+}

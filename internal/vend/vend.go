@@ -1,0 +1,327 @@
+// Package vend is the use case: it decides which tenant a caller may have
+// credentials for, renders that tenant's session policy and tags, and
+// returns cached or freshly assumed role credentials.
+package vend
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
+	"github.com/aws/smithy-go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/cache"
+	"github.com/tokenvendor/tokenvendor/internal/policy"
+)
+
+// Errors returned by Vend; the api package maps each to a status.
+var (
+	ErrInvalidRequest      = errors.New("invalid request")
+	ErrInvalidTenant       = errors.New("invalid tenant")
+	ErrForbidden           = errors.New("forbidden")
+	ErrUnknownProfile      = errors.New("unknown profile")
+	ErrUpstream            = errors.New("sts refused the request")
+	ErrUpstreamUnavailable = errors.New("sts unavailable")
+)
+
+// STS is the part of the STS API the service consumes; *sts.Client has it.
+type STS interface {
+	AssumeRole(ctx context.Context, in *sts.AssumeRoleInput, optFns ...func(*sts.Options)) (*sts.AssumeRoleOutput, error)
+}
+
+// Profile is one configured way of vending credentials.
+type Profile struct {
+	Name       string
+	RoleARN    string
+	Duration   time.Duration
+	ExternalID string
+	Template   *policy.Template
+}
+
+// Config configures a Service.
+type Config struct {
+	Profiles []Profile
+	Tenants  *policy.TenantRule
+	// OverrideScope, when set, lets a caller whose token carries it ask for
+	// any tenant's credentials.
+	OverrideScope string
+	STS           STS
+	Cache         cache.Config
+	Registerer    prometheus.Registerer
+	Logger        *slog.Logger
+	Now           func() time.Time
+}
+
+// Request is what a caller asks for. Both fields are optional.
+type Request struct {
+	Profile  string
+	TenantID string
+}
+
+// Credentials are temporary AWS credentials for one tenant of one profile.
+type Credentials struct {
+	AccessKeyID     string
+	SecretAccessKey string
+	SessionToken    string
+	Expiration      time.Time
+	TenantID        string
+	Profile         string
+}
+
+// LogValue keeps the secret parts of credentials out of every log.
+func (c Credentials) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("access_key_id", c.AccessKeyID),
+		slog.String("secret_access_key", "REDACTED"),
+		slog.String("session_token", "REDACTED"),
+		slog.Time("expiration", c.Expiration),
+		slog.String("tenant", c.TenantID),
+		slog.String("profile", c.Profile),
+	)
+}
+
+// String keeps the secret parts of credentials out of formatted output.
+func (c Credentials) String() string {
+	return fmt.Sprintf("{AccessKeyID:%s SecretAccessKey:REDACTED SessionToken:REDACTED Expiration:%s TenantID:%s Profile:%s}",
+		c.AccessKeyID, c.Expiration.Format(time.RFC3339), c.TenantID, c.Profile)
+}
+
+// GoString is String, so %#v redacts too.
+func (c Credentials) GoString() string { return c.String() }
+
+// Service vends credentials. It is safe for concurrent use.
+type Service struct {
+	cfg      Config
+	profiles map[string]Profile
+	only     string // the profile's name when exactly one is configured
+	creds    *cache.Cache[Credentials]
+	log      *slog.Logger
+
+	cacheRequests *prometheus.CounterVec
+	stsRequests   *prometheus.CounterVec
+	stsDuration   prometheus.Histogram
+}
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Cache.Now == nil {
+		cfg.Cache.Now = cfg.Now
+	}
+	var errs []error
+	if cfg.STS == nil {
+		errs = append(errs, errors.New("no STS client"))
+	}
+	if cfg.Tenants == nil {
+		errs = append(errs, errors.New("no tenant rule"))
+	}
+	if len(cfg.Profiles) == 0 {
+		errs = append(errs, errors.New("no profiles"))
+	}
+	profiles := make(map[string]Profile, len(cfg.Profiles))
+	for _, p := range cfg.Profiles {
+		if _, dup := profiles[p.Name]; dup {
+			errs = append(errs, fmt.Errorf("profile %s: defined twice", p.Name))
+		}
+		if p.Template == nil {
+			errs = append(errs, fmt.Errorf("profile %s: no template", p.Name))
+		}
+		profiles[p.Name] = p
+	}
+	creds, err := cache.New[Credentials](cfg.Cache)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, profiles: profiles, creds: creds, log: cfg.Logger}
+	if len(cfg.Profiles) == 1 {
+		s.only = cfg.Profiles[0].Name
+	}
+	f := promauto.With(cfg.Registerer)
+	s.cacheRequests = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenvendor_cache_requests_total",
+		Help: "Credential cache lookups, by result (hit, miss, stale).",
+	}, []string{"result"})
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tokenvendor_cache_entries",
+		Help: "Credentials held in the cache.",
+	}, func() float64 { return float64(creds.Len()) })
+	s.stsRequests = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenvendor_sts_requests_total",
+		Help: "AssumeRole calls made to STS, by outcome (success, throttled, refused, unavailable).",
+	}, []string{"outcome"})
+	s.stsDuration = f.NewHistogram(prometheus.HistogramOpts{
+		Name:    "tokenvendor_sts_request_duration_seconds",
+		Help:    "Duration of AssumeRole calls.",
+		Buckets: prometheus.DefBuckets,
+	})
+	return s, nil
+}
+
+// Vend returns credentials for the tenant the caller may act for.
+func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (Credentials, error) {
+	prof, err := s.profile(req.Profile)
+	if err != nil {
+		return Credentials{}, err
+	}
+	tenant, err := s.tenant(caller, req.TenantID)
+	if err != nil {
+		return Credentials{}, err
+	}
+	r, err := prof.Template.Render(tenant)
+	if err != nil {
+		if errors.Is(err, policy.ErrInvalidTenant) {
+			return Credentials{}, fmt.Errorf("%w: %w", ErrInvalidTenant, err)
+		}
+		return Credentials{}, fmt.Errorf("render profile %s for tenant %s: %w", prof.Name, tenant, err)
+	}
+	in := &sts.AssumeRoleInput{
+		RoleArn:         aws.String(prof.RoleARN),
+		RoleSessionName: aws.String(r.SessionName),
+		DurationSeconds: aws.Int32(int32(prof.Duration / time.Second)),
+		Policy:          aws.String(r.Policy),
+	}
+	if prof.ExternalID != "" {
+		in.ExternalId = aws.String(prof.ExternalID)
+	}
+	for _, t := range r.Tags {
+		in.Tags = append(in.Tags, ststypes.Tag{Key: aws.String(t.Key), Value: aws.String(t.Value)})
+	}
+	creds, result, err := s.creds.Get(ctx, cacheKey(prof.Name, in), func(ctx context.Context) (Credentials, time.Time, error) {
+		return s.assumeRole(ctx, in, prof.Name, tenant)
+	})
+	s.cacheRequests.WithLabelValues(string(result)).Inc()
+	if err != nil {
+		return Credentials{}, err
+	}
+	return creds, nil
+}
+
+func (s *Service) profile(name string) (Profile, error) {
+	if name == "" {
+		if s.only == "" {
+			return Profile{}, fmt.Errorf("%w: several profiles are configured; name one", ErrInvalidRequest)
+		}
+		name = s.only
+	}
+	p, ok := s.profiles[name]
+	if !ok {
+		return Profile{}, fmt.Errorf("%w: no such profile", ErrUnknownProfile)
+	}
+	return p, nil
+}
+
+// tenant decides whose credentials the caller gets: its token's tenant, or
+// the one it names when that is the same or the caller holds the override
+// scope.
+func (s *Service) tenant(caller auth.Caller, requested string) (string, error) {
+	if requested == "" || requested == caller.TenantID {
+		if caller.TenantID == "" {
+			return "", fmt.Errorf("%w: token carries no usable tenant claim", ErrForbidden)
+		}
+		return caller.TenantID, nil
+	}
+	if err := s.cfg.Tenants.Check(requested); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrInvalidTenant, err)
+	}
+	if s.cfg.OverrideScope == "" || !caller.HasScope(s.cfg.OverrideScope) {
+		return "", fmt.Errorf("%w: token may not act for another tenant", ErrForbidden)
+	}
+	return requested, nil
+}
+
+func (s *Service) assumeRole(ctx context.Context, in *sts.AssumeRoleInput, profile, tenant string) (Credentials, time.Time, error) {
+	start := s.cfg.Now()
+	out, err := s.cfg.STS.AssumeRole(ctx, in)
+	s.stsDuration.Observe(s.cfg.Now().Sub(start).Seconds())
+	if err != nil {
+		outcome, sentinel := classify(err)
+		s.stsRequests.WithLabelValues(outcome).Inc()
+		s.log.Warn("assume role failed", "profile", profile, "tenant", tenant, "outcome", outcome, "err", err)
+		return Credentials{}, time.Time{}, fmt.Errorf("%w: assume role for tenant %s: %w", sentinel, tenant, err)
+	}
+	c := out.Credentials
+	if c == nil || c.AccessKeyId == nil || c.SecretAccessKey == nil || c.SessionToken == nil || c.Expiration == nil {
+		s.stsRequests.WithLabelValues("refused").Inc()
+		s.log.Warn("assume role returned no credentials", "profile", profile, "tenant", tenant)
+		return Credentials{}, time.Time{}, fmt.Errorf("%w: assume role for tenant %s: no credentials in response", ErrUpstream, tenant)
+	}
+	s.stsRequests.WithLabelValues("success").Inc()
+	if out.PackedPolicySize != nil {
+		s.log.Debug("assumed role", "profile", profile, "tenant", tenant, "packed_policy_percent", *out.PackedPolicySize)
+	}
+	creds := Credentials{
+		AccessKeyID:     *c.AccessKeyId,
+		SecretAccessKey: *c.SecretAccessKey,
+		SessionToken:    *c.SessionToken,
+		Expiration:      c.Expiration.UTC(),
+		TenantID:        tenant,
+		Profile:         profile,
+	}
+	return creds, creds.Expiration, nil
+}
+
+// classify sorts an AssumeRole failure into an outcome label and the sentinel
+// the caller sees: throttling, server errors and transport failures are
+// transient; every other answer from STS is a refusal.
+func classify(err error) (string, error) {
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode() {
+		case "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException":
+			return "throttled", ErrUpstreamUnavailable
+		}
+		var status interface{ HTTPStatusCode() int }
+		if errors.As(err, &status) && status.HTTPStatusCode() >= 500 {
+			return "unavailable", ErrUpstreamUnavailable
+		}
+		return "refused", ErrUpstream
+	}
+	return "unavailable", ErrUpstreamUnavailable
+}
+
+// cacheKey hashes every input that shapes the credentials. The caller's
+// token is not one of them.
+func cacheKey(profile string, in *sts.AssumeRoleInput) string {
+	h := sha256.New()
+	write := func(s string) {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	write(profile)
+	write(aws.ToString(in.RoleArn))
+	write(aws.ToString(in.RoleSessionName))
+	write(fmt.Sprint(aws.ToInt32(in.DurationSeconds)))
+	write(aws.ToString(in.Policy))
+	write(aws.ToString(in.ExternalId))
+	write(aws.ToString(in.SourceIdentity))
+	write(fmt.Sprint(len(in.Tags)))
+	for _, t := range in.Tags {
+		write(aws.ToString(t.Key))
+		write(aws.ToString(t.Value))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
