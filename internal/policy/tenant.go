@@ -50,11 +50,19 @@ func NewTenantRule(pattern string) (*TenantRule, error) {
 	if !strings.HasPrefix(pattern, "^") || !strings.HasSuffix(pattern, "$") {
 		return nil, errors.New("must be anchored with ^ and $")
 	}
-	re, err := regexp.Compile(pattern)
+	if _, err := regexp.Compile(pattern); err != nil {
+		return nil, fmt.Errorf("not a regular expression: %w", err)
+	}
+	// A leading ^ and trailing $ do not anchor an alternation (`^a|b$`
+	// matches "xb"), so the pattern is matched against the whole id. It
+	// compiled on its own above, so its parentheses balance and it cannot
+	// close the group it is wrapped in.
+	whole := "^(?:" + pattern + ")$"
+	re, err := regexp.Compile(whole)
 	if err != nil {
 		return nil, fmt.Errorf("not a regular expression: %w", err)
 	}
-	parsed, err := syntax.Parse(pattern, syntax.Perl)
+	parsed, err := syntax.Parse(whole, syntax.Perl)
 	if err != nil {
 		return nil, fmt.Errorf("not a regular expression: %w", err)
 	}

@@ -1,0 +1,210 @@
+// Package authtest is a small identity provider for tests: it makes signing
+// keys, serves their JWKS over TLS from httptest, and mints tokens, including
+// the forged and confused ones a verifier must refuse.
+package authtest
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
+)
+
+// Issuer and Audience are the values tokens carry unless told otherwise.
+const (
+	Issuer   = "https://idp.test/"
+	Audience = "tokenvendor"
+)
+
+// Key is a signing key with its kid and algorithm.
+type Key struct {
+	KID     string
+	Alg     jwa.SignatureAlgorithm
+	private jwk.Key
+	public  jwk.Key
+	rsaPub  *rsa.PublicKey
+}
+
+// IdP serves a JWKS and mints tokens.
+type IdP struct {
+	t       testing.TB
+	Server  *httptest.Server
+	mu      sync.Mutex
+	keys    []*Key // published
+	fetches atomic.Int64
+}
+
+// New starts an IdP publishing one RSA key (RS256) and one EC key (ES256).
+func New(t testing.TB) *IdP {
+	t.Helper()
+	idp := &IdP{t: t}
+	idp.Publish(idp.NewKey("rsa-1", jwa.RS256))
+	idp.Publish(idp.NewKey("ec-1", jwa.ES256))
+	idp.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		idp.fetches.Add(1)
+		idp.mu.Lock()
+		set := jwk.NewSet()
+		for _, k := range idp.keys {
+			_ = set.AddKey(k.public)
+		}
+		idp.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(set)
+	}))
+	t.Cleanup(idp.Server.Close)
+	return idp
+}
+
+// JWKSURL is where the key set is served.
+func (idp *IdP) JWKSURL() string { return idp.Server.URL + "/jwks" }
+
+// Client trusts the IdP's TLS certificate.
+func (idp *IdP) Client() *http.Client { return idp.Server.Client() }
+
+// Fetches counts key set requests served.
+func (idp *IdP) Fetches() int64 { return idp.fetches.Load() }
+
+// NewKey makes a key for alg without publishing it.
+func (idp *IdP) NewKey(kid string, alg jwa.SignatureAlgorithm) *Key {
+	idp.t.Helper()
+	var raw any
+	var rsaPub *rsa.PublicKey
+	switch alg {
+	case jwa.ES256:
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			idp.t.Fatal(err)
+		}
+		raw = k
+	default:
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			idp.t.Fatal(err)
+		}
+		raw, rsaPub = k, &k.PublicKey
+	}
+	priv, err := jwk.FromRaw(raw)
+	if err != nil {
+		idp.t.Fatal(err)
+	}
+	_ = priv.Set(jwk.KeyIDKey, kid)
+	_ = priv.Set(jwk.AlgorithmKey, alg)
+	pub, err := priv.PublicKey()
+	if err != nil {
+		idp.t.Fatal(err)
+	}
+	return &Key{KID: kid, Alg: alg, private: priv, public: pub, rsaPub: rsaPub}
+}
+
+// Publish adds k to the served key set.
+func (idp *IdP) Publish(k *Key) {
+	idp.mu.Lock()
+	defer idp.mu.Unlock()
+	idp.keys = append(idp.keys, k)
+}
+
+// Key returns a published key by kid.
+func (idp *IdP) Key(kid string) *Key {
+	idp.mu.Lock()
+	defer idp.mu.Unlock()
+	for _, k := range idp.keys {
+		if k.KID == kid {
+			return k
+		}
+	}
+	idp.t.Fatalf("no key %s", kid)
+	return nil
+}
+
+// Claims returns valid claims for tenant, expiring in an hour from now.
+func Claims(now time.Time, subject, tenant string) map[string]any {
+	c := map[string]any{
+		"iss": Issuer,
+		"aud": Audience,
+		"sub": subject,
+		"iat": now.Unix(),
+		"exp": now.Add(time.Hour).Unix(),
+	}
+	if tenant != "" {
+		c["tenant_id"] = tenant
+	}
+	return c
+}
+
+// Mint signs claims with k under k's kid and algorithm.
+func (idp *IdP) Mint(k *Key, claims map[string]any) string {
+	idp.t.Helper()
+	return idp.MintAs(k, k.KID, k.Alg, claims)
+}
+
+// MintAs signs claims with k but names kid and alg in the header as given.
+func (idp *IdP) MintAs(k *Key, kid string, alg jwa.SignatureAlgorithm, claims map[string]any) string {
+	idp.t.Helper()
+	// jws.Sign copies the key's own kid into the header, so sign with a
+	// clone that carries the kid the header is to name.
+	key, err := k.private.Clone()
+	if err != nil {
+		idp.t.Fatal(err)
+	}
+	_ = key.Remove(jwk.KeyIDKey)
+	_ = key.Remove(jwk.AlgorithmKey)
+	hdr := jws.NewHeaders()
+	_ = hdr.Set(jws.TypeKey, "JWT")
+	if kid != "" {
+		_ = hdr.Set(jws.KeyIDKey, kid)
+	}
+	signed, err := jws.Sign(payload(idp.t, claims), jws.WithKey(alg, key, jws.WithProtectedHeaders(hdr)))
+	if err != nil {
+		idp.t.Fatal(err)
+	}
+	return string(signed)
+}
+
+// Unsigned returns a token with alg "none" naming kid.
+func (idp *IdP) Unsigned(kid string, claims map[string]any) string {
+	idp.t.Helper()
+	h, _ := json.Marshal(map[string]string{"alg": "none", "kid": kid, "typ": "JWT"})
+	return b64(h) + "." + b64(payload(idp.t, claims)) + "."
+}
+
+// HMACWithPublicKey signs claims with HS256 using the PEM of k's RSA public
+// key as the secret: the classic algorithm-confusion forgery.
+func (idp *IdP) HMACWithPublicKey(k *Key, claims map[string]any) string {
+	idp.t.Helper()
+	der, err := x509.MarshalPKIXPublicKey(k.rsaPub)
+	if err != nil {
+		idp.t.Fatal(err)
+	}
+	secret := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	hdr := jws.NewHeaders()
+	_ = hdr.Set(jws.KeyIDKey, k.KID)
+	signed, err := jws.Sign(payload(idp.t, claims), jws.WithKey(jwa.HS256, secret, jws.WithProtectedHeaders(hdr)))
+	if err != nil {
+		idp.t.Fatal(err)
+	}
+	return string(signed)
+}
+
+func payload(t testing.TB, claims map[string]any) []byte {
+	b, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }

@@ -1,0 +1,235 @@
+package vend_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/policy"
+	"github.com/tokenvendor/tokenvendor/internal/vend"
+)
+
+const testPolicy = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::data/{{ .TenantID }}/*"}]}`
+
+// fakeSTS records AssumeRole inputs and returns distinct credentials for
+// each call, or err when set.
+type fakeSTS struct {
+	mu     sync.Mutex
+	inputs []*sts.AssumeRoleInput
+	err    error
+	now    func() time.Time
+}
+
+func (f *fakeSTS) AssumeRole(_ context.Context, in *sts.AssumeRoleInput, _ ...func(*sts.Options)) (*sts.AssumeRoleOutput, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.inputs = append(f.inputs, in)
+	if f.err != nil {
+		return nil, f.err
+	}
+	n := len(f.inputs)
+	return &sts.AssumeRoleOutput{Credentials: &ststypes.Credentials{
+		AccessKeyId:     aws.String(fmt.Sprintf("ASIA%04d", n)),
+		SecretAccessKey: aws.String(fmt.Sprintf("secret-%d", n)),
+		SessionToken:    aws.String(fmt.Sprintf("token-%d", n)),
+		Expiration:      aws.Time(f.now().Add(time.Duration(aws.ToInt32(in.DurationSeconds)) * time.Second)),
+	}}, nil
+}
+
+func (f *fakeSTS) calls() int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.inputs) }
+
+func newService(t *testing.T, fake *fakeSTS, mutate func(*vend.Config)) *vend.Service {
+	t.Helper()
+	tenants, err := policy.NewTenantRule("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	profile := func(name string) vend.Profile {
+		tmpl, err := policy.Compile(policy.Spec{Profile: name, Policy: testPolicy, Tags: map[string]string{"TenantID": "{{ .TenantID }}"}}, tenants)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return vend.Profile{Name: name, RoleARN: "arn:aws:iam::123456789012:role/TenantData", Duration: time.Hour, Template: tmpl}
+	}
+	now := time.Now
+	fake.now = now
+	cfg := vend.Config{
+		Profiles:      []vend.Profile{profile("objects")},
+		Tenants:       tenants,
+		OverrideScope: "tokenvendor:any-tenant",
+		STS:           fake,
+		Now:           now,
+	}
+	if mutate != nil {
+		mutate(&cfg)
+		for i, p := range cfg.Profiles {
+			if p.Template == nil {
+				cfg.Profiles[i] = profile(p.Name)
+			}
+		}
+	}
+	s, err := vend.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestVendSendsTheRenderedInputs(t *testing.T) {
+	fake := &fakeSTS{}
+	s := newService(t, fake, func(c *vend.Config) { c.Profiles[0].ExternalID = "ext-123" })
+	creds, err := s.Vend(context.Background(), auth.Caller{Subject: "svc", TenantID: "acme"}, vend.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if creds.TenantID != "acme" || creds.Profile != "objects" || creds.AccessKeyID == "" {
+		t.Fatalf("creds = %v", creds)
+	}
+	in := fake.inputs[0]
+	want := `{"Statement":[{"Action":"s3:GetObject","Effect":"Allow","Resource":"arn:aws:s3:::data/acme/*"}],"Version":"2012-10-17"}`
+	if got := aws.ToString(in.Policy); got != want {
+		t.Errorf("Policy = %s\nwant %s", got, want)
+	}
+	if aws.ToString(in.RoleArn) != "arn:aws:iam::123456789012:role/TenantData" || aws.ToString(in.RoleSessionName) != "acme@objects" ||
+		aws.ToInt32(in.DurationSeconds) != 3600 || aws.ToString(in.ExternalId) != "ext-123" {
+		t.Errorf("input = %+v", in)
+	}
+	if len(in.Tags) != 1 || aws.ToString(in.Tags[0].Key) != "TenantID" || aws.ToString(in.Tags[0].Value) != "acme" || len(in.TransitiveTagKeys) != 0 {
+		t.Errorf("tags = %+v transitive = %v", in.Tags, in.TransitiveTagKeys)
+	}
+}
+
+func TestVendCachesPerTenantNotPerCaller(t *testing.T) {
+	fake := &fakeSTS{}
+	s := newService(t, fake, func(c *vend.Config) { c.Profiles = append(c.Profiles, vend.Profile{Name: "other"}) })
+	ctx := context.Background()
+	get := func(caller auth.Caller, req vend.Request) vend.Credentials {
+		t.Helper()
+		if req.Profile == "" {
+			req.Profile = "objects"
+		}
+		c, err := s.Vend(ctx, caller, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a1 := get(auth.Caller{Subject: "svc-1", TenantID: "acme"}, vend.Request{})
+	a2 := get(auth.Caller{Subject: "svc-2", TenantID: "acme"}, vend.Request{})
+	b := get(auth.Caller{Subject: "svc-1", TenantID: "globex"}, vend.Request{})
+	aOther := get(auth.Caller{Subject: "svc-1", TenantID: "acme"}, vend.Request{Profile: "other"})
+
+	if a1.AccessKeyID != a2.AccessKeyID {
+		t.Error("two callers of one tenant got different credentials")
+	}
+	if b.AccessKeyID == a1.AccessKeyID || b.TenantID != "globex" {
+		t.Error("tenant globex got acme's credentials")
+	}
+	if aOther.AccessKeyID == a1.AccessKeyID {
+		t.Error("two profiles share credentials")
+	}
+	if fake.calls() != 3 {
+		t.Errorf("STS calls = %d, want 3", fake.calls())
+	}
+}
+
+func TestVendDecidesTheTenant(t *testing.T) {
+	tests := []struct {
+		name       string
+		caller     auth.Caller
+		req        vend.Request
+		wantErr    error
+		wantTenant string
+	}{
+		{name: "own tenant", caller: auth.Caller{TenantID: "acme"}, wantTenant: "acme"},
+		{name: "own tenant named", caller: auth.Caller{TenantID: "acme"}, req: vend.Request{TenantID: "acme"}, wantTenant: "acme"},
+		{name: "another tenant without the scope", caller: auth.Caller{TenantID: "acme"}, req: vend.Request{TenantID: "globex"}, wantErr: vend.ErrForbidden},
+		{name: "another tenant with the scope", caller: auth.Caller{TenantID: "acme", Scopes: []string{"tokenvendor:any-tenant"}}, req: vend.Request{TenantID: "globex"}, wantTenant: "globex"},
+		{name: "worker without tenant claim", caller: auth.Caller{Scopes: []string{"tokenvendor:any-tenant"}}, req: vend.Request{TenantID: "globex"}, wantTenant: "globex"},
+		{name: "no tenant claim", caller: auth.Caller{}, wantErr: vend.ErrForbidden},
+		{name: "wildcard claim", caller: auth.Caller{TenantID: "*"}, wantErr: vend.ErrInvalidTenant},
+		{name: "wildcard requested by a worker", caller: auth.Caller{Scopes: []string{"tokenvendor:any-tenant"}}, req: vend.Request{TenantID: "acme/*"}, wantErr: vend.ErrInvalidTenant},
+		{name: "unknown profile", caller: auth.Caller{TenantID: "acme"}, req: vend.Request{Profile: "nope"}, wantErr: vend.ErrUnknownProfile},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fake := &fakeSTS{}
+			s := newService(t, fake, nil)
+			creds, err := s.Vend(context.Background(), tt.caller, tt.req)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				if fake.calls() != 0 {
+					t.Fatal("a refused request reached STS")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if creds.TenantID != tt.wantTenant {
+				t.Fatalf("tenant = %q, want %q", creds.TenantID, tt.wantTenant)
+			}
+		})
+	}
+}
+
+func TestVendNeedsAProfileNameWhenSeveralAreConfigured(t *testing.T) {
+	s := newService(t, &fakeSTS{}, func(c *vend.Config) { c.Profiles = append(c.Profiles, vend.Profile{Name: "other"}) })
+	_, err := s.Vend(context.Background(), auth.Caller{TenantID: "acme"}, vend.Request{})
+	if !errors.Is(err, vend.ErrInvalidRequest) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestVendClassifiesSTSFailures(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want error
+	}{
+		{name: "throttling", err: &smithy.GenericAPIError{Code: "Throttling", Message: "Rate exceeded"}, want: vend.ErrUpstreamUnavailable},
+		{name: "request limit", err: &smithy.GenericAPIError{Code: "RequestLimitExceeded"}, want: vend.ErrUpstreamUnavailable},
+		{name: "access denied", err: &smithy.GenericAPIError{Code: "AccessDenied", Message: "not authorized"}, want: vend.ErrUpstream},
+		{name: "malformed policy", err: &smithy.GenericAPIError{Code: "MalformedPolicyDocument"}, want: vend.ErrUpstream},
+		{name: "packed policy too large", err: &smithy.GenericAPIError{Code: "PackedPolicyTooLarge"}, want: vend.ErrUpstream},
+		{name: "connection refused", err: errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), want: vend.ErrUpstreamUnavailable},
+		{name: "timeout", err: context.DeadlineExceeded, want: vend.ErrUpstreamUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newService(t, &fakeSTS{err: tt.err}, nil)
+			_, err := s.Vend(context.Background(), auth.Caller{TenantID: "acme"}, vend.Request{})
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestCredentialsNeverPrintTheirSecrets(t *testing.T) {
+	c := vend.Credentials{AccessKeyID: "ASIAEXAMPLE", SecretAccessKey: "very-secret-key", SessionToken: "very-secret-token", TenantID: "acme"}
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("vended", "creds", c)
+	for _, out := range []string{buf.String(), fmt.Sprint(c), fmt.Sprintf("%v %+v %#v %s", c, c, c, c)} {
+		if strings.Contains(out, "very-secret") {
+			t.Fatalf("secret printed: %s", out)
+		}
+		if !strings.Contains(out, "ASIAEXAMPLE") {
+			t.Fatalf("access key id missing: %s", out)
+		}
+	}
+}
