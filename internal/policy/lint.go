@@ -21,7 +21,7 @@ func (t *Template) Lint() error {
 	var errs []error
 	probe, err := t.render(referenceProbe)
 	if err != nil {
-		return err
+		return fmt.Errorf("template: %w", err)
 	}
 	var doc map[string]any
 	if err := json.Unmarshal([]byte(probe.Policy), &doc); err != nil {
@@ -59,7 +59,7 @@ func (t *Template) Lint() error {
 
 	long := longProbe(t.tenants.MaxLen())
 	if _, err := t.render(long); err != nil {
-		errs = append(errs, fmt.Errorf("with a %d-character tenant id: %w", len(long), err))
+		errs = append(errs, fmt.Errorf("template: with a %d-character tenant id (the longest tenant_pattern allows): %w", len(long), err))
 	}
 	return errors.Join(errs...)
 }

@@ -1,0 +1,478 @@
+// Package e2e runs tokenvendor as a process against real peers: MinIO (STS
+// and enforcement of session policies), moto_server (AWS-shaped STS) and
+// oidc-provider (a certified OpenID provider issuing the callers' tokens).
+// `make tools` installs them into .tools/; a missing peer fails the tests.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awscreds "github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+const (
+	minioUser     = "tvroot"
+	minioPassword = "tvroot-password-123"
+	bucket        = "tenant-data"
+	audience      = "tokenvendor"
+	anyTenant     = "tokenvendor:any-tenant"
+)
+
+// oidcClients are the identity provider's clients: each is a calling service.
+var oidcClients = []map[string]any{
+	{"client_id": "svc-acme", "client_secret": "secret-acme-1", "tenant_id": "acme"},
+	{"client_id": "svc-acme-2", "client_secret": "secret-acme-2", "tenant_id": "acme"},
+	{"client_id": "svc-globex", "client_secret": "secret-globex", "tenant_id": "globex"},
+	{"client_id": "svc-initech", "client_secret": "secret-initech", "tenant_id": "initech"},
+	{"client_id": "svc-star", "client_secret": "secret-star-1", "tenant_id": "*"},
+	{"client_id": "svc-number", "client_secret": "secret-number", "tenant_id": 42},
+	{"client_id": "worker", "client_secret": "secret-worker", "scope": anyTenant},
+}
+
+// peers started once for the whole package.
+var peers struct {
+	root      string // repository root
+	tools     string
+	bin       string // the tokenvendor binary
+	minio     string // MinIO base URL
+	oidc      string // identity provider issuer URL
+	oidcProc  *process
+	moto      string
+	startErrs []error
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		tmp, err := os.MkdirTemp("", "tokenvendor-e2e-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(tmp)
+		if err := startPeers(tmp); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: cannot start the peers:", err)
+			return 1
+		}
+		defer stopAll()
+		return m.Run()
+	}())
+}
+
+func startPeers(tmp string) error {
+	wd, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	peers.root = filepath.Dir(wd)
+	peers.tools = os.Getenv("TOKENVENDOR_TOOLS")
+	if peers.tools == "" {
+		peers.tools = filepath.Join(peers.root, ".tools")
+	}
+
+	peers.bin = filepath.Join(tmp, "tokenvendor")
+	build := exec.Command("go", "build", "-o", peers.bin, "./cmd/tokenvendor")
+	build.Dir = peers.root
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build tokenvendor: %v\n%s", err, out)
+	}
+
+	minioBin := filepath.Join(peers.tools, "bin", "minio")
+	if _, err := os.Stat(minioBin); err != nil {
+		return fmt.Errorf("MinIO not installed at %s (run `make tools`): %w", minioBin, err)
+	}
+	port, console := freePort(), freePort()
+	peers.minio = fmt.Sprintf("http://127.0.0.1:%d", port)
+	_, err = start("minio", minioBin, []string{"server", filepath.Join(tmp, "minio"),
+		"--address", fmt.Sprintf("127.0.0.1:%d", port), "--console-address", fmt.Sprintf("127.0.0.1:%d", console)},
+		[]string{"MINIO_ROOT_USER=" + minioUser, "MINIO_ROOT_PASSWORD=" + minioPassword, "MINIO_BROWSER=off"}, "")
+	if err != nil {
+		return err
+	}
+	if err := waitHTTP(peers.minio+"/minio/health/ready", 30*time.Second); err != nil {
+		return fmt.Errorf("MinIO: %w", err)
+	}
+	if err := createBucket(); err != nil {
+		return err
+	}
+
+	oidcDir := filepath.Join(peers.tools, "oidc")
+	if _, err := os.Stat(filepath.Join(oidcDir, "node_modules", "oidc-provider")); err != nil {
+		return fmt.Errorf("oidc-provider not installed in %s (run `make tools`): %w", oidcDir, err)
+	}
+	src, err := os.ReadFile(filepath.Join(peers.root, "e2e", "oidc", "server.mjs"))
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(oidcDir, "server.mjs"), src, 0o644); err != nil {
+		return err
+	}
+	oport := freePort()
+	peers.oidc = fmt.Sprintf("http://127.0.0.1:%d", oport)
+	clients, _ := json.Marshal(oidcClients)
+	peers.oidcProc, err = start("oidc", "node", []string{filepath.Join(oidcDir, "server.mjs")},
+		[]string{fmt.Sprintf("PORT=%d", oport), "ISSUER=" + peers.oidc, "AUDIENCE=" + audience, "CLIENTS=" + string(clients)}, "ready")
+	if err != nil {
+		return err
+	}
+
+	motoBin, err := exec.LookPath("moto_server")
+	if err != nil {
+		return fmt.Errorf("moto_server not on PATH: %w", err)
+	}
+	mport := freePort()
+	peers.moto = fmt.Sprintf("http://127.0.0.1:%d", mport)
+	if _, err := start("moto", motoBin, []string{"-H", "127.0.0.1", "-p", fmt.Sprint(mport)}, nil, ""); err != nil {
+		return err
+	}
+	return waitHTTP(peers.moto+"/moto-api/data.json", 60*time.Second)
+}
+
+func createBucket() error {
+	c := s3Client(aws.Credentials{AccessKeyID: minioUser, SecretAccessKey: minioPassword})
+	_, err := c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)})
+	if err != nil {
+		return fmt.Errorf("create bucket: %w", err)
+	}
+	return nil
+}
+
+// s3Client talks to MinIO with the given credentials, path-style.
+func s3Client(c aws.Credentials) *s3.Client {
+	return s3.New(s3.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(peers.minio),
+		UsePathStyle: true,
+		Credentials:  awscreds.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, c.SessionToken),
+	})
+}
+
+// ---------------------------------------------------------------- processes
+
+// process is a peer or a tokenvendor run, with its output kept for checks.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+}
+
+var (
+	procsMu sync.Mutex
+	procs   []*process
+)
+
+// start runs bin and, when readyLine is set, waits until a line of its output
+// contains it.
+func start(name, bin string, args, env []string, readyLine string) (*process, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p := &process{name: name, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	procsMu.Lock()
+	procs = append(procs, p)
+	procsMu.Unlock()
+	ready := make(chan struct{})
+	var once sync.Once
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			p.out.Write(append(sc.Bytes(), '\n'))
+			if readyLine != "" && strings.Contains(sc.Text(), readyLine) {
+				once.Do(func() { close(ready) })
+			}
+		}
+	}()
+	go func() {
+		_ = cmd.Wait()
+		pw.Close()
+		close(p.done)
+	}()
+	if readyLine == "" {
+		return p, nil
+	}
+	select {
+	case <-ready:
+		return p, nil
+	case <-p.done:
+		return nil, fmt.Errorf("%s exited before it was ready:\n%s", name, p.out.String())
+	case <-time.After(60 * time.Second):
+		p.stop()
+		return nil, fmt.Errorf("%s not ready after 60 s:\n%s", name, p.out.String())
+	}
+}
+
+func (p *process) signal(sig syscall.Signal) { _ = p.cmd.Process.Signal(sig) }
+
+func (p *process) stop() {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+func stopAll() {
+	procsMu.Lock()
+	defer procsMu.Unlock()
+	for _, p := range procs {
+		p.stop()
+	}
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func waitHTTP(u string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		res, err := http.Get(u)
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not answering 200 after %s (last error %v)", u, limit, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// ---------------------------------------------------------------- tokenvendor
+
+// vendor is a running tokenvendor.
+type vendor struct {
+	*process
+	url    string
+	config string
+}
+
+// configOptions shape the config a vendor runs with.
+type configOptions struct {
+	stsEndpoint string
+	extra       string // appended to the profile list
+}
+
+const objectsProfile = `
+  - name: objects
+    role_arn: arn:aws:iam::123456789012:role/TenantData
+    duration: 1h
+    vars: {bucket: %s}
+    policy: |
+      {"Version":"2012-10-17","Statement":[
+        {"Effect":"Allow","Action":["s3:GetObject","s3:PutObject","s3:DeleteObject"],
+         "Resource":["arn:aws:s3:::{{ .Vars.bucket }}/{{ .TenantID }}/*"]},
+        {"Effect":"Allow","Action":["s3:ListBucket"],
+         "Resource":["arn:aws:s3:::{{ .Vars.bucket }}"],
+         "Condition":{"StringLike":{"s3:prefix":["{{ .TenantID }}/*"]}}}]}
+    tags: {TenantID: "{{ .TenantID }}"}
+`
+
+func writeConfig(t *testing.T, o configOptions) string {
+	t.Helper()
+	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+auth:
+  issuer: %s
+  jwks_url: %s/jwks
+  audiences: [%s]
+  algorithms: [RS256, ES256]
+  tenant_claim: tenant_id
+  override_scope: %s
+sts:
+  region: us-east-1
+  endpoint: %s
+  timeout: 5s
+profiles:`+objectsProfile+o.extra, peers.oidc, peers.oidc, audience, anyTenant, o.stsEndpoint, bucket)
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+var listeningRE = regexp.MustCompile(`"msg":"listening","addr":"([^"]+)","admin":false`)
+
+// startVendor runs tokenvendor with the config at path. Its STS calls are
+// signed with key/secret.
+func startVendor(t *testing.T, path, key, secret string) *vendor {
+	t.Helper()
+	p, err := start("tokenvendor", peers.bin, []string{"serve", "--config", path}, []string{
+		"AWS_ACCESS_KEY_ID=" + key, "AWS_SECRET_ACCESS_KEY=" + secret, "AWS_REGION=us-east-1",
+		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true",
+		"AWS_PROFILE=", "AWS_SESSION_TOKEN=",
+	}, `"msg":"listening"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := listeningRE.FindStringSubmatch(p.out.String())
+	if m == nil {
+		t.Fatalf("no listening address in:\n%s", p.out.String())
+	}
+	v := &vendor{process: p, url: "http://" + m[1], config: path}
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("tokenvendor output:\n%s", p.out.String())
+		}
+	})
+	if err := waitHTTP(v.url+"/readyz", 20*time.Second); err != nil {
+		t.Fatalf("tokenvendor not ready: %v\n%s", err, p.out.String())
+	}
+	return v
+}
+
+// credentials is the body of a 200 from POST /credentials.
+type credentials struct {
+	Version         int
+	AccessKeyID     string `json:"AccessKeyId"`
+	SecretAccessKey string
+	SessionToken    string
+	Expiration      time.Time
+	TenantID        string `json:"TenantId"`
+	Profile         string
+}
+
+func (c credentials) aws() aws.Credentials {
+	return aws.Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken}
+}
+
+// post calls POST /credentials and returns the status and body.
+func (v *vendor) post(t *testing.T, token, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, v.url+"/credentials", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, b
+}
+
+// vend calls POST /credentials and requires a 200.
+func (v *vendor) vend(t *testing.T, token, body string) credentials {
+	t.Helper()
+	status, b := v.post(t, token, body)
+	if status != http.StatusOK {
+		t.Fatalf("POST /credentials: %d %s", status, b)
+	}
+	var c credentials
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// metric returns the value of the sample whose line starts with series.
+func (v *vendor) metric(t *testing.T, series string) float64 {
+	t.Helper()
+	res, err := http.Get(v.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			var f float64
+			fmt.Sscan(rest, &f)
+			return f
+		}
+	}
+	return 0
+}
+
+// ---------------------------------------------------------------- tokens
+
+// token gets an access token for client from the identity provider with the
+// client_credentials grant.
+func token(t *testing.T, client string) string {
+	t.Helper()
+	var secret, scope string
+	for _, c := range oidcClients {
+		if c["client_id"] == client {
+			secret, _ = c["client_secret"].(string)
+			scope, _ = c["scope"].(string)
+		}
+	}
+	form := url.Values{"grant_type": {"client_credentials"}, "resource": {audience}}
+	if scope != "" {
+		form.Set("scope", scope)
+	}
+	req, _ := http.NewRequest(http.MethodPost, peers.oidc+"/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(client, secret)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var body struct {
+		AccessToken string `json:"access_token"`
+		Error       string `json:"error"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&body); err != nil || body.AccessToken == "" {
+		t.Fatalf("token for %s: status %d, error %q, %v", client, res.StatusCode, body.Error, err)
+	}
+	return body.AccessToken
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+var errAccessDenied = errors.New("AccessDenied")
