@@ -1,0 +1,145 @@
+package vend_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+
+	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/policy"
+	"github.com/tokenvendor/tokenvendor/internal/vend"
+)
+
+// stsServer is an httptest STS speaking the query protocol: it captures each
+// request's form and answers with credentials, or with the error it is given.
+type stsServer struct {
+	*httptest.Server
+	mu     sync.Mutex
+	forms  []url.Values
+	status int
+	code   string
+}
+
+func newSTSServer(t *testing.T) *stsServer {
+	s := &stsServer{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseForm(); err != nil {
+			t.Error(err)
+		}
+		s.mu.Lock()
+		s.forms = append(s.forms, r.PostForm)
+		status, code := s.status, s.code
+		s.mu.Unlock()
+		w.Header().Set("Content-Type", "text/xml")
+		if code != "" {
+			w.WriteHeader(status)
+			fmt.Fprintf(w, `<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>%s</Code><Message>upstream says no</Message></Error><RequestId>r1</RequestId></ErrorResponse>`, code)
+			return
+		}
+		fmt.Fprintf(w, `<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>
+<Credentials><AccessKeyId>ASIAWIRE</AccessKeyId><SecretAccessKey>wire-secret</SecretAccessKey><SessionToken>wire-token</SessionToken><Expiration>%s</Expiration></Credentials>
+<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/TenantData/acme@objects</Arn><AssumedRoleId>AROA:acme@objects</AssumedRoleId></AssumedRoleUser>
+<PackedPolicySize>7</PackedPolicySize></AssumeRoleResult><ResponseMetadata><RequestId>r1</RequestId></ResponseMetadata></AssumeRoleResponse>`,
+			time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func wireService(t *testing.T, srv *stsServer, tags map[string]string) *vend.Service {
+	t.Helper()
+	client := sts.New(sts.Options{
+		Region:           "us-east-1",
+		BaseEndpoint:     aws.String(srv.URL),
+		Credentials:      credentials.NewStaticCredentialsProvider("AKIDEXAMPLE", "service-secret", ""),
+		RetryMaxAttempts: 1,
+	})
+	tenants, _ := policy.NewTenantRule("")
+	tmpl, err := policy.Compile(policy.Spec{Profile: "objects", Policy: testPolicy, Tags: tags}, tenants)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := vend.New(vend.Config{
+		Profiles: []vend.Profile{{Name: "objects", RoleARN: "arn:aws:iam::123456789012:role/TenantData", Duration: time.Hour, Template: tmpl}},
+		Tenants:  tenants,
+		STS:      client,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestSessionTagsReachSTSOnTheWire(t *testing.T) {
+	srv := newSTSServer(t)
+	s := wireService(t, srv, map[string]string{"TenantID": "{{ .TenantID }}", "Profile": "{{ .Profile }}", "Tier": "pool"})
+	creds, err := s.Vend(context.Background(), auth.Caller{TenantID: "acme"}, vend.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if creds.AccessKeyID != "ASIAWIRE" || creds.SessionToken != "wire-token" {
+		t.Fatalf("creds = %v", creds)
+	}
+	form := srv.forms[0]
+	want := map[string]string{
+		"Action":              "AssumeRole",
+		"RoleArn":             "arn:aws:iam::123456789012:role/TenantData",
+		"RoleSessionName":     "acme@objects",
+		"DurationSeconds":     "3600",
+		"Tags.member.1.Key":   "Profile",
+		"Tags.member.1.Value": "objects",
+		"Tags.member.2.Key":   "TenantID",
+		"Tags.member.2.Value": "acme",
+		"Tags.member.3.Key":   "Tier",
+		"Tags.member.3.Value": "pool",
+	}
+	for k, v := range want {
+		if got := form.Get(k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	for k := range form {
+		if strings.HasPrefix(k, "TransitiveTagKeys") {
+			t.Errorf("tags sent as transitive: %s", k)
+		}
+	}
+	if form.Get("Policy") == "" {
+		t.Error("no Policy sent")
+	}
+}
+
+func TestSTSErrorsOnTheWireAreClassified(t *testing.T) {
+	tests := []struct {
+		status int
+		code   string
+		want   error
+	}{
+		{status: 400, code: "Throttling", want: vend.ErrUpstreamUnavailable},
+		{status: 403, code: "AccessDenied", want: vend.ErrUpstream},
+		{status: 400, code: "MalformedPolicyDocument", want: vend.ErrUpstream},
+		{status: 400, code: "PackedPolicyTooLarge", want: vend.ErrUpstream},
+		{status: 403, code: "RegionDisabledException", want: vend.ErrUpstream},
+		{status: 500, code: "InternalFailure", want: vend.ErrUpstreamUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.code, func(t *testing.T) {
+			srv := newSTSServer(t)
+			srv.status, srv.code = tt.status, tt.code
+			_, err := wireService(t, srv, nil).Vend(context.Background(), auth.Caller{TenantID: "acme"}, vend.Request{})
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}

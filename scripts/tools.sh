@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs the real peers the tests and the demo run against into a
+# git-ignored folder (.tools/, or $TOKENVENDOR_TOOLS): MinIO and oidc-provider,
+# both pinned. moto_server and the AWS CLI come with the machine image.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+tools=${TOKENVENDOR_TOOLS:-$root/.tools}
+MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+OIDC_PROVIDER_VERSION=9.13.3
+
+mkdir -p "$tools/bin" "$tools/oidc"
+
+have_minio() {
+  [ -x "$tools/bin/minio" ] &&
+    go version -m "$tools/bin/minio" 2>/dev/null | grep -qE "^\s+mod\s+github.com/minio/minio\s+$MINIO_VERSION"
+}
+if ! have_minio; then
+  echo "tools: installing MinIO $MINIO_VERSION into $tools/bin (a few minutes on a cold machine)"
+  GOBIN="$tools/bin" GOFLAGS=-mod=mod go install "github.com/minio/minio@$MINIO_VERSION"
+fi
+
+have_oidc() {
+  [ -f "$tools/oidc/node_modules/oidc-provider/package.json" ] &&
+    [ "$(node -p "require('$tools/oidc/node_modules/oidc-provider/package.json').version")" = "$OIDC_PROVIDER_VERSION" ]
+}
+if ! have_oidc; then
+  echo "tools: installing oidc-provider $OIDC_PROVIDER_VERSION into $tools/oidc"
+  npm install --silent --no-audit --no-fund --prefix "$tools/oidc" "oidc-provider@$OIDC_PROVIDER_VERSION" >/dev/null
+fi
+cp "$root/e2e/oidc/server.mjs" "$tools/oidc/server.mjs"
+
+missing=0
+for cmd in moto_server aws node; do
+  if ! command -v "$cmd" >/dev/null; then
+    echo "tools: $cmd is not on PATH; it comes with the machine image" >&2
+    missing=1
+  fi
+done
+exit $missing
