@@ -15,6 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+
+	"github.com/tokenvendor/tokenvendor/internal/auth/authtest"
 )
 
 // putGet writes and reads back key in the bucket with c, returning the first error.
@@ -175,7 +177,7 @@ func TestHostileTenantClaimsFromTheProviderNeverReachSTS(t *testing.T) {
 			t.Errorf("%s: %d %s, want %d", client, status, body, want)
 		}
 	}
-	status, _ := v.post(t, token(t, "svc-acme")+"x", "")
+	status, _ := v.post(t, authtest.Tamper(token(t, "svc-acme")), "")
 	if status != http.StatusUnauthorized {
 		t.Errorf("tampered provider token: %d", status)
 	}

@@ -107,7 +107,7 @@ func TestVerifyRefusesForgedAndConfusedTokens(t *testing.T) {
 		{name: "unknown kid", token: idp.Mint(idp.NewKey("nobody", jwa.RS256), valid()), reason: "unknown_kid"},
 		{name: "no kid", token: idp.MintAs(rsaKey, "", jwa.RS256, valid()), reason: "unknown_kid"},
 		{name: "known kid signed by another key", token: idp.Mint(other, valid()), reason: "signature"},
-		{name: "tampered signature", token: tamper(idp.Mint(rsaKey, valid())), reason: "signature"},
+		{name: "tampered signature", token: authtest.Tamper(idp.Mint(rsaKey, valid())), reason: "signature"},
 		{name: "tampered payload", token: swapPayload(idp.Mint(rsaKey, valid()), idp.Mint(rsaKey, with(func(c map[string]any) { c["tenant_id"] = "globex" }))), reason: "signature"},
 		{name: "algorithm outside the allow-list", token: idp.MintAs(rsaKey, "rsa-1", jwa.PS256, valid()), reason: "algorithm"},
 		{name: "RS256 header on the EC key", token: idp.MintAs(rsaKey, "ec-1", jwa.RS256, valid()), reason: "algorithm"},
@@ -291,17 +291,6 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value str
 		}
 	}
 	return 0
-}
-
-func tamper(tok string) string {
-	i := strings.LastIndexByte(tok, '.')
-	sig := []byte(tok[i+1:])
-	if sig[5] == 'A' {
-		sig[5] = 'B'
-	} else {
-		sig[5] = 'A'
-	}
-	return tok[:i+1] + string(sig)
 }
 
 // swapPayload puts b's payload under a's header and signature.

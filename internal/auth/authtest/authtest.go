@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -197,6 +198,19 @@ func (idp *IdP) HMACWithPublicKey(k *Key, claims map[string]any) string {
 		idp.t.Fatal(err)
 	}
 	return string(signed)
+}
+
+// Tamper flips a character early in tok's signature, where every bit counts
+// (the last character of base64url holds padding bits that decode alike).
+func Tamper(tok string) string {
+	i := strings.LastIndexByte(tok, '.')
+	sig := []byte(tok[i+1:])
+	if sig[5] == 'A' {
+		sig[5] = 'B'
+	} else {
+		sig[5] = 'A'
+	}
+	return tok[:i+1] + string(sig)
 }
 
 func payload(t testing.TB, claims map[string]any) []byte {
