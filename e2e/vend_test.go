@@ -10,7 +10,9 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -245,5 +247,22 @@ func TestWhatReachesSTSIsExactlyWhatWasConfiguredOnMoto(t *testing.T) {
 		if r["policy"] != string(want.Policy) {
 			t.Errorf("call %d: policy = %v\nwant %s", i, r["policy"], want.Policy)
 		}
+	}
+}
+
+func TestSIGTERMStopsCleanly(t *testing.T) {
+	v := startVendor(t, writeConfig(t, configOptions{stsEndpoint: peers.minio}), minioUser, minioPassword)
+	v.vend(t, token(t, "svc-acme"), "")
+	v.signal(syscall.SIGTERM)
+	select {
+	case <-v.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("tokenvendor still running 15 s after SIGTERM")
+	}
+	if code := v.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM:\n%s", code, v.out.String())
+	}
+	if !strings.Contains(v.out.String(), `"msg":"stopped"`) {
+		t.Errorf("no clean stop logged:\n%s", v.out.String())
 	}
 }

@@ -60,29 +60,20 @@ func (h *handlers) credentials(w http.ResponseWriter, r *http.Request) {
 	if hasBearer(r) {
 		token = bearerToken(r)
 	}
-	caller, err := h.cfg.Authenticator.Verify(r.Context(), token)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	var req credentialsRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	creds, err := h.cfg.Vendor.Vend(r.Context(), caller, vend.Request{Profile: req.Profile, TenantID: req.TenantID})
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, credentialsResponse{
-		Version:         1,
-		AccessKeyID:     creds.AccessKeyID,
-		SecretAccessKey: creds.SecretAccessKey,
-		SessionToken:    creds.SessionToken,
-		Expiration:      creds.Expiration.UTC().Format(time.RFC3339),
-		TenantID:        creds.TenantID,
-		Profile:         creds.Profile,
+	h.vend(w, r, token, func() (vend.Request, error) {
+		var body credentialsRequest
+		err := decodeBody(w, r, &body)
+		return vend.Request{Profile: body.Profile, TenantID: body.TenantID}, err
+	}, func(c vend.Credentials) any {
+		return credentialsResponse{
+			Version:         1,
+			AccessKeyID:     c.AccessKeyID,
+			SecretAccessKey: c.SecretAccessKey,
+			SessionToken:    c.SessionToken,
+			Expiration:      c.Expiration.UTC().Format(time.RFC3339),
+			TenantID:        c.TenantID,
+			Profile:         c.Profile,
+		}
 	})
 }
 
@@ -93,22 +84,37 @@ func (h *handlers) containerCredentials(w http.ResponseWriter, r *http.Request) 
 	if hasBearer(r) {
 		token = bearerToken(r)
 	}
+	h.vend(w, r, token, func() (vend.Request, error) {
+		return vend.Request{Profile: chi.URLParam(r, "profile")}, nil
+	}, func(c vend.Credentials) any {
+		return containerCredentialsResponse{
+			AccessKeyID:     c.AccessKeyID,
+			SecretAccessKey: c.SecretAccessKey,
+			Token:           c.SessionToken,
+			Expiration:      c.Expiration.UTC().Format(time.RFC3339),
+		}
+	})
+}
+
+// vend is the one path behind every credentials route: verify the token,
+// read the request, vend, and write the route's response shape.
+func (h *handlers) vend(w http.ResponseWriter, r *http.Request, token string, read func() (vend.Request, error), shape func(vend.Credentials) any) {
 	caller, err := h.cfg.Authenticator.Verify(r.Context(), token)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	creds, err := h.cfg.Vendor.Vend(r.Context(), caller, vend.Request{Profile: chi.URLParam(r, "profile")})
+	req, err := read()
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, containerCredentialsResponse{
-		AccessKeyID:     creds.AccessKeyID,
-		SecretAccessKey: creds.SecretAccessKey,
-		Token:           creds.SessionToken,
-		Expiration:      creds.Expiration.UTC().Format(time.RFC3339),
-	})
+	creds, err := h.cfg.Vendor.Vend(r.Context(), caller, req)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, shape(creds))
 }
 
 func (h *handlers) healthz(w http.ResponseWriter, _ *http.Request) {
