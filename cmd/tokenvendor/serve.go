@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,6 +62,11 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		log.Warn("identity provider key set not fetched yet; not ready", "err", err)
 	}
 
+	var maxDuration time.Duration
+	if roleChaining(ctx, cfg.STS.RoleChaining, stsClient, log) {
+		maxDuration = config.ChainedMaxDuration
+	}
+
 	profiles := make([]vend.Profile, 0, len(cfg.Profiles))
 	for _, p := range cfg.Profiles {
 		profiles = append(profiles, vend.Profile{
@@ -71,10 +78,15 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		Tenants:       cfg.Tenants,
 		OverrideScope: cfg.Auth.OverrideScope,
 		STS:           stsClient,
+		MaxDuration:   maxDuration,
 		Cache: cache.Config{
-			MaxEntries:    cfg.Cache.MaxEntries,
-			RefreshMargin: cfg.Cache.RefreshMargin,
-			FetchTimeout:  cfg.STS.Timeout,
+			MaxEntries:     cfg.Cache.MaxEntries,
+			RefreshAhead:   cfg.Cache.RefreshAhead,
+			Jitter:         cfg.Cache.RefreshJitter,
+			MinRemaining:   cfg.Cache.MinRemaining,
+			StaleFloor:     cfg.Cache.StaleFloor,
+			BackgroundRate: cfg.Cache.BackgroundRefreshRate,
+			FetchTimeout:   cfg.STS.Timeout,
 		},
 		Registerer: reg,
 		Logger:     log,
@@ -129,6 +141,28 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// roleChaining reports whether the service's own credentials are a role
+// session, in which case AWS caps AssumeRole at one hour. In "auto" mode it
+// asks STS who the service is; when STS cannot say, it assumes not and says so.
+func roleChaining(ctx context.Context, mode string, client *sts.Client, log *slog.Logger) bool {
+	switch mode {
+	case "on":
+		return true
+	case "off":
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	id, err := client.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	if err != nil {
+		log.Warn("cannot tell whether the service's credentials are a role session; set sts.role_chaining to be sure", "err", err)
+		return false
+	}
+	chained := strings.Contains(aws.ToString(id.Arn), ":assumed-role/")
+	log.Info("service identity", "arn", aws.ToString(id.Arn), "role_chaining", chained)
+	return chained
 }
 
 func newServer(addr string, h http.Handler, log *slog.Logger) *http.Server {

@@ -28,6 +28,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/api"
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/auth/authtest"
+	"github.com/tokenvendor/tokenvendor/internal/metrictest"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
@@ -259,7 +260,7 @@ func TestConcurrentFirstCallsMakeOneAssumeRole(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if got := metricValue(t, e.reg, "tokenvendor_sts_requests_total", "outcome", "success"); got != 1 {
+	if got := metrictest.Counter(t, e.reg, "tokenvendor_sts_requests_total", "outcome", "success"); got != 1 {
 		t.Fatalf("tokenvendor_sts_requests_total = %v, want 1", got)
 	}
 }
@@ -473,27 +474,6 @@ func TestMetricsLabelRoutesByPattern(t *testing.T) {
 	if strings.Contains(text, "acme") {
 		t.Error("a metric label carries the tenant")
 	}
-}
-
-func metricValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
 }
 
 type syncBuffer struct {

@@ -14,22 +14,11 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/auth/authtest"
+	"github.com/tokenvendor/tokenvendor/internal/clock"
+	"github.com/tokenvendor/tokenvendor/internal/metrictest"
 )
 
-// clock is a test clock that moves only when told.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func newVerifier(t *testing.T, idp *authtest.IdP, clk *clock, mutate func(*auth.Config)) (*auth.Verifier, *prometheus.Registry) {
+func newVerifier(t *testing.T, idp *authtest.IdP, clk *clock.Fake, mutate func(*auth.Config)) (*auth.Verifier, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	cfg := auth.Config{
@@ -58,7 +47,7 @@ func newVerifier(t *testing.T, idp *authtest.IdP, clk *clock, mutate func(*auth.
 
 func TestVerifyAcceptsValidTokens(t *testing.T) {
 	idp := authtest.New(t)
-	clk := &clock{now: time.Now()}
+	clk := clock.NewFake(time.Now())
 	v, _ := newVerifier(t, idp, clk, nil)
 
 	for _, kid := range []string{"rsa-1", "ec-1"} {
@@ -76,7 +65,7 @@ func TestVerifyAcceptsValidTokens(t *testing.T) {
 
 func TestVerifyRefusesForgedAndConfusedTokens(t *testing.T) {
 	idp := authtest.New(t)
-	clk := &clock{now: time.Now()}
+	clk := clock.NewFake(time.Now())
 	v, reg := newVerifier(t, idp, clk, func(c *auth.Config) { c.Algorithms = []string{"RS256", "ES256"} })
 	rsaKey := idp.Key("rsa-1")
 	other := idp.NewKey("rsa-1", jwa.RS256) // same kid, unpublished key
@@ -132,7 +121,7 @@ func TestVerifyRefusesForgedAndConfusedTokens(t *testing.T) {
 
 func TestVerifyRefusesAnAlgorithmTheKeyDoesNotDeclare(t *testing.T) {
 	idp := authtest.New(t)
-	clk := &clock{now: time.Now()}
+	clk := clock.NewFake(time.Now())
 	v, _ := newVerifier(t, idp, clk, func(c *auth.Config) { c.Algorithms = []string{"RS256", "RS512"} })
 	// rsa-1 is published with alg RS256; an RS512 signature by the same key
 	// is refused although RS512 is on the allow-list.
@@ -144,7 +133,7 @@ func TestVerifyRefusesAnAlgorithmTheKeyDoesNotDeclare(t *testing.T) {
 
 func TestVerifyAllowsLeewayOnExpiry(t *testing.T) {
 	idp := authtest.New(t)
-	clk := &clock{now: time.Now()}
+	clk := clock.NewFake(time.Now())
 	v, _ := newVerifier(t, idp, clk, func(c *auth.Config) { c.Leeway = 30 * time.Second })
 	claims := authtest.Claims(clk.Now(), "svc", "acme")
 	claims["exp"] = clk.Now().Add(-20 * time.Second).Unix()
@@ -173,7 +162,7 @@ func TestTenantClaim(t *testing.T) {
 		{name: "path through a string", path: "tenant_id.x", claim: func(c map[string]any) { c["tenant_id"] = "acme" }, want: ""},
 	}
 	idp := authtest.New(t)
-	clk := &clock{now: time.Now()}
+	clk := clock.NewFake(time.Now())
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			v, _ := newVerifier(t, idp, clk, func(c *auth.Config) { c.TenantClaim = tt.path })
@@ -192,7 +181,7 @@ func TestTenantClaim(t *testing.T) {
 
 func TestScopesFromScopeAndScp(t *testing.T) {
 	idp := authtest.New(t)
-	clk := &clock{now: time.Now()}
+	clk := clock.NewFake(time.Now())
 	v, _ := newVerifier(t, idp, clk, nil)
 	claims := authtest.Claims(clk.Now(), "svc", "acme")
 	claims["scope"] = "a b"
@@ -210,7 +199,7 @@ func TestScopesFromScopeAndScp(t *testing.T) {
 
 func TestUnknownKIDRefetchIsRateLimitedAndPicksUpNewKeys(t *testing.T) {
 	idp := authtest.New(t)
-	clk := &clock{now: time.Now()}
+	clk := clock.NewFake(time.Now())
 	v, reg := newVerifier(t, idp, clk, func(c *auth.Config) { c.UnknownKIDInterval = 10 * time.Second })
 	start := idp.Fetches()
 
@@ -237,7 +226,7 @@ func TestUnknownKIDRefetchIsRateLimitedAndPicksUpNewKeys(t *testing.T) {
 	if _, err := v.Verify(context.Background(), tok); err != nil {
 		t.Fatalf("new key after interval: %v", err)
 	}
-	if got := counterValue(t, reg, "tokenvendor_jwks_refreshes_total", "outcome", "success"); got < 2 {
+	if got := metrictest.Counter(t, reg, "tokenvendor_jwks_refreshes_total", "outcome", "success"); got < 2 {
 		t.Errorf("jwks refreshes{success} = %v, want >= 2", got)
 	}
 }
@@ -268,29 +257,7 @@ func TestNewRefusesUnsafeConfig(t *testing.T) {
 
 func failures(t *testing.T, reg *prometheus.Registry, reason string) float64 {
 	t.Helper()
-	return counterValue(t, reg, "tokenvendor_auth_failures_total", "reason", reason)
-}
-
-// counterValue reads one labelled counter from reg, 0 when absent.
-func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	return metrictest.Counter(t, reg, "tokenvendor_auth_failures_total", "reason", reason)
 }
 
 // swapPayload puts b's payload under a's header and signature.

@@ -29,7 +29,11 @@ const (
 	MaxDuration          = 12 * time.Hour
 	DefaultSTSTimeout    = 10 * time.Second
 	DefaultMaxEntries    = 10_000
-	DefaultRefreshMargin = 5 * time.Minute
+	DefaultRefreshAhead  = 0.5
+	DefaultRefreshJitter = 0.1
+	DefaultStaleFloor    = 2 * time.Minute
+	DefaultRefreshRate   = 50
+	ChainedMaxDuration   = time.Hour
 	DefaultShutdown      = 20 * time.Second
 )
 
@@ -70,12 +74,27 @@ type STS struct {
 	Region   string        `yaml:"region"`
 	Endpoint string        `yaml:"endpoint"`
 	Timeout  time.Duration `yaml:"timeout"`
+	// RoleChaining says whether the service's own credentials are a role
+	// session, which caps every duration at one hour: "auto" (ask STS
+	// GetCallerIdentity at start-up), "on" or "off".
+	RoleChaining string `yaml:"role_chaining"`
 }
 
 // Cache configures the credential cache.
 type Cache struct {
-	MaxEntries    int           `yaml:"max_entries"`
-	RefreshMargin time.Duration `yaml:"refresh_margin"`
+	MaxEntries int `yaml:"max_entries"`
+	// RefreshAhead is the share of the lifetime left when a background
+	// refresh starts; RefreshJitter the random share added to it.
+	RefreshAhead  float64 `yaml:"refresh_ahead"`
+	RefreshJitter float64 `yaml:"refresh_jitter"`
+	// MinRemaining is the least remaining life credentials are handed out
+	// with; zero means a quarter of their duration.
+	MinRemaining time.Duration `yaml:"min_remaining"`
+	// StaleFloor is the least remaining life cached credentials are still
+	// served with while STS fails recoverably.
+	StaleFloor time.Duration `yaml:"stale_floor"`
+	// BackgroundRefreshRate bounds background refreshes per second.
+	BackgroundRefreshRate float64 `yaml:"background_refresh_rate"`
 }
 
 // Profile is one way of vending credentials.
@@ -188,18 +207,36 @@ func (c *Config) Validate() error {
 	if c.STS.Timeout < 0 {
 		bad("sts.timeout", "negative")
 	}
-
-	if c.Cache.MaxEntries == 0 {
-		c.Cache.MaxEntries = DefaultMaxEntries
+	switch c.STS.RoleChaining {
+	case "":
+		c.STS.RoleChaining = "auto"
+	case "auto", "on", "off":
+	default:
+		bad("sts.role_chaining", "must be auto, on or off")
 	}
-	if c.Cache.MaxEntries < 0 {
+
+	cc := &c.Cache
+	setDefault(&cc.MaxEntries, DefaultMaxEntries)
+	if cc.MaxEntries < 0 {
 		bad("cache.max_entries", "negative")
 	}
-	if c.Cache.RefreshMargin == 0 {
-		c.Cache.RefreshMargin = DefaultRefreshMargin
+	setDefault(&cc.RefreshAhead, DefaultRefreshAhead)
+	setDefault(&cc.RefreshJitter, DefaultRefreshJitter)
+	setDefault(&cc.StaleFloor, DefaultStaleFloor)
+	setDefault(&cc.BackgroundRefreshRate, DefaultRefreshRate)
+	if cc.RefreshAhead <= 0 || cc.RefreshJitter < 0 || cc.RefreshAhead+cc.RefreshJitter >= 1 {
+		bad("cache.refresh_ahead", "refresh_ahead and refresh_jitter are shares of the lifetime: refresh_ahead > 0, refresh_jitter >= 0, together below 1")
 	}
-	if c.Cache.RefreshMargin < 0 {
-		bad("cache.refresh_margin", "negative")
+	if cc.MinRemaining < 0 {
+		bad("cache.min_remaining", "negative")
+	}
+	if cc.StaleFloor < 0 {
+		bad("cache.stale_floor", "negative")
+	} else if cc.MinRemaining > 0 && cc.StaleFloor >= cc.MinRemaining {
+		bad("cache.stale_floor", "must be below cache.min_remaining (%s)", cc.MinRemaining)
+	}
+	if cc.BackgroundRefreshRate < 0 {
+		bad("cache.background_refresh_rate", "negative")
 	}
 
 	if len(c.Profiles) == 0 {
@@ -226,8 +263,10 @@ func (c *Config) Validate() error {
 		}
 		if p.Duration < MinDuration || p.Duration > MaxDuration || p.Duration%time.Second != 0 {
 			bad(at+".duration", "must be whole seconds between %s and %s", MinDuration, MaxDuration)
-		} else if p.Duration <= c.Cache.RefreshMargin {
-			bad(at+".duration", "must be longer than cache.refresh_margin (%s)", c.Cache.RefreshMargin)
+		} else if cc.MinRemaining > 0 && p.Duration < 2*cc.MinRemaining {
+			bad(at+".duration", "must be at least twice cache.min_remaining (%s)", cc.MinRemaining)
+		} else if cc.MinRemaining == 0 && p.Duration/4 <= cc.StaleFloor {
+			bad(at+".duration", "a quarter of it (the default cache.min_remaining) must exceed cache.stale_floor (%s)", cc.StaleFloor)
 		}
 		if p.ExternalID != "" && (len(p.ExternalID) < 2 || len(p.ExternalID) > 1224 || !externalIDPattern.MatchString(p.ExternalID)) {
 			bad(at+".external_id", "must be 2 to 1224 characters of [\\w+=,.@:/-]")
@@ -247,6 +286,13 @@ func (c *Config) Validate() error {
 		p.Template = tmpl
 	}
 	return errors.Join(errs...)
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
 }
 
 // prefixed names the setting in each of a joined error's parts.

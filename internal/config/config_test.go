@@ -251,7 +251,9 @@ func TestParseFillsDefaults(t *testing.T) {
 		{name: "shutdown_timeout", got: c.ShutdownTimeout, want: config.DefaultShutdown},
 		{name: "sts.timeout", got: c.STS.Timeout, want: config.DefaultSTSTimeout},
 		{name: "cache.max_entries", got: c.Cache.MaxEntries, want: config.DefaultMaxEntries},
-		{name: "cache.refresh_margin", got: c.Cache.RefreshMargin, want: config.DefaultRefreshMargin},
+		{name: "cache.refresh_ahead", got: c.Cache.RefreshAhead, want: config.DefaultRefreshAhead},
+		{name: "cache.stale_floor", got: c.Cache.StaleFloor, want: config.DefaultStaleFloor},
+		{name: "sts.role_chaining", got: c.STS.RoleChaining, want: "auto"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

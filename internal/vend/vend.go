@@ -57,10 +57,16 @@ type Config struct {
 	// any tenant's credentials.
 	OverrideScope string
 	STS           STS
-	Cache         cache.Config
-	Registerer    prometheus.Registerer
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// MaxDuration, when set, caps every profile's duration: AWS allows at
+	// most one hour for a session assumed with a role session's credentials
+	// (role chaining).
+	MaxDuration time.Duration
+	// Cache configures the credential cache; Recoverable and OnEvict are
+	// set by New.
+	Cache      cache.Config
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Request is what a caller asks for. Both fields are optional.
@@ -145,16 +151,17 @@ func New(cfg Config) (*Service, error) {
 		if p.Template == nil {
 			errs = append(errs, fmt.Errorf("profile %s: no template", p.Name))
 		}
+		if cfg.MaxDuration > 0 && p.Duration > cfg.MaxDuration {
+			cfg.Logger.Warn("clamping profile duration: the service's own credentials are a role session, and AWS caps chained sessions",
+				"profile", p.Name, "configured", p.Duration.String(), "clamped", cfg.MaxDuration.String())
+			p.Duration = cfg.MaxDuration
+		}
 		profiles[p.Name] = p
-	}
-	creds, err := cache.New[Credentials](cfg.Cache)
-	if err != nil {
-		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, profiles: profiles, creds: creds, log: cfg.Logger}
+	s := &Service{cfg: cfg, profiles: profiles, log: cfg.Logger}
 	if len(cfg.Profiles) == 1 {
 		s.only = cfg.Profiles[0].Name
 	}
@@ -163,6 +170,17 @@ func New(cfg Config) (*Service, error) {
 		Name: "tokenvendor_cache_requests_total",
 		Help: "Credential cache lookups, by result (hit, miss, stale).",
 	}, []string{"result"})
+	evictions := f.NewCounter(prometheus.CounterOpts{
+		Name: "tokenvendor_cache_evictions_total",
+		Help: "Credentials dropped from the cache to respect its size bound.",
+	})
+	cfg.Cache.Recoverable = func(err error) bool { return errors.Is(err, ErrUpstreamUnavailable) }
+	cfg.Cache.OnEvict = evictions.Inc
+	creds, err := cache.New[Credentials](cfg.Cache)
+	if err != nil {
+		return nil, err
+	}
+	s.creds = creds
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tokenvendor_cache_entries",
 		Help: "Credentials held in the cache.",
@@ -178,6 +196,9 @@ func New(cfg Config) (*Service, error) {
 	})
 	return s, nil
 }
+
+// Wait blocks until background refreshes in progress have finished.
+func (s *Service) Wait() { s.creds.Wait() }
 
 // Vend returns credentials for the tenant the caller may act for.
 func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (Credentials, error) {

@@ -16,7 +16,11 @@ import (
 	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/clock"
+	"github.com/tokenvendor/tokenvendor/internal/metrictest"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
@@ -80,6 +84,7 @@ func newService(t *testing.T, fake *fakeSTS, mutate func(*vend.Config)) *vend.Se
 			}
 		}
 	}
+	fake.now = cfg.Now
 	s, err := vend.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -231,5 +236,69 @@ func TestCredentialsNeverPrintTheirSecrets(t *testing.T) {
 		if !strings.Contains(out, "ASIAEXAMPLE") {
 			t.Fatalf("access key id missing: %s", out)
 		}
+	}
+}
+
+func TestThrottledRefreshServesStaleCredentialsAndCountsThem(t *testing.T) {
+	clk := clock.NewFake(time.Now())
+	reg := prometheus.NewRegistry()
+	fake := &fakeSTS{}
+	s := newService(t, fake, func(c *vend.Config) { c.Now = clk.Now; c.Registerer = reg })
+	caller := auth.Caller{TenantID: "acme"}
+	first, err := s.Vend(context.Background(), caller, vend.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake.mu.Lock()
+	fake.err = &smithy.GenericAPIError{Code: "Throttling"}
+	fake.mu.Unlock()
+	clk.Add(50 * time.Minute)
+	stale, err := s.Vend(context.Background(), caller, vend.Request{})
+	if err != nil || stale.AccessKeyID != first.AccessKeyID {
+		t.Fatalf("throttled refresh: %v %v, want the cached credentials", stale, err)
+	}
+	if got := metrictest.Counter(t, reg, "tokenvendor_cache_requests_total", "result", "stale"); got != 1 {
+		t.Errorf("cache_requests_total{result=stale} = %v, want 1", got)
+	}
+	if got := metrictest.Counter(t, reg, "tokenvendor_sts_requests_total", "outcome", "throttled"); got != 1 {
+		t.Errorf("sts_requests_total{outcome=throttled} = %v, want 1", got)
+	}
+}
+
+func TestAccessDeniedOnRefreshEvictsTheCredentials(t *testing.T) {
+	clk := clock.NewFake(time.Now())
+	fake := &fakeSTS{}
+	s := newService(t, fake, func(c *vend.Config) { c.Now = clk.Now })
+	caller := auth.Caller{TenantID: "acme"}
+	if _, err := s.Vend(context.Background(), caller, vend.Request{}); err != nil {
+		t.Fatal(err)
+	}
+	fake.mu.Lock()
+	fake.err = &smithy.GenericAPIError{Code: "AccessDenied"}
+	fake.mu.Unlock()
+	clk.Add(50 * time.Minute)
+	if _, err := s.Vend(context.Background(), caller, vend.Request{}); !errors.Is(err, vend.ErrUpstream) {
+		t.Fatalf("err = %v, want ErrUpstream", err)
+	}
+	calls := fake.calls()
+	if _, err := s.Vend(context.Background(), caller, vend.Request{}); !errors.Is(err, vend.ErrUpstream) {
+		t.Fatalf("second call: err = %v", err)
+	}
+	if fake.calls() != calls {
+		t.Error("a negative-cached refusal reached STS again at once")
+	}
+}
+
+func TestRoleChainingClampsTheDuration(t *testing.T) {
+	fake := &fakeSTS{}
+	s := newService(t, fake, func(c *vend.Config) {
+		c.Profiles[0].Duration = 4 * time.Hour
+		c.MaxDuration = time.Hour
+	})
+	if _, err := s.Vend(context.Background(), auth.Caller{TenantID: "acme"}, vend.Request{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := aws.ToInt32(fake.inputs[0].DurationSeconds); got != 3600 {
+		t.Fatalf("DurationSeconds = %d, want 3600 under role chaining", got)
 	}
 }
