@@ -286,6 +286,7 @@ type vendor struct {
 type configOptions struct {
 	stsEndpoint string
 	extra       string // appended to the profile list
+	duration    string // the objects profile's duration, 1h when empty
 }
 
 const objectsProfile = `
@@ -305,6 +306,10 @@ const objectsProfile = `
 
 func writeConfig(t *testing.T, o configOptions) string {
 	t.Helper()
+	profile := objectsProfile
+	if o.duration != "" {
+		profile = strings.Replace(profile, "duration: 1h", "duration: "+o.duration, 1)
+	}
 	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
 auth:
   issuer: %s
@@ -317,7 +322,7 @@ sts:
   region: us-east-1
   endpoint: %s
   timeout: 5s
-profiles:`+objectsProfile+o.extra, peers.oidc, peers.oidc, audience, anyTenant, o.stsEndpoint, bucket)
+profiles:`+profile+o.extra, peers.oidc, peers.oidc, audience, anyTenant, o.stsEndpoint, bucket)
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -331,10 +336,18 @@ var listeningRE = regexp.MustCompile(`"msg":"listening","addr":"([^"]+)","admin"
 // signed with key/secret.
 func startVendor(t *testing.T, path, key, secret string) *vendor {
 	t.Helper()
+	return startVendorAs(t, path, aws.Credentials{AccessKeyID: key, SecretAccessKey: secret})
+}
+
+// startVendorAs runs tokenvendor with the config at path, its own STS calls
+// signed with creds.
+func startVendorAs(t *testing.T, path string, creds aws.Credentials) *vendor {
+	t.Helper()
 	p, err := start("tokenvendor", peers.bin, []string{"serve", "--config", path}, []string{
-		"AWS_ACCESS_KEY_ID=" + key, "AWS_SECRET_ACCESS_KEY=" + secret, "AWS_REGION=us-east-1",
+		"AWS_ACCESS_KEY_ID=" + creds.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + creds.SecretAccessKey,
+		"AWS_SESSION_TOKEN=" + creds.SessionToken, "AWS_REGION=us-east-1",
 		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true",
-		"AWS_PROFILE=", "AWS_SESSION_TOKEN=",
+		"AWS_PROFILE=",
 	}, `"msg":"listening"`)
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awscreds "github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 
 	"github.com/tokenvendor/tokenvendor/internal/auth/authtest"
@@ -264,5 +266,34 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 	}
 	if !strings.Contains(v.out.String(), `"msg":"stopped"`) {
 		t.Errorf("no clean stop logged:\n%s", v.out.String())
+	}
+}
+
+func TestRoleChainingIsDetectedAndClampsTheDurationOnMoto(t *testing.T) {
+	// The service's own credentials are a role session from moto, as an ECS
+	// task role or EKS IRSA would be.
+	client := sts.New(sts.Options{
+		Region: "us-east-1", BaseEndpoint: aws.String(peers.moto),
+		Credentials: awscreds.NewStaticCredentialsProvider("AKIAMOTOEXAMPLE", "moto-secret", ""),
+	})
+	out, err := client.AssumeRole(context.Background(), &sts.AssumeRoleInput{
+		RoleArn: aws.String("arn:aws:iam::123456789012:role/tokenvendor"), RoleSessionName: aws.String("tokenvendor-task"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := aws.Credentials{AccessKeyID: *out.Credentials.AccessKeyId, SecretAccessKey: *out.Credentials.SecretAccessKey, SessionToken: *out.Credentials.SessionToken}
+
+	cfg := writeConfig(t, configOptions{stsEndpoint: peers.moto, duration: "4h"})
+	v := startVendorAs(t, cfg, own)
+	if !strings.Contains(v.out.String(), `"role_chaining":true`) {
+		t.Fatalf("role chaining not detected:\n%s", v.out.String())
+	}
+	if !strings.Contains(v.out.String(), "clamping profile duration") {
+		t.Errorf("no clamp logged:\n%s", v.out.String())
+	}
+	c := v.vend(t, token(t, "svc-acme"), `{"profile":"objects"}`)
+	if left := time.Until(c.Expiration); left > time.Hour+time.Minute {
+		t.Fatalf("credentials valid for %s under role chaining, want at most 1h", left)
 	}
 }
