@@ -72,7 +72,7 @@ type env struct {
 	router  routers.Router
 }
 
-func newEnv(t *testing.T, profiles ...string) *env {
+func newEnv(t testing.TB, profiles ...string) *env {
 	t.Helper()
 	if len(profiles) == 0 {
 		profiles = []string{"objects"}

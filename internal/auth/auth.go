@@ -4,6 +4,7 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
@@ -59,10 +61,14 @@ type Config struct {
 	UnknownKIDInterval time.Duration
 	// RefreshInterval is how often the key set is fetched in the background; default 15 min.
 	RefreshInterval time.Duration
-	HTTPClient      *http.Client
-	Now             func() time.Time
-	Registerer      prometheus.Registerer
-	Logger          *slog.Logger
+	// VerifiedCacheSize bounds the tokens remembered as verified, so that a
+	// caller presenting the same token again skips the signature check;
+	// default 10,000, negative to turn it off.
+	VerifiedCacheSize int
+	HTTPClient        *http.Client
+	Now               func() time.Time
+	Registerer        prometheus.Registerer
+	Logger            *slog.Logger
 }
 
 // Caller is who a verified token says is calling.
@@ -94,6 +100,16 @@ type Verifier struct {
 	lastKick time.Time
 	failures *prometheus.CounterVec
 	fetches  *prometheus.CounterVec
+	verified *lru.Cache[[sha256.Size]byte, verifiedToken]
+}
+
+// verifiedToken is a token that passed every check, remembered under the
+// SHA-256 of its exact text until it expires or its key leaves the key set.
+type verifiedToken struct {
+	caller    Caller
+	kid       string
+	notBefore time.Time
+	notAfter  time.Time
 }
 
 // asymmetric lists the algorithms a public JWKS can verify. HS* is never
@@ -125,6 +141,9 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	}
 	if cfg.RefreshInterval == 0 {
 		cfg.RefreshInterval = DefaultJWKSRefreshInterval
+	}
+	if cfg.VerifiedCacheSize == 0 {
+		cfg.VerifiedCacheSize = 10_000
 	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: defaultJWKSFetchTimeout}
@@ -168,6 +187,13 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	}
 
 	v := &Verifier{cfg: cfg, algs: algs}
+	if cfg.VerifiedCacheSize > 0 {
+		verified, err := lru.New[[sha256.Size]byte, verifiedToken](cfg.VerifiedCacheSize)
+		if err != nil {
+			return nil, fmt.Errorf("verified token cache: %w", err)
+		}
+		v.verified = verified
+	}
 	f := promauto.With(cfg.Registerer)
 	v.failures = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokenvendor_auth_failures_total",
@@ -208,7 +234,14 @@ func (v *Verifier) Ready() bool { return v.ready.Load() }
 // Verify checks token and returns its caller. Failures wrap
 // ErrUnauthenticated with a reason that never contains the token.
 func (v *Verifier) Verify(ctx context.Context, token string) (Caller, error) {
-	caller, reason, err := v.verify(ctx, token)
+	var sum [sha256.Size]byte
+	if token != "" && len(token) <= v.cfg.MaxTokenBytes {
+		sum = sha256.Sum256([]byte(token))
+		if caller, ok := v.remembered(ctx, sum); ok {
+			return caller, nil
+		}
+	}
+	caller, reason, err := v.verify(ctx, token, sum)
 	if err != nil {
 		v.failures.WithLabelValues(reason).Inc()
 		return Caller{}, err
@@ -216,7 +249,33 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Caller, error) {
 	return caller, nil
 }
 
-func (v *Verifier) verify(ctx context.Context, token string) (Caller, string, error) {
+// remembered returns the caller of a token verified before, while it is
+// within its validity and its key is still published.
+func (v *Verifier) remembered(ctx context.Context, sum [sha256.Size]byte) (Caller, bool) {
+	if v.verified == nil {
+		return Caller{}, false
+	}
+	t, ok := v.verified.Get(sum)
+	if !ok {
+		return Caller{}, false
+	}
+	now := v.cfg.Now()
+	if now.After(t.notAfter) || now.Before(t.notBefore) {
+		v.verified.Remove(sum)
+		return Caller{}, false
+	}
+	set, err := v.keys.Get(ctx, v.cfg.JWKSURL)
+	if err != nil {
+		return Caller{}, false
+	}
+	if _, ok := set.LookupKeyID(t.kid); !ok {
+		v.verified.Remove(sum)
+		return Caller{}, false
+	}
+	return t.caller, true
+}
+
+func (v *Verifier) verify(ctx context.Context, token string, sum [sha256.Size]byte) (Caller, string, error) {
 	fail := func(reason string) (Caller, string, error) {
 		return Caller{}, reason, fmt.Errorf("%w: %s", ErrUnauthenticated, strings.ReplaceAll(reason, "_", " "))
 	}
@@ -283,11 +342,20 @@ func (v *Verifier) verify(ctx context.Context, token string) (Caller, string, er
 	if err != nil {
 		return fail("malformed")
 	}
-	return Caller{
+	caller := Caller{
 		Subject:  tok.Subject(),
 		TenantID: tenantClaim(claims, v.cfg.TenantClaim),
 		Scopes:   scopes(claims),
-	}, "", nil
+	}
+	if v.verified != nil {
+		v.verified.Add(sum, verifiedToken{
+			caller:    caller,
+			kid:       kid,
+			notBefore: tok.NotBefore().Add(-v.cfg.Leeway),
+			notAfter:  tok.Expiration().Add(v.cfg.Leeway),
+		})
+	}
+	return caller, "", nil
 }
 
 func (v *Verifier) audienceOK(aud []string) bool {

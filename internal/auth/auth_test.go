@@ -18,7 +18,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/metrictest"
 )
 
-func newVerifier(t *testing.T, idp *authtest.IdP, clk *clock.Fake, mutate func(*auth.Config)) (*auth.Verifier, *prometheus.Registry) {
+func newVerifier(t testing.TB, idp *authtest.IdP, clk *clock.Fake, mutate func(*auth.Config)) (*auth.Verifier, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	cfg := auth.Config{
@@ -264,4 +264,39 @@ func failures(t *testing.T, reg *prometheus.Registry, reason string) float64 {
 func swapPayload(a, b string) string {
 	pa, pb := strings.Split(a, "."), strings.Split(b, ".")
 	return pa[0] + "." + pb[1] + "." + pa[2]
+}
+
+func TestRememberedTokenIsRefusedOnceItsKeyIsRetired(t *testing.T) {
+	idp := authtest.New(t)
+	clk := clock.NewFake(time.Now())
+	v, _ := newVerifier(t, idp, clk, func(c *auth.Config) { c.UnknownKIDInterval = time.Second })
+	tok := idp.Mint(idp.Key("rsa-1"), authtest.Claims(clk.Now(), "svc", "acme"))
+	for range 2 { // verified, then remembered
+		if _, err := v.Verify(context.Background(), tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idp.Retire("rsa-1")
+	// A token with an unknown kid makes the verifier fetch the key set anew.
+	clk.Add(2 * time.Second)
+	_, _ = v.Verify(context.Background(), idp.Mint(idp.NewKey("other", jwa.RS256), authtest.Claims(clk.Now(), "svc", "acme")))
+	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("token of a retired key: err = %v", err)
+	}
+}
+
+func TestRememberedTokenIsRefusedAfterItExpires(t *testing.T) {
+	idp := authtest.New(t)
+	clk := clock.NewFake(time.Now())
+	v, _ := newVerifier(t, idp, clk, nil)
+	claims := authtest.Claims(clk.Now(), "svc", "acme")
+	claims["exp"] = clk.Now().Add(time.Minute).Unix()
+	tok := idp.Mint(idp.Key("rsa-1"), claims)
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(time.Minute + auth.DefaultLeeway + time.Second)
+	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("expired remembered token: err = %v", err)
+	}
 }

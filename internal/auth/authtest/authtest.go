@@ -118,6 +118,18 @@ func (idp *IdP) Publish(k *Key) {
 	idp.keys = append(idp.keys, k)
 }
 
+// Retire removes the key kid from the served key set.
+func (idp *IdP) Retire(kid string) {
+	idp.mu.Lock()
+	defer idp.mu.Unlock()
+	for i, k := range idp.keys {
+		if k.KID == kid {
+			idp.keys = append(idp.keys[:i], idp.keys[i+1:]...)
+			return
+		}
+	}
+}
+
 // Key returns a published key by kid.
 func (idp *IdP) Key(kid string) *Key {
 	idp.mu.Lock()

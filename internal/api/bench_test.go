@@ -1,0 +1,62 @@
+package api_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/go-chi/chi/v5"
+)
+
+// BenchmarkCredentialsHit is POST /credentials answered from the cache: the
+// JWT verified, the policy rendered, the cache hit, the response written.
+func BenchmarkCredentialsHit(b *testing.B) {
+	e := newEnv(b)
+	tok := e.token("acme")
+	warm := httptest.NewRecorder()
+	e.handler.ServeHTTP(warm, post(tok, ""))
+	if warm.Code != http.StatusOK {
+		b.Fatalf("warm-up: %d %s", warm.Code, warm.Body)
+	}
+	size := warm.Body.Len()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		e.handler.ServeHTTP(rec, post(tok, ""))
+		if rec.Code != http.StatusOK || rec.Body.Len() != size {
+			b.Fatalf("%d %s", rec.Code, rec.Body)
+		}
+	}
+}
+
+// BenchmarkBareHandler is the physical limit of the stack: a chi route
+// writing a fixed JSON body of the same size as a credentials response.
+func BenchmarkBareHandler(b *testing.B) {
+	h := bareHandler(credentialsBodySize)
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, post("x", ""))
+		if rec.Code != http.StatusOK {
+			b.Fatal(rec.Code)
+		}
+	}
+}
+
+// credentialsBodySize is the size of a credentials response from the fake
+// STS of these tests.
+const credentialsBodySize = 194
+
+// bareHandler answers POST /credentials with a fixed JSON body of size bytes.
+func bareHandler(size int) http.Handler {
+	body := []byte(`{"pad":"` + strings.Repeat("x", max(0, size-11)) + `"}` + "\n")
+	r := chi.NewRouter()
+	r.Post("/credentials", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write(body)
+	})
+	return r
+}
