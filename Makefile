@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: build tools lint test unit e2e fuzz demo clean
+.PHONY: build tools lint test unit e2e fuzz bench demo clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/tokenvendor ./cmd/tokenvendor
@@ -29,6 +29,10 @@ e2e: tools
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzRender -fuzztime=2m ./internal/policy/
+
+# One table of ratios and counts measured in one run (see bench/main.go).
+bench: tools
+	$(GO) run ./bench
 
 demo: tools build
 	scripts/demo.sh

@@ -8,6 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 tools=${TOKENVENDOR_TOOLS:-$root/.tools}
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 OIDC_PROVIDER_VERSION=9.13.3
+HEY_VERSION=v0.1.5
 
 mkdir -p "$tools/bin" "$tools/oidc"
 
@@ -18,6 +19,12 @@ have_minio() {
 if ! have_minio; then
   echo "tools: installing MinIO $MINIO_VERSION into $tools/bin (a few minutes on a cold machine)"
   GOBIN="$tools/bin" GOFLAGS=-mod=mod go install "github.com/minio/minio@$MINIO_VERSION"
+fi
+
+# hey is the load generator of `make bench`.
+if ! go version -m "$tools/bin/hey" 2>/dev/null | grep -qE "^\s+mod\s+github.com/rakyll/hey\s+$HEY_VERSION"; then
+  echo "tools: installing hey $HEY_VERSION into $tools/bin"
+  GOBIN="$tools/bin" GOFLAGS=-mod=mod go install "github.com/rakyll/hey@$HEY_VERSION"
 fi
 
 have_oidc() {

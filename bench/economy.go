@@ -1,0 +1,211 @@
+package main
+
+import (
+	"container/heap"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/cache"
+	"github.com/tokenvendor/tokenvendor/internal/clock"
+	"github.com/tokenvendor/tokenvendor/internal/policy"
+	"github.com/tokenvendor/tokenvendor/internal/vend"
+)
+
+// countingSTS counts AssumeRole calls, takes latency to answer, and returns
+// credentials shaped like AWS's for the duration asked.
+type countingSTS struct {
+	calls   atomic.Int64
+	latency time.Duration
+	now     func() time.Time
+}
+
+func (s *countingSTS) AssumeRole(ctx context.Context, in *sts.AssumeRoleInput, _ ...func(*sts.Options)) (*sts.AssumeRoleOutput, error) {
+	n := s.calls.Add(1)
+	if s.latency > 0 {
+		select {
+		case <-time.After(s.latency):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return &sts.AssumeRoleOutput{Credentials: &ststypes.Credentials{
+		AccessKeyId:     aws.String(fmt.Sprintf("ASIA%016d", n)),
+		SecretAccessKey: aws.String(strings.Repeat("s", 40)),
+		SessionToken:    aws.String(strings.Repeat("t", sessionTokenLength)),
+		Expiration:      aws.Time(s.now().Add(time.Duration(aws.ToInt32(in.DurationSeconds)) * time.Second)),
+	}}, nil
+}
+
+func newService(stsClient vend.STS, now func() time.Time, maxEntries int, reg prometheus.Registerer) (*vend.Service, error) {
+	tenants, err := policy.NewTenantRule("")
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := policy.Compile(policy.Spec{
+		Profile: "objects",
+		Policy:  `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject","s3:PutObject"],"Resource":"arn:aws:s3:::data/{{ .TenantID }}/*"}]}`,
+		Tags:    map[string]string{"TenantID": "{{ .TenantID }}"},
+	}, tenants)
+	if err != nil {
+		return nil, err
+	}
+	return vend.New(vend.Config{
+		Profiles:   []vend.Profile{{Name: "objects", RoleARN: "arn:aws:iam::123456789012:role/TenantData", Duration: time.Hour, Template: tmpl}},
+		Tenants:    tenants,
+		STS:        stsClient,
+		Now:        now,
+		Cache:      cache.Config{MaxEntries: maxEntries},
+		Registerer: reg,
+	})
+}
+
+func tenantID(i int) string { return fmt.Sprintf("tenant%06d", i) }
+
+// economy sends a cold burst of 10 concurrent requests for each tenant at once.
+func economy(tenants int) ([]row, error) {
+	fake := &countingSTS{latency: 30 * time.Millisecond, now: time.Now}
+	s, err := newService(fake, time.Now, 2*tenants, prometheus.NewRegistry())
+	if err != nil {
+		return nil, err
+	}
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := range tenants {
+		for range 10 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := s.Vend(context.Background(), auth.Caller{TenantID: tenantID(i)}, vend.Request{}); err != nil {
+					failed.Add(1)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		return nil, fail("%d requests of the cold burst failed", failed.Load())
+	}
+	return []row{{"STS economy", fmt.Sprintf("AssumeRole calls, cold burst of 10 x %d tenants (30 ms STS)", tenants),
+		fmt.Sprint(fake.calls.Load()), fmt.Sprintf("= %d (distinct keys)", tenants)}}, nil
+}
+
+// arrival is a request due at a time for a tenant.
+type arrival struct {
+	at     time.Time
+	tenant int
+}
+
+type arrivals []arrival
+
+func (a arrivals) Len() int           { return len(a) }
+func (a arrivals) Less(i, j int) bool { return a[i].at.Before(a[j].at) }
+func (a arrivals) Swap(i, j int)      { a[i], a[j] = a[j], a[i] }
+func (a *arrivals) Push(x any)        { *a = append(*a, x.(arrival)) }
+func (a *arrivals) Pop() any {
+	old := *a
+	x := old[len(old)-1]
+	*a = old[:len(old)-1]
+	return x
+}
+
+// simulatedDay runs 24 simulated hours of Poisson arrivals, one request a
+// minute on average per tenant, on a fake clock, and counts AssumeRole calls
+// and requests that waited on STS after the first hour.
+func simulatedDay(tenants int) ([]row, error) {
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	fake := &countingSTS{now: clk.Now}
+	reg := prometheus.NewRegistry()
+	s, err := newService(fake, clk.Now, 2*tenants, reg)
+	if err != nil {
+		return nil, err
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	const mean = time.Minute
+	next := func(from time.Time) time.Time { return from.Add(time.Duration(rng.ExpFloat64() * float64(mean))) }
+	start := clk.Now()
+	warmEnd, end := start.Add(time.Hour), start.Add(24*time.Hour)
+	q := &arrivals{}
+	for i := range tenants {
+		heap.Push(q, arrival{at: next(start), tenant: i})
+	}
+	var warmCalls int64
+	var warmMisses float64
+	warmed := false
+	requests := 0
+	for q.Len() > 0 {
+		a := heap.Pop(q).(arrival)
+		if a.at.After(end) {
+			continue
+		}
+		if !warmed && a.at.After(warmEnd) {
+			warmed = true
+			warmCalls, warmMisses = fake.calls.Load(), misses(reg)
+		}
+		clk.Set(a.at)
+		if _, err := s.Vend(context.Background(), auth.Caller{TenantID: tenantID(a.tenant)}, vend.Request{}); err != nil {
+			return nil, err
+		}
+		s.Wait() // let a refresh-ahead finish before the clock moves on
+		requests++
+		heap.Push(q, arrival{at: next(a.at), tenant: a.tenant})
+	}
+	perTenantHour := float64(fake.calls.Load()-warmCalls) / float64(tenants*23)
+	return []row{
+		{"simulated day", fmt.Sprintf("requests (%d tenants, Poisson, 1/min each)", tenants), fmt.Sprint(requests), ""},
+		{"simulated day", "AssumeRole calls per tenant-hour after warm-up", fmt.Sprintf("%.2f", perTenantHour), ""},
+		{"simulated day", "requests that waited on STS after warm-up", fmt.Sprintf("%.0f", misses(reg)-warmMisses), "0"},
+	}, nil
+}
+
+func misses(g prometheus.Gatherer) float64 {
+	mfs, _ := g.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != "tokenvendor_cache_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == "miss" {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// memory fills the cache with n tenants' credentials and reports the heap
+// growth per entry.
+func memory(n int) ([]row, error) {
+	fake := &countingSTS{now: time.Now}
+	s, err := newService(fake, time.Now, n, prometheus.NewRegistry())
+	if err != nil {
+		return nil, err
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range n {
+		if _, err := s.Vend(context.Background(), auth.Caller{TenantID: tenantID(i)}, vend.Request{}); err != nil {
+			return nil, err
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(s)
+	per := float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
+	return []row{{"memory", fmt.Sprintf("bytes per cached entry at %d entries (%d-byte session tokens)", n, sessionTokenLength),
+		fmt.Sprintf("%.0f", per), "<= 2048"}}, nil
+}

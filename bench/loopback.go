@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jwt"
+)
+
+// loadResult is what one hey run measured.
+type loadResult struct {
+	rps, p50, p99 float64
+}
+
+// loopback runs the real binary and a bare handler under hey, alternately,
+// and reports the better of two runs of each.
+func loopback(w io.Writer, hey string, duration time.Duration) ([]row, error) {
+	if _, err := os.Stat(hey); err != nil {
+		return nil, fail("hey not found at %s (make tools installs it): %v", hey, err)
+	}
+	tmp, err := os.MkdirTemp("", "tokenvendor-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+
+	key, err := rsaKey()
+	if err != nil {
+		return nil, err
+	}
+	priv, err := jwk.FromRaw(key)
+	if err != nil {
+		return nil, err
+	}
+	_ = priv.Set(jwk.KeyIDKey, "bench-1")
+	_ = priv.Set(jwk.AlgorithmKey, jwa.RS256)
+	pub, err := priv.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	set := jwk.NewSet()
+	_ = set.AddKey(pub)
+	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(set)
+	}))
+	defer jwks.Close()
+	stsStub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/xml")
+		fmt.Fprint(w, assumeRoleXML("ASIABENCHEXAMPLE0001", time.Now().Add(time.Hour)))
+	}))
+	defer stsStub.Close()
+
+	tok, err := jwt.NewBuilder().Issuer("https://idp.bench/").Audience([]string{"tokenvendor"}).Subject("svc-bench").
+		IssuedAt(time.Now()).Expiration(time.Now().Add(2*time.Hour)).Claim("tenant_id", "acme").Build()
+	if err != nil {
+		return nil, err
+	}
+	signed, err := jwt.Sign(tok, jwt.WithKey(jwa.RS256, priv))
+	if err != nil {
+		return nil, err
+	}
+
+	bin := filepath.Join(tmp, "tokenvendor")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/tokenvendor").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build: %v\n%s", err, out)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cfg := fmt.Sprintf(`listen: 127.0.0.1:%d
+auth:
+  issuer: https://idp.bench/
+  jwks_url: %s/jwks
+  audiences: [tokenvendor]
+sts:
+  endpoint: %s
+  role_chaining: "off"
+profiles:
+  - name: objects
+    role_arn: arn:aws:iam::123456789012:role/TenantData
+    policy: '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject","s3:PutObject"],"Resource":"arn:aws:s3:::data/{{ .TenantID }}/*"}]}'
+    tags: {TenantID: "{{ .TenantID }}"}
+`, port, jwks.URL, stsStub.URL)
+	cfgPath := filepath.Join(tmp, "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	tv := exec.Command(bin, "serve", "--config", cfgPath)
+	tv.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=AKIDBENCH", "AWS_SECRET_ACCESS_KEY=bench", "AWS_REGION=us-east-1",
+		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true")
+	tv.Stderr = io.Discard
+	if err := tv.Start(); err != nil {
+		return nil, err
+	}
+	defer func() { _ = tv.Process.Kill(); _ = tv.Wait() }()
+	tvURL := fmt.Sprintf("http://127.0.0.1:%d", port)
+	if err := waitReady(tvURL + "/readyz"); err != nil {
+		return nil, err
+	}
+	size, err := warm(tvURL+"/credentials", string(signed))
+	if err != nil {
+		return nil, err
+	}
+
+	bareLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	bare := &http.Server{Handler: bareHandler(size), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = bare.Serve(bareLn) }()
+	defer bare.Close()
+	bareURL := "http://" + bareLn.Addr().String()
+
+	var best [2]loadResult
+	for round := range 2 {
+		for i, target := range []string{bareURL, tvURL} {
+			r, err := runHey(w, hey, target+"/credentials", string(signed), duration)
+			if err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(w, "round %d %-9s %8.0f req/s  p50 %.2f ms  p99 %.2f ms\n", round+1, []string{"bare", "tokenvendor"}[i], r.rps, r.p50*1000, r.p99*1000)
+			if r.rps > best[i].rps {
+				best[i] = r
+			}
+		}
+	}
+	b, t := best[0], best[1]
+	return []row{
+		{"loopback, 32 conns", "cache-hit req/s / bare handler req/s", ratio(t.rps, b.rps), ">= 0.6"},
+		{"loopback, 32 conns", "tokenvendor req/s (context)", fmt.Sprintf("%.0f", t.rps), ""},
+		{"loopback, 32 conns", "p50 latency / bare handler p50", ratio(t.p50, b.p50), ""},
+		{"loopback, 32 conns", "p99 latency / bare handler p99", ratio(t.p99, b.p99), ""},
+	}, nil
+}
+
+// bareHandler answers POST /credentials with a fixed JSON body of size bytes:
+// the physical limit of the HTTP stack.
+func bareHandler(size int) http.Handler {
+	body := []byte(`{"pad":"` + strings.Repeat("x", max(0, size-11)) + `"}` + "\n")
+	r := chi.NewRouter()
+	r.Post("/credentials", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write(body)
+	})
+	return r
+}
+
+var (
+	heyRPS    = regexp.MustCompile(`Requests/sec:\s+([\d.]+)`)
+	heyStatus = regexp.MustCompile(`\[(\d+)\]\s+(\d+) responses`)
+)
+
+func runHey(w io.Writer, hey, url, token string, d time.Duration) (loadResult, error) {
+	out, err := exec.Command(hey, "-z", d.String(), "-c", "32", "-m", "POST",
+		"-H", "Authorization: Bearer "+token, "-T", "application/json", url).CombinedOutput()
+	if err != nil {
+		return loadResult{}, fmt.Errorf("hey: %v\n%s", err, out)
+	}
+	text := string(out)
+	for _, m := range heyStatus.FindAllStringSubmatch(text, -1) {
+		if m[1] != "200" {
+			return loadResult{}, fail("hey saw %s responses with status %s", m[2], m[1])
+		}
+	}
+	var r loadResult
+	if m := heyRPS.FindStringSubmatch(text); m != nil {
+		r.rps, _ = strconv.ParseFloat(m[1], 64)
+	}
+	for _, m := range regexp.MustCompile(`(\d+)%+ in ([\d.]+) secs`).FindAllStringSubmatch(text, -1) {
+		v, _ := strconv.ParseFloat(m[2], 64)
+		switch m[1] {
+		case "50":
+			r.p50 = v
+		case "99":
+			r.p99 = v
+		}
+	}
+	if r.rps == 0 || r.p50 == 0 || r.p99 == 0 {
+		fmt.Fprintln(w, text)
+		return r, fail("could not read hey's output")
+	}
+	return r, nil
+}
+
+func warm(url, token string) (int, error) {
+	req, _ := http.NewRequest(http.MethodPost, url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		return 0, fail("warm-up: %d %s", res.StatusCode, b)
+	}
+	return len(b), nil
+}
+
+func waitReady(url string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		if res, err := http.Get(url); err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fail("%s not ready", url)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// assumeRoleXML is an STS AssumeRole answer with a session token as long as
+// AWS's usually are.
+func assumeRoleXML(keyID string, expires time.Time) string {
+	return fmt.Sprintf(`<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>
+<Credentials><AccessKeyId>%s</AccessKeyId><SecretAccessKey>%s</SecretAccessKey><SessionToken>%s</SessionToken><Expiration>%s</Expiration></Credentials>
+<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/TenantData/acme@objects</Arn><AssumedRoleId>AROA:acme@objects</AssumedRoleId></AssumedRoleUser>
+</AssumeRoleResult><ResponseMetadata><RequestId>bench</RequestId></ResponseMetadata></AssumeRoleResponse>`,
+		keyID, strings.Repeat("s", 40), strings.Repeat("t", sessionTokenLength), expires.UTC().Format(time.RFC3339))
+}
+
+// sessionTokenLength is typical of AWS session tokens with a session policy and tags.
+const sessionTokenLength = 1000
