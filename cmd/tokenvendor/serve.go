@@ -8,7 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"reflect"
+	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -67,14 +72,8 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		maxDuration = config.ChainedMaxDuration
 	}
 
-	profiles := make([]vend.Profile, 0, len(cfg.Profiles))
-	for _, p := range cfg.Profiles {
-		profiles = append(profiles, vend.Profile{
-			Name: p.Name, RoleARN: p.RoleARN, Duration: p.Duration, ExternalID: p.ExternalID, Template: p.Template,
-		})
-	}
 	vendor, err := vend.New(vend.Config{
-		Profiles:      profiles,
+		Profiles:      vendProfiles(cfg),
 		Tenants:       cfg.Tenants,
 		OverrideScope: cfg.Auth.OverrideScope,
 		STS:           stsClient,
@@ -122,10 +121,18 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		go func() { errc <- srv.Serve(ln) }()
 	}
 
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for running := true; running; {
+		select {
+		case err := <-errc:
+			return fmt.Errorf("serve: %w", err)
+		case <-hup:
+			reload(path, cfg, vendor, log)
+		case <-ctx.Done():
+			running = false
+		}
 	}
 	log.Info("shutting down", "drain_timeout", cfg.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
@@ -141,6 +148,59 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+func vendProfiles(cfg *config.Config) []vend.Profile {
+	profiles := make([]vend.Profile, 0, len(cfg.Profiles))
+	for _, p := range cfg.Profiles {
+		profiles = append(profiles, vend.Profile{
+			Name: p.Name, RoleARN: p.RoleARN, Duration: p.Duration, ExternalID: p.ExternalID, Template: p.Template,
+		})
+	}
+	return profiles
+}
+
+// reload reads the config file again and swaps in its profiles, templates,
+// tenant pattern and override scope. An invalid file changes nothing. Other
+// settings (listeners, auth, STS, cache) take effect only on restart; a
+// change to them is logged.
+func reload(path string, boot *config.Config, vendor *vend.Service, log *slog.Logger) {
+	next, err := config.Load(path)
+	if err != nil {
+		log.Error("config reload failed; keeping the running config", "err", err)
+		return
+	}
+	if changed := restartOnly(boot, next); len(changed) > 0 {
+		log.Warn("settings that change only on restart differ from the running ones; keeping the running values", "settings", changed)
+	}
+	if err := vendor.Update(vendProfiles(next), next.Tenants, next.Auth.OverrideScope); err != nil {
+		log.Error("config reload failed; keeping the running config", "err", err)
+		return
+	}
+	log.Info("config reloaded", "profiles", len(next.Profiles))
+}
+
+// restartOnly names the settings that differ between a and b and that a
+// reload does not apply.
+func restartOnly(a, b *config.Config) []string {
+	authA, authB := a.Auth, b.Auth
+	authA.TenantPattern, authB.TenantPattern = "", ""
+	authA.OverrideScope, authB.OverrideScope = "", ""
+	var changed []string
+	for name, same := range map[string]bool{
+		"listen":           a.Listen == b.Listen,
+		"admin_listen":     a.AdminListen == b.AdminListen,
+		"shutdown_timeout": a.ShutdownTimeout == b.ShutdownTimeout,
+		"auth":             reflect.DeepEqual(authA, authB),
+		"sts":              a.STS == b.STS,
+		"cache":            a.Cache == b.Cache,
+	} {
+		if !same {
+			changed = append(changed, name)
+		}
+	}
+	sort.Strings(changed)
+	return changed
 }
 
 // roleChaining reports whether the service's own credentials are a role

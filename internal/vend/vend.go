@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -108,15 +109,22 @@ func (c Credentials) GoString() string { return c.String() }
 
 // Service vends credentials. It is safe for concurrent use.
 type Service struct {
-	cfg      Config
-	profiles map[string]Profile
-	only     string // the profile's name when exactly one is configured
-	creds    *cache.Cache[Credentials]
-	log      *slog.Logger
+	cfg   Config
+	rules atomic.Pointer[rules]
+	creds *cache.Cache[Credentials]
+	log   *slog.Logger
 
 	cacheRequests *prometheus.CounterVec
 	stsRequests   *prometheus.CounterVec
 	stsDuration   prometheus.Histogram
+}
+
+// rules are the parts of the configuration a reload replaces as a whole.
+type rules struct {
+	profiles      map[string]Profile
+	only          string // the profile's name when exactly one is configured
+	tenants       *policy.TenantRule
+	overrideScope string
 }
 
 // New returns a Service.
@@ -133,37 +141,12 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Cache.Now == nil {
 		cfg.Cache.Now = cfg.Now
 	}
-	var errs []error
 	if cfg.STS == nil {
-		errs = append(errs, errors.New("no STS client"))
+		return nil, errors.New("no STS client")
 	}
-	if cfg.Tenants == nil {
-		errs = append(errs, errors.New("no tenant rule"))
-	}
-	if len(cfg.Profiles) == 0 {
-		errs = append(errs, errors.New("no profiles"))
-	}
-	profiles := make(map[string]Profile, len(cfg.Profiles))
-	for _, p := range cfg.Profiles {
-		if _, dup := profiles[p.Name]; dup {
-			errs = append(errs, fmt.Errorf("profile %s: defined twice", p.Name))
-		}
-		if p.Template == nil {
-			errs = append(errs, fmt.Errorf("profile %s: no template", p.Name))
-		}
-		if cfg.MaxDuration > 0 && p.Duration > cfg.MaxDuration {
-			cfg.Logger.Warn("clamping profile duration: the service's own credentials are a role session, and AWS caps chained sessions",
-				"profile", p.Name, "configured", p.Duration.String(), "clamped", cfg.MaxDuration.String())
-			p.Duration = cfg.MaxDuration
-		}
-		profiles[p.Name] = p
-	}
-	if err := errors.Join(errs...); err != nil {
+	s := &Service{cfg: cfg, log: cfg.Logger}
+	if err := s.Update(cfg.Profiles, cfg.Tenants, cfg.OverrideScope); err != nil {
 		return nil, err
-	}
-	s := &Service{cfg: cfg, profiles: profiles, log: cfg.Logger}
-	if len(cfg.Profiles) == 1 {
-		s.only = cfg.Profiles[0].Name
 	}
 	f := promauto.With(cfg.Registerer)
 	s.cacheRequests = f.NewCounterVec(prometheus.CounterOpts{
@@ -197,16 +180,54 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
+// Update replaces the profiles, the tenant rule and the override scope at
+// once, for a configuration reload. Requests in flight finish with the rules
+// they started with. Cached credentials stay valid: their keys hold every STS
+// input, so a changed policy simply makes new keys, and old entries age out.
+func (s *Service) Update(profiles []Profile, tenants *policy.TenantRule, overrideScope string) error {
+	var errs []error
+	if tenants == nil {
+		errs = append(errs, errors.New("no tenant rule"))
+	}
+	if len(profiles) == 0 {
+		errs = append(errs, errors.New("no profiles"))
+	}
+	r := &rules{profiles: make(map[string]Profile, len(profiles)), tenants: tenants, overrideScope: overrideScope}
+	for _, p := range profiles {
+		if _, dup := r.profiles[p.Name]; dup {
+			errs = append(errs, fmt.Errorf("profile %s: defined twice", p.Name))
+		}
+		if p.Template == nil {
+			errs = append(errs, fmt.Errorf("profile %s: no template", p.Name))
+		}
+		if s.cfg.MaxDuration > 0 && p.Duration > s.cfg.MaxDuration {
+			s.log.Warn("clamping profile duration: the service's own credentials are a role session, and AWS caps chained sessions",
+				"profile", p.Name, "configured", p.Duration.String(), "clamped", s.cfg.MaxDuration.String())
+			p.Duration = s.cfg.MaxDuration
+		}
+		r.profiles[p.Name] = p
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if len(profiles) == 1 {
+		r.only = profiles[0].Name
+	}
+	s.rules.Store(r)
+	return nil
+}
+
 // Wait blocks until background refreshes in progress have finished.
 func (s *Service) Wait() { s.creds.Wait() }
 
 // Vend returns credentials for the tenant the caller may act for.
 func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (Credentials, error) {
-	prof, err := s.profile(req.Profile)
+	rules := s.rules.Load()
+	prof, err := rules.profile(req.Profile)
 	if err != nil {
 		return Credentials{}, err
 	}
-	tenant, err := s.tenant(caller, req.TenantID)
+	tenant, err := rules.tenant(caller, req.TenantID)
 	if err != nil {
 		return Credentials{}, err
 	}
@@ -239,14 +260,14 @@ func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (Cr
 	return creds, nil
 }
 
-func (s *Service) profile(name string) (Profile, error) {
+func (r *rules) profile(name string) (Profile, error) {
 	if name == "" {
-		if s.only == "" {
+		if r.only == "" {
 			return Profile{}, fmt.Errorf("%w: several profiles are configured; name one", ErrInvalidRequest)
 		}
-		name = s.only
+		name = r.only
 	}
-	p, ok := s.profiles[name]
+	p, ok := r.profiles[name]
 	if !ok {
 		return Profile{}, fmt.Errorf("%w: no such profile", ErrUnknownProfile)
 	}
@@ -256,17 +277,17 @@ func (s *Service) profile(name string) (Profile, error) {
 // tenant decides whose credentials the caller gets: its token's tenant, or
 // the one it names when that is the same or the caller holds the override
 // scope.
-func (s *Service) tenant(caller auth.Caller, requested string) (string, error) {
+func (r *rules) tenant(caller auth.Caller, requested string) (string, error) {
 	if requested == "" || requested == caller.TenantID {
 		if caller.TenantID == "" {
 			return "", fmt.Errorf("%w: token carries no usable tenant claim", ErrForbidden)
 		}
 		return caller.TenantID, nil
 	}
-	if err := s.cfg.Tenants.Check(requested); err != nil {
+	if err := r.tenants.Check(requested); err != nil {
 		return "", fmt.Errorf("%w: %w", ErrInvalidTenant, err)
 	}
-	if s.cfg.OverrideScope == "" || !caller.HasScope(s.cfg.OverrideScope) {
+	if r.overrideScope == "" || !caller.HasScope(r.overrideScope) {
 		return "", fmt.Errorf("%w: token may not act for another tenant", ErrForbidden)
 	}
 	return requested, nil

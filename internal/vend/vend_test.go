@@ -302,3 +302,38 @@ func TestRoleChainingClampsTheDuration(t *testing.T) {
 		t.Fatalf("DurationSeconds = %d, want 3600 under role chaining", got)
 	}
 }
+
+func TestUpdateReplacesTheRulesAndKeepsThemWhenInvalid(t *testing.T) {
+	fake := &fakeSTS{}
+	s := newService(t, fake, nil)
+	caller := auth.Caller{TenantID: "acme"}
+	before, err := s.Vend(context.Background(), caller, vend.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenants, _ := policy.NewTenantRule("")
+	wider, err := policy.Compile(policy.Spec{Profile: "objects", Policy: `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject","s3:PutObject"],"Resource":"arn:aws:s3:::data/{{ .TenantID }}/*"}]}`}, tenants)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := vend.Profile{Name: "objects", RoleARN: "arn:aws:iam::123456789012:role/TenantData", Duration: time.Hour, Template: wider}
+	if err := s.Update([]vend.Profile{p, p}, tenants, ""); err == nil {
+		t.Fatal("a duplicate profile was accepted")
+	}
+	if again, _ := s.Vend(context.Background(), caller, vend.Request{}); again.AccessKeyID != before.AccessKeyID {
+		t.Fatal("a refused update changed the rules")
+	}
+	if err := s.Update([]vend.Profile{p}, tenants, ""); err != nil {
+		t.Fatal(err)
+	}
+	after, err := s.Vend(context.Background(), caller, vend.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.AccessKeyID == before.AccessKeyID {
+		t.Fatal("credentials of the old policy served after the policy changed")
+	}
+	if !strings.Contains(aws.ToString(fake.inputs[len(fake.inputs)-1].Policy), "s3:PutObject") {
+		t.Error("the new policy was not sent")
+	}
+}
