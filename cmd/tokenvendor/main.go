@@ -56,7 +56,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		return serve(ctx, path, stderr)
+		return serve(ctx, path, stdout, stderr)
 	case "check":
 		path, _, err := parseFlags(cmd, args, getenv, false)
 		if err != nil {

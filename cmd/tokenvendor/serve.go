@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -23,18 +24,56 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tokenvendor/tokenvendor/internal/api"
+	"github.com/tokenvendor/tokenvendor/internal/audit"
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/cache"
 	"github.com/tokenvendor/tokenvendor/internal/config"
+	"github.com/tokenvendor/tokenvendor/internal/limit"
+	"github.com/tokenvendor/tokenvendor/internal/registry"
+	"github.com/tokenvendor/tokenvendor/internal/tlsconfig"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
 // serve runs the service until ctx ends, then drains in-flight requests.
-func serve(ctx context.Context, path string, stderr io.Writer) error {
+// The operational log goes to stderr; an audit file of "-" to stdout.
+func serve(ctx context.Context, path string, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
+	}
+	var auditLog *audit.Log
+	if cfg.Audit.File != "" {
+		l, closer, err := audit.Open(cfg.Audit.File, stdout)
+		if err != nil {
+			return err
+		}
+		defer closer.Close()
+		auditLog = l
+	}
+	tenantRegistry, err := registry.New(registry.Config{
+		Allow: cfg.Tenants.Allow, File: cfg.Tenants.File, Check: cfg.TenantRule.Check, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	go tenantRegistry.Run(ctx)
+	callerLimit, err := limit.New(limit.Config{RPS: cfg.Limits.PerCallerRPS, Burst: cfg.Limits.PerCallerBurst})
+	if err != nil {
+		return err
+	}
+	tenantLimit, err := limit.New(limit.Config{RPS: cfg.Limits.PerTenantRPS, Burst: cfg.Limits.PerTenantBurst})
+	if err != nil {
+		return err
+	}
+	var tlsConfig *tls.Config
+	if cfg.TLS.CertFile != "" {
+		tlsConfig, err = tlsconfig.New(tlsconfig.Config{
+			CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, ClientCAFile: cfg.TLS.ClientCAFile, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
 	}
 
 	reg := prometheus.NewRegistry()
@@ -74,10 +113,14 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 
 	vendor, err := vend.New(vend.Config{
 		Profiles:      vendProfiles(cfg),
-		Tenants:       cfg.Tenants,
+		Tenants:       cfg.TenantRule,
 		OverrideScope: cfg.Auth.OverrideScope,
 		STS:           stsClient,
 		MaxDuration:   maxDuration,
+		Registry:      tenantRegistry,
+		CallerLimit:   callerLimit,
+		TenantLimit:   tenantLimit,
+		Sessions:      cfg.SessionNamer,
 		Cache: cache.Config{
 			MaxEntries:     cfg.Cache.MaxEntries,
 			RefreshAhead:   cfg.Cache.RefreshAhead,
@@ -101,13 +144,17 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		Gatherer:      reg,
 		Registerer:    reg,
 		Logger:        log,
+		Auditor:       auditLog,
+		MaxInFlight:   cfg.Limits.MaxInFlight,
 	}
 	handler, err := api.NewHandler(apiCfg)
 	if err != nil {
 		return err
 	}
 
-	servers := []*http.Server{newServer(cfg.Listen, handler, log)}
+	main := newServer(cfg.Listen, handler, log)
+	main.TLSConfig = tlsConfig
+	servers := []*http.Server{main}
 	if cfg.AdminListen != "" {
 		servers = append(servers, newServer(cfg.AdminListen, api.NewAdminHandler(apiCfg), log))
 	}
@@ -117,7 +164,10 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("listen on %s: %w", srv.Addr, err)
 		}
-		log.Info("listening", "addr", ln.Addr().String(), "admin", i > 0)
+		log.Info("listening", "addr", ln.Addr().String(), "admin", i > 0, "tls", srv.TLSConfig != nil)
+		if srv.TLSConfig != nil {
+			ln = tls.NewListener(ln, srv.TLSConfig)
+		}
 		go func() { errc <- srv.Serve(ln) }()
 	}
 
@@ -173,7 +223,7 @@ func reload(path string, boot *config.Config, vendor *vend.Service, log *slog.Lo
 	if changed := restartOnly(boot, next); len(changed) > 0 {
 		log.Warn("settings that change only on restart differ from the running ones; keeping the running values", "settings", changed)
 	}
-	if err := vendor.Update(vendProfiles(next), next.Tenants, next.Auth.OverrideScope); err != nil {
+	if err := vendor.Update(vendProfiles(next), next.TenantRule, next.Auth.OverrideScope); err != nil {
 		log.Error("config reload failed; keeping the running config", "err", err)
 		return
 	}
@@ -194,6 +244,11 @@ func restartOnly(a, b *config.Config) []string {
 		"auth":             reflect.DeepEqual(authA, authB),
 		"sts":              a.STS == b.STS,
 		"cache":            a.Cache == b.Cache,
+		"limits":           a.Limits == b.Limits,
+		"audit":            a.Audit == b.Audit,
+		"session":          a.Session == b.Session,
+		"tenants":          reflect.DeepEqual(a.Tenants, b.Tenants),
+		"tls":              a.TLS == b.TLS,
 	} {
 		if !same {
 			changed = append(changed, name)

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenvendor/tokenvendor/internal/api"
+	"github.com/tokenvendor/tokenvendor/internal/audit"
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/auth/authtest"
 	"github.com/tokenvendor/tokenvendor/internal/metrictest"
@@ -67,6 +68,7 @@ type env struct {
 	reg     *prometheus.Registry
 	handler http.Handler
 	logs    *syncBuffer
+	audit   *syncBuffer
 	ready   bool
 	doc     *openapi3.T
 	router  routers.Router
@@ -74,10 +76,16 @@ type env struct {
 
 func newEnv(t testing.TB, profiles ...string) *env {
 	t.Helper()
+	return newEnvWith(t, nil, profiles...)
+}
+
+// newEnvWith lets a test change the vend and api configurations.
+func newEnvWith(t testing.TB, mutate func(*vend.Config, *api.Config), profiles ...string) *env {
+	t.Helper()
 	if len(profiles) == 0 {
 		profiles = []string{"objects"}
 	}
-	e := &env{idp: authtest.New(t), sts: &fakeSTS{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}, ready: true}
+	e := &env{idp: authtest.New(t), sts: &fakeSTS{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}, audit: &syncBuffer{}, ready: true}
 	log := slog.New(slog.NewJSONHandler(e.logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -100,14 +108,20 @@ func newEnv(t testing.TB, profiles ...string) *env {
 		}
 		vps = append(vps, vend.Profile{Name: name, RoleARN: "arn:aws:iam::123456789012:role/TenantData", Duration: time.Hour, Template: tmpl})
 	}
-	svc, err := vend.New(vend.Config{Profiles: vps, Tenants: tenants, OverrideScope: "tokenvendor:any-tenant", STS: e.sts, Registerer: e.reg, Logger: log})
+	vcfg := vend.Config{Profiles: vps, Tenants: tenants, OverrideScope: "tokenvendor:any-tenant", STS: e.sts, Registerer: e.reg, Logger: log}
+	acfg := api.Config{
+		Authenticator: verifier, Ready: func() bool { return e.ready },
+		Gatherer: e.reg, Registerer: e.reg, Logger: log, Auditor: audit.New(e.audit),
+	}
+	if mutate != nil {
+		mutate(&vcfg, &acfg)
+	}
+	svc, err := vend.New(vcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.handler, err = api.NewHandler(api.Config{
-		Vendor: svc, Authenticator: verifier, Ready: func() bool { return e.ready },
-		Gatherer: e.reg, Registerer: e.reg, Logger: log,
-	})
+	acfg.Vendor = svc
+	e.handler, err = api.NewHandler(acfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,9 +142,36 @@ func newEnv(t testing.TB, profiles ...string) *env {
 			if strings.Contains(e.logs.String(), secret) {
 				t.Errorf("log contains %q:\n%s", secret, e.logs.String())
 			}
+			if strings.Contains(e.audit.String(), secret) {
+				t.Errorf("audit log contains %q:\n%s", secret, e.audit.String())
+			}
 		}
+		e.auditEvents(t) // every line parses
 	})
 	return e
+}
+
+// auditEvents parses every line of the audit log, failing on any line that
+// is not a complete event.
+func (e *env) auditEvents(t testing.TB) []audit.Event {
+	t.Helper()
+	var events []audit.Event
+	for _, line := range strings.Split(strings.TrimSpace(e.audit.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		dec := json.NewDecoder(strings.NewReader(line))
+		dec.DisallowUnknownFields()
+		var ev audit.Event
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		if ev.Time.IsZero() || ev.RequestID == "" || ev.Route == "" || ev.Outcome == "" || ev.Status == 0 {
+			t.Fatalf("audit line lacks a required field: %s", line)
+		}
+		events = append(events, ev)
+	}
+	return events
 }
 
 func (e *env) token(tenant string, mutate ...func(map[string]any)) string {

@@ -2,8 +2,10 @@ package api
 
 import (
 	"errors"
+	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
@@ -15,6 +17,7 @@ var (
 	errTooLarge         = errors.New("request body over 64 KiB")
 	errNotFound         = errors.New("no such route")
 	errMethodNotAllowed = errors.New("method not allowed")
+	errBusy             = errors.New("rate limited: too many requests in flight")
 )
 
 // retryAfterSeconds is what a caller is told to wait when STS or the
@@ -54,6 +57,10 @@ func toProblem(err error) problem {
 		return p(http.StatusRequestEntityTooLarge, "request_too_large", err.Error())
 	case errors.Is(err, vend.ErrForbidden):
 		return p(http.StatusForbidden, "forbidden", err.Error())
+	case errors.Is(err, vend.ErrRateLimited):
+		return p(http.StatusTooManyRequests, "rate_limited", err.Error())
+	case errors.Is(err, errBusy):
+		return p(http.StatusTooManyRequests, "rate_limited", err.Error())
 	case errors.Is(err, vend.ErrUnknownProfile):
 		return p(http.StatusNotFound, "unknown_profile", err.Error())
 	case errors.Is(err, errNotFound):
@@ -69,7 +76,8 @@ func toProblem(err error) problem {
 	}
 }
 
-func (h *handlers) fail(w http.ResponseWriter, r *http.Request, err error) {
+// fail writes err as the caller sees it and returns what was written.
+func (h *handlers) fail(w http.ResponseWriter, r *http.Request, err error) problem {
 	p := toProblem(err)
 	switch p.status {
 	case http.StatusUnauthorized:
@@ -80,9 +88,16 @@ func (h *handlers) fail(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("WWW-Authenticate", challenge)
 	case http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+	case http.StatusTooManyRequests:
+		wait := time.Second
+		if d, ok := vend.RetryAfter(err); ok {
+			wait = d
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(wait, time.Second).Seconds()))))
 	}
 	if p.status >= 500 {
 		h.log.Error("request failed", "route", routePattern(r), "status", p.status, "err", err)
 	}
 	writeJSON(w, p.status, p.body)
+	return p
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/tokenvendor/tokenvendor/internal/audit"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
@@ -97,24 +98,51 @@ func (h *handlers) containerCredentials(w http.ResponseWriter, r *http.Request) 
 }
 
 // vend is the one path behind every credentials route: verify the token,
-// read the request, vend, and write the route's response shape.
+// read the request, vend, write the route's response shape, and record the
+// decision in the audit log.
 func (h *handlers) vend(w http.ResponseWriter, r *http.Request, token string, read func() (vend.Request, error), shape func(vend.Credentials) any) {
+	ev := audit.Event{
+		Time:       time.Now().UTC(),
+		RequestID:  requestID(r),
+		Route:      routePattern(r),
+		RemoteAddr: r.RemoteAddr,
+	}
+	defer func() { h.record(ev) }()
+	refuse := func(err error) {
+		p := h.fail(w, r, err)
+		ev.Status, ev.Code, ev.Outcome = p.status, p.body.Code, audit.Refused
+		if p.status >= 500 {
+			ev.Outcome = audit.Failed
+		}
+	}
 	caller, err := h.cfg.Authenticator.Verify(r.Context(), token)
 	if err != nil {
-		h.fail(w, r, err)
+		refuse(err)
 		return
 	}
+	ev.Subject, ev.ClientID = caller.Subject, caller.ClientID
 	req, err := read()
 	if err != nil {
-		h.fail(w, r, err)
+		refuse(err)
 		return
 	}
-	creds, err := h.cfg.Vendor.Vend(r.Context(), caller, req)
+	g, err := h.cfg.Vendor.Vend(r.Context(), caller, req)
+	ev.TenantID, ev.Profile, ev.Cache, ev.RoleSessionName = g.TenantID, g.Profile, string(g.Cache), g.SessionName
 	if err != nil {
-		h.fail(w, r, err)
+		refuse(err)
 		return
 	}
-	writeJSON(w, http.StatusOK, shape(creds))
+	expiration := g.Expiration.UTC()
+	ev.Outcome, ev.Status, ev.AccessKeyID, ev.Expiration = audit.Granted, http.StatusOK, g.AccessKeyID, &expiration
+	writeJSON(w, http.StatusOK, shape(g.Credentials))
+}
+
+// record writes ev to the audit log. A sink that fails is reported in the
+// operational log; the request is not failed for it.
+func (h *handlers) record(ev audit.Event) {
+	if err := h.cfg.Auditor.Record(ev); err != nil {
+		h.log.Error("audit record not written", "request_id", ev.RequestID, "err", err)
+	}
 }
 
 func (h *handlers) healthz(w http.ResponseWriter, _ *http.Request) {

@@ -13,13 +13,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tokenvendor/tokenvendor/internal/audit"
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
 // Vendor vends credentials; *vend.Service is one.
 type Vendor interface {
-	Vend(ctx context.Context, caller auth.Caller, req vend.Request) (vend.Credentials, error)
+	Vend(ctx context.Context, caller auth.Caller, req vend.Request) (vend.Grant, error)
+}
+
+// Auditor records decisions; *audit.Log is one.
+type Auditor interface {
+	Record(audit.Event) error
 }
 
 // Authenticator verifies a bearer token; *auth.Verifier is one.
@@ -38,6 +44,10 @@ type Config struct {
 	Gatherer   prometheus.Gatherer
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
+	// Auditor receives one event per credentials request; default none.
+	Auditor Auditor
+	// MaxInFlight caps credentials requests served at once; 0 is no cap.
+	MaxInFlight int
 }
 
 // NewHandler returns the service's HTTP handler.
@@ -54,16 +64,22 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
+	if cfg.Auditor == nil {
+		cfg.Auditor = (*audit.Log)(nil)
+	}
 	h := &handlers{cfg: cfg, log: cfg.Logger}
 	m := newMetrics(cfg.Registerer)
 
 	r := chi.NewRouter()
-	r.Use(m.middleware, h.recoverer)
+	r.Use(withRequestID, m.middleware, h.recoverer)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) { h.fail(w, r, errNotFound) })
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { h.fail(w, r, errMethodNotAllowed) })
 
-	r.Post("/credentials", h.credentials)
-	r.Get("/v1/container-credentials/{profile}", h.containerCredentials)
+	r.Group(func(r chi.Router) {
+		r.Use(h.inFlight(cfg.MaxInFlight))
+		r.Post("/credentials", h.credentials)
+		r.Get("/v1/container-credentials/{profile}", h.containerCredentials)
+	})
 	r.Get("/healthz", h.healthz)
 	r.Get("/readyz", h.readyz)
 	if cfg.Gatherer != nil {

@@ -74,6 +74,9 @@ type Config struct {
 // Caller is who a verified token says is calling.
 type Caller struct {
 	Subject string
+	// ClientID is the OAuth client the token was issued to (client_id or
+	// azp), when the token says.
+	ClientID string
 	// TenantID is the tenant claim when it is a non-empty string, else "".
 	TenantID string
 	Scopes   []string
@@ -344,6 +347,7 @@ func (v *Verifier) verify(ctx context.Context, token string, sum [sha256.Size]by
 	}
 	caller := Caller{
 		Subject:  tok.Subject(),
+		ClientID: clientID(claims),
 		TenantID: tenantClaim(claims, v.cfg.TenantClaim),
 		Scopes:   scopes(claims),
 	}
@@ -420,6 +424,15 @@ func tenantClaim(claims map[string]any, path string) string {
 	}
 	s, _ := cur.(string)
 	return s
+}
+
+func clientID(claims map[string]any) string {
+	for _, name := range []string{"client_id", "azp"} {
+		if s, ok := claims[name].(string); ok && s != "" {
+			return s
+		}
+	}
+	return ""
 }
 
 func scopes(claims map[string]any) []string {

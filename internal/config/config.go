@@ -51,10 +51,51 @@ type Config struct {
 	Auth            Auth          `yaml:"auth"`
 	STS             STS           `yaml:"sts"`
 	Cache           Cache         `yaml:"cache"`
+	Limits          Limits        `yaml:"limits"`
+	Audit           Audit         `yaml:"audit"`
+	Session         Session       `yaml:"session"`
+	Tenants         Tenants       `yaml:"tenants"`
+	TLS             TLS           `yaml:"tls"`
 	Profiles        []Profile     `yaml:"profiles"`
 
-	// Tenants is the compiled tenant rule, set by Validate.
-	Tenants *policy.TenantRule `yaml:"-"`
+	// TenantRule is the compiled tenant pattern, and SessionNamer the
+	// compiled session settings, set by Validate.
+	TenantRule   *policy.TenantRule   `yaml:"-"`
+	SessionNamer *policy.SessionNamer `yaml:"-"`
+}
+
+// Limits bound request rates; zero turns a limit off.
+type Limits struct {
+	PerCallerRPS   float64 `yaml:"per_caller_rps"`
+	PerCallerBurst int     `yaml:"per_caller_burst"`
+	PerTenantRPS   float64 `yaml:"per_tenant_rps"`
+	PerTenantBurst int     `yaml:"per_tenant_burst"`
+	MaxInFlight    int     `yaml:"max_in_flight"`
+}
+
+// Audit configures the audit log.
+type Audit struct {
+	// File is a path to append to, or "-" for stdout; empty is no audit log.
+	File string `yaml:"file"`
+}
+
+// Session configures how sessions are named in CloudTrail.
+type Session struct {
+	NameTemplate   string `yaml:"name_template"`
+	SourceIdentity bool   `yaml:"source_identity"`
+}
+
+// Tenants is the optional registry of known tenants.
+type Tenants struct {
+	Allow []string `yaml:"allow"`
+	File  string   `yaml:"file"`
+}
+
+// TLS configures HTTPS on the API listener.
+type TLS struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"`
 }
 
 // Auth configures token verification.
@@ -191,7 +232,7 @@ func (c *Config) Validate() error {
 	if err != nil {
 		bad("auth.tenant_pattern", "%v", err)
 	}
-	c.Tenants = tenants
+	c.TenantRule = tenants
 
 	if c.STS.Region == "" {
 		c.STS.Region = DefaultRegion
@@ -237,6 +278,52 @@ func (c *Config) Validate() error {
 	}
 	if cc.BackgroundRefreshRate < 0 {
 		bad("cache.background_refresh_rate", "negative")
+	}
+
+	l := c.Limits
+	for name, v := range map[string]float64{
+		"limits.per_caller_rps": l.PerCallerRPS, "limits.per_caller_burst": float64(l.PerCallerBurst),
+		"limits.per_tenant_rps": l.PerTenantRPS, "limits.per_tenant_burst": float64(l.PerTenantBurst),
+		"limits.max_in_flight": float64(l.MaxInFlight),
+	} {
+		if v < 0 {
+			bad(name, "negative")
+		}
+	}
+
+	namer, err := policy.NewSessionNamer(c.Session.NameTemplate, c.Session.SourceIdentity)
+	if err != nil {
+		bad("session.name_template", "%v", err)
+	}
+	c.SessionNamer = namer
+
+	if tenants != nil {
+		for i, id := range c.Tenants.Allow {
+			if err := tenants.Check(id); err != nil {
+				bad(fmt.Sprintf("tenants.allow[%d]", i), "%v", err)
+			}
+		}
+	}
+	if c.Tenants.File != "" {
+		if _, err := os.Stat(c.Tenants.File); err != nil {
+			bad("tenants.file", "%v", err)
+		}
+	}
+
+	t := c.TLS
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		bad("tls", "cert_file and key_file go together")
+	}
+	if t.ClientCAFile != "" && t.CertFile == "" {
+		bad("tls.client_ca_file", "needs cert_file and key_file")
+	}
+	for name, path := range map[string]string{"tls.cert_file": t.CertFile, "tls.key_file": t.KeyFile, "tls.client_ca_file": t.ClientCAFile} {
+		if path == "" {
+			continue
+		}
+		if _, err := os.Stat(path); err != nil {
+			bad(name, "%v", err)
+		}
 	}
 
 	if len(c.Profiles) == 0 {

@@ -262,7 +262,7 @@ func TestParseFillsDefaults(t *testing.T) {
 			}
 		})
 	}
-	if c.Tenants == nil || c.Profiles[0].Template == nil {
+	if c.TenantRule == nil || c.SessionNamer == nil || c.Profiles[0].Template == nil {
 		t.Fatal("Parse() did not compile the tenant rule and template")
 	}
 	if _, err := c.Profiles[0].Template.Render("acme"); err != nil {

@@ -250,12 +250,19 @@ func execute(tmpl *template.Template, data map[string]any) (string, error) {
 
 // SessionName derives the role session name for a tenant of a profile. It is
 // deterministic, so it stays the same across refreshes and CloudTrail shows
-// the tenant; it keeps to STS's characters and length, ending in a short hash
-// of the full name when it has to be shortened.
+// the tenant; it keeps to STS's characters and length.
 func SessionName(tenant, profile string) string {
-	name := sessionNameInvalid.ReplaceAllString(tenant+"@"+profile, "-")
+	return sanitizeSessionName(tenant + "@" + profile)
+}
+
+// sanitizeSessionName maps raw into STS's role session name (and source
+// identity) rules: characters outside [\w+=,.@-] become "-", and a name over
+// 64 characters is cut and ends in a short hash of the whole, so two long
+// names stay apart.
+func sanitizeSessionName(raw string) string {
+	name := sessionNameInvalid.ReplaceAllString(raw, "-")
 	if len(name) > MaxSessionNameLength {
-		sum := sha256.Sum256([]byte(tenant + "@" + profile))
+		sum := sha256.Sum256([]byte(raw))
 		suffix := "-" + hex.EncodeToString(sum[:4])
 		name = name[:MaxSessionNameLength-len(suffix)] + suffix
 	}

@@ -23,7 +23,9 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/cache"
+	"github.com/tokenvendor/tokenvendor/internal/limit"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
+	"github.com/tokenvendor/tokenvendor/internal/registry"
 )
 
 // Errors returned by Vend; the api package maps each to a status.
@@ -34,6 +36,7 @@ var (
 	ErrUnknownProfile      = errors.New("unknown profile")
 	ErrUpstream            = errors.New("sts refused the request")
 	ErrUpstreamUnavailable = errors.New("sts unavailable")
+	ErrRateLimited         = errors.New("rate limited")
 )
 
 // STS is the part of the STS API the service consumes; *sts.Client has it.
@@ -62,6 +65,14 @@ type Config struct {
 	// most one hour for a session assumed with a role session's credentials
 	// (role chaining).
 	MaxDuration time.Duration
+	// Registry, when set, is the allow-list of tenants.
+	Registry *registry.Registry
+	// CallerLimit and TenantLimit, when set, bound requests per caller
+	// subject and per tenant.
+	CallerLimit, TenantLimit *limit.Limiter
+	// Sessions, when set, names role sessions and source identities;
+	// otherwise sessions are named tenant@profile.
+	Sessions *policy.SessionNamer
 	// Cache configures the credential cache; Recoverable and OnEvict are
 	// set by New.
 	Cache      cache.Config
@@ -220,23 +231,44 @@ func (s *Service) Update(profiles []Profile, tenants *policy.TenantRule, overrid
 // Wait blocks until background refreshes in progress have finished.
 func (s *Service) Wait() { s.creds.Wait() }
 
+// Grant is the outcome of a Vend: the credentials and how they were decided,
+// for the audit log. On a refusal it holds what was decided before it.
+type Grant struct {
+	Credentials
+	SessionName string
+	// Cache is how the credential cache answered, "" when it was not reached.
+	Cache cache.Result
+}
+
 // Vend returns credentials for the tenant the caller may act for.
-func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (Credentials, error) {
+func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (Grant, error) {
+	var g Grant
+	if ok, wait := s.cfg.CallerLimit.Allow(caller.Subject); !ok {
+		return g, &rateLimitedError{what: "caller", retryAfter: wait}
+	}
 	rules := s.rules.Load()
 	prof, err := rules.profile(req.Profile)
 	if err != nil {
-		return Credentials{}, err
+		return g, err
 	}
+	g.Profile = prof.Name
 	tenant, err := rules.tenant(caller, req.TenantID)
 	if err != nil {
-		return Credentials{}, err
+		return g, err
+	}
+	g.TenantID = tenant
+	if !s.cfg.Registry.Allowed(tenant) {
+		return g, fmt.Errorf("%w: tenant not in the registry", ErrForbidden)
+	}
+	if ok, wait := s.cfg.TenantLimit.Allow(tenant); !ok {
+		return g, &rateLimitedError{what: "tenant", retryAfter: wait}
 	}
 	r, err := prof.Template.Render(tenant)
 	if err != nil {
 		if errors.Is(err, policy.ErrInvalidTenant) {
-			return Credentials{}, fmt.Errorf("%w: %w", ErrInvalidTenant, err)
+			return g, fmt.Errorf("%w: %w", ErrInvalidTenant, err)
 		}
-		return Credentials{}, fmt.Errorf("render profile %s for tenant %s: %w", prof.Name, tenant, err)
+		return g, fmt.Errorf("render profile %s for tenant %s: %w", prof.Name, tenant, err)
 	}
 	in := &sts.AssumeRoleInput{
 		RoleArn:         aws.String(prof.RoleARN),
@@ -244,6 +276,17 @@ func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (Cr
 		DurationSeconds: aws.Int32(int32(prof.Duration / time.Second)),
 		Policy:          aws.String(r.Policy),
 	}
+	if n := s.cfg.Sessions; n != nil {
+		name, err := n.Name(tenant, prof.Name, caller.Subject)
+		if err != nil {
+			return g, err
+		}
+		in.RoleSessionName = aws.String(name)
+		if si := n.SourceIdentity(caller.Subject); si != "" {
+			in.SourceIdentity = aws.String(si)
+		}
+	}
+	g.SessionName = aws.ToString(in.RoleSessionName)
 	if prof.ExternalID != "" {
 		in.ExternalId = aws.String(prof.ExternalID)
 	}
@@ -254,10 +297,33 @@ func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (Cr
 		return s.assumeRole(ctx, in, prof.Name, tenant)
 	})
 	s.cacheRequests.WithLabelValues(string(result)).Inc()
+	g.Cache = result
 	if err != nil {
-		return Credentials{}, err
+		return g, err
 	}
-	return creds, nil
+	g.Credentials = creds
+	return g, nil
+}
+
+// rateLimitedError is a refusal for a caller or tenant over its budget.
+type rateLimitedError struct {
+	what       string
+	retryAfter time.Duration
+}
+
+func (e *rateLimitedError) Error() string {
+	return fmt.Sprintf("%s: too many requests for this %s", ErrRateLimited, e.what)
+}
+
+func (e *rateLimitedError) Is(target error) bool { return target == ErrRateLimited }
+
+// RetryAfter says how long the caller of a refused request should wait.
+func RetryAfter(err error) (time.Duration, bool) {
+	var rl *rateLimitedError
+	if errors.As(err, &rl) {
+		return rl.retryAfter, true
+	}
+	return 0, false
 }
 
 func (r *rules) profile(name string) (Profile, error) {

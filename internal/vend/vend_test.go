@@ -22,6 +22,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/clock"
 	"github.com/tokenvendor/tokenvendor/internal/metrictest"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
+	"github.com/tokenvendor/tokenvendor/internal/registry"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
@@ -129,7 +130,7 @@ func TestVendCachesPerTenantNotPerCaller(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return c
+		return c.Credentials
 	}
 	a1 := get(auth.Caller{Subject: "svc-1", TenantID: "acme"}, vend.Request{})
 	a2 := get(auth.Caller{Subject: "svc-2", TenantID: "acme"}, vend.Request{})
@@ -335,5 +336,28 @@ func TestUpdateReplacesTheRulesAndKeepsThemWhenInvalid(t *testing.T) {
 	}
 	if !strings.Contains(aws.ToString(fake.inputs[len(fake.inputs)-1].Policy), "s3:PutObject") {
 		t.Error("the new policy was not sent")
+	}
+}
+
+func TestTenantOutsideTheRegistryIsForbiddenAndNeverReachesSTS(t *testing.T) {
+	reg, err := registry.New(registry.Config{Allow: []string{"acme"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := &fakeSTS{}
+	s := newService(t, fake, func(c *vend.Config) { c.Registry = reg })
+	if _, err := s.Vend(context.Background(), auth.Caller{TenantID: "acme"}, vend.Request{}); err != nil {
+		t.Fatalf("known tenant: %v", err)
+	}
+	_, err = s.Vend(context.Background(), auth.Caller{TenantID: "umbrella"}, vend.Request{})
+	if !errors.Is(err, vend.ErrForbidden) {
+		t.Fatalf("unknown tenant: err = %v, want ErrForbidden", err)
+	}
+	worker := auth.Caller{Scopes: []string{"tokenvendor:any-tenant"}}
+	if _, err := s.Vend(context.Background(), worker, vend.Request{TenantID: "umbrella"}); !errors.Is(err, vend.ErrForbidden) {
+		t.Fatalf("worker asking for an unknown tenant: err = %v", err)
+	}
+	if fake.calls() != 1 {
+		t.Fatalf("STS calls = %d, want 1", fake.calls())
 	}
 }

@@ -57,7 +57,7 @@ func newSTSServer(t *testing.T) *stsServer {
 	return s
 }
 
-func wireService(t *testing.T, srv *stsServer, tags map[string]string) *vend.Service {
+func wireService(t *testing.T, srv *stsServer, tags map[string]string, mutate ...func(*vend.Config)) *vend.Service {
 	t.Helper()
 	client := sts.New(sts.Options{
 		Region:           "us-east-1",
@@ -70,11 +70,15 @@ func wireService(t *testing.T, srv *stsServer, tags map[string]string) *vend.Ser
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := vend.New(vend.Config{
+	cfg := vend.Config{
 		Profiles: []vend.Profile{{Name: "objects", RoleARN: "arn:aws:iam::123456789012:role/TenantData", Duration: time.Hour, Template: tmpl}},
 		Tenants:  tenants,
 		STS:      client,
-	})
+	}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	s, err := vend.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,5 +145,33 @@ func TestSTSErrorsOnTheWireAreClassified(t *testing.T) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestSessionNameTemplateAndSourceIdentityOnTheWire(t *testing.T) {
+	srv := newSTSServer(t)
+	namer, err := policy.NewSessionNamer("{{ .TenantID }}.{{ .Subject }}", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := wireService(t, srv, nil, func(c *vend.Config) { c.Sessions = namer })
+	for _, subject := range []string{"system:serviceaccount:orders:api", "svc-billing"} {
+		g, err := s.Vend(context.Background(), auth.Caller{Subject: subject, TenantID: "acme"}, vend.Request{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		form := srv.forms[len(srv.forms)-1]
+		if got := form.Get("RoleSessionName"); got != g.SessionName || !strings.HasPrefix(got, "acme.") {
+			t.Errorf("RoleSessionName = %q (grant says %q)", got, g.SessionName)
+		}
+		if got := form.Get("SourceIdentity"); got == "" || strings.Contains(got, ":") {
+			t.Errorf("SourceIdentity = %q", got)
+		}
+	}
+	if len(srv.forms) != 2 {
+		t.Fatalf("%d AssumeRole calls, want one per caller: the session name makes credentials per caller", len(srv.forms))
+	}
+	if got := srv.forms[0].Get("SourceIdentity"); got != "system-serviceaccount-orders-api" {
+		t.Errorf("SourceIdentity = %q", got)
 	}
 }

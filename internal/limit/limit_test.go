@@ -1,0 +1,59 @@
+package limit_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/tokenvendor/tokenvendor/internal/clock"
+	"github.com/tokenvendor/tokenvendor/internal/limit"
+)
+
+func TestAllowSpendsTheBurstThenRefusesWithADelay(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	l, err := limit.New(limit.Config{RPS: 2, Burst: 3, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if ok, _ := l.Allow("svc-a"); !ok {
+			t.Fatalf("request %d of the burst refused", i+1)
+		}
+	}
+	ok, wait := l.Allow("svc-a")
+	if ok || wait <= 0 || wait > 500*time.Millisecond {
+		t.Fatalf("after the burst: ok=%v wait=%s, want a refusal of at most 500ms", ok, wait)
+	}
+	if ok, _ := l.Allow("svc-b"); !ok {
+		t.Fatal("another key was refused in the same instant")
+	}
+	clk.Add(wait)
+	if ok, _ := l.Allow("svc-a"); !ok {
+		t.Fatal("refused after waiting the delay it gave")
+	}
+}
+
+func TestZeroRateIsOff(t *testing.T) {
+	l, err := limit.New(limit.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 1000 {
+		if ok, _ := l.Allow("k"); !ok {
+			t.Fatal("an off limiter refused")
+		}
+	}
+}
+
+func TestMemoryStaysBoundedWithManyKeys(t *testing.T) {
+	l, err := limit.New(limit.Config{RPS: 1, MaxKeys: 10_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100_000 {
+		l.Allow(fmt.Sprint("caller-", i))
+	}
+	if n := l.Len(); n != 10_000 {
+		t.Fatalf("keys tracked = %d, want the bound 10000", n)
+	}
+}
