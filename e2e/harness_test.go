@@ -287,6 +287,13 @@ type configOptions struct {
 	stsEndpoint string
 	extra       string // appended to the profile list
 	duration    string // the objects profile's duration, 1h when empty
+	stsTimeout  string // sts.timeout, 5s when empty
+	// roleChaining is sts.role_chaining; "off" spares the start-up
+	// GetCallerIdentity, so that only AssumeRole reaches STS.
+	roleChaining    string
+	shutdownTimeout string // shutdown_timeout, the default when empty
+	issuer          string // auth.issuer, the shared identity provider when empty
+	jwksURL         string // auth.jwks_url, the shared identity provider's when empty
 }
 
 const objectsProfile = `
@@ -310,10 +317,26 @@ func writeConfig(t *testing.T, o configOptions) string {
 	if o.duration != "" {
 		profile = strings.Replace(profile, "duration: 1h", "duration: "+o.duration, 1)
 	}
+	if o.stsTimeout == "" {
+		o.stsTimeout = "5s"
+	}
+	if o.issuer == "" {
+		o.issuer = peers.oidc
+	}
+	if o.jwksURL == "" {
+		o.jwksURL = peers.oidc + "/jwks"
+	}
+	var top, sts string
+	if o.shutdownTimeout != "" {
+		top = "shutdown_timeout: " + o.shutdownTimeout + "\n"
+	}
+	if o.roleChaining != "" {
+		sts = fmt.Sprintf("  role_chaining: %q\n", o.roleChaining)
+	}
 	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
-auth:
+`+top+`auth:
   issuer: %s
-  jwks_url: %s/jwks
+  jwks_url: %s
   audiences: [%s]
   algorithms: [RS256, ES256]
   tenant_claim: tenant_id
@@ -321,8 +344,8 @@ auth:
 sts:
   region: us-east-1
   endpoint: %s
-  timeout: 5s
-profiles:`+profile+o.extra, peers.oidc, peers.oidc, audience, anyTenant, o.stsEndpoint, bucket)
+  timeout: %s
+`+sts+`profiles:`+profile+o.extra, o.issuer, o.jwksURL, audience, anyTenant, o.stsEndpoint, o.stsTimeout, bucket)
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -489,3 +512,119 @@ func (b *syncBuffer) String() string {
 }
 
 var errAccessDenied = errors.New("AccessDenied")
+
+// ---------------------------------------------------------------- dedicated peers and probes
+
+// oidcProvider is an identity provider started for one test, so that its
+// keys can be rotated and the process stopped without touching the shared one.
+type oidcProvider struct {
+	*process
+	url string
+}
+
+// startOIDC runs a dedicated identity provider with the shared one's clients.
+func startOIDC(t *testing.T) *oidcProvider {
+	t.Helper()
+	port := freePort()
+	u := fmt.Sprintf("http://127.0.0.1:%d", port)
+	clients, _ := json.Marshal(oidcClients)
+	p, err := start("oidc-"+t.Name(), "node", []string{filepath.Join(peers.tools, "oidc", "server.mjs")},
+		[]string{fmt.Sprintf("PORT=%d", port), "ISSUER=" + u, "AUDIENCE=" + audience, "CLIENTS=" + string(clients)}, "ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.stop)
+	return &oidcProvider{process: p, url: u}
+}
+
+var signingKIDRE = regexp.MustCompile(`signing kid=(\S+)`)
+
+// rotate sends sig (SIGUSR1 adds a signing key, SIGUSR2 retires all but the
+// current one), waits for the provider's line saying it acted, and returns
+// the kid it now signs with.
+func (o *oidcProvider) rotate(t *testing.T, sig syscall.Signal) string {
+	t.Helper()
+	prefix := map[syscall.Signal]string{syscall.SIGUSR1: "rotated:", syscall.SIGUSR2: "retired:"}[sig]
+	before := strings.Count(o.out.String(), prefix)
+	o.signal(sig)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out := o.out.String()
+		if strings.Count(out, prefix) > before {
+			lines := strings.Split(strings.TrimSpace(out[strings.LastIndex(out, prefix):]), "\n")
+			if m := signingKIDRE.FindStringSubmatch(lines[0]); m != nil {
+				return m[1]
+			}
+			t.Fatalf("no signing kid in %q", lines[0])
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("identity provider did not log %q after %v:\n%s", prefix, sig, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// tokenFrom gets an access token for client from the identity provider at
+// base with the client_credentials grant.
+func tokenFrom(t *testing.T, base, client string) string {
+	t.Helper()
+	var secret, scope string
+	for _, c := range oidcClients {
+		if c["client_id"] == client {
+			secret, _ = c["client_secret"].(string)
+			scope, _ = c["scope"].(string)
+		}
+	}
+	form := url.Values{"grant_type": {"client_credentials"}, "resource": {audience}}
+	if scope != "" {
+		form.Set("scope", scope)
+	}
+	req, _ := http.NewRequest(http.MethodPost, base+"/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(client, secret)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var body struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&body); err != nil || body.AccessToken == "" {
+		t.Fatalf("token for %s from %s: status %d, %v", client, base, res.StatusCode, err)
+	}
+	return body.AccessToken
+}
+
+// kill ends the process with SIGKILL, as a crash would, and waits for it.
+func (p *process) kill() {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
+// metricsText is the vendor's /metrics page.
+func (v *vendor) metricsText(t *testing.T) string {
+	t.Helper()
+	res, err := http.Get(v.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return string(b)
+}
+
+// serverErrors sums tokenvendor_requests_total by 5xx status code.
+func (v *vendor) serverErrors(t *testing.T) map[string]float64 {
+	t.Helper()
+	re := regexp.MustCompile(`^tokenvendor_requests_total\{.*code="(5\d\d)".*\} (\S+)$`)
+	out := map[string]float64{}
+	for _, line := range strings.Split(v.metricsText(t), "\n") {
+		if m := re.FindStringSubmatch(line); m != nil {
+			var f float64
+			fmt.Sscan(m[2], &f)
+			out[m[1]] += f
+		}
+	}
+	return out
+}
