@@ -15,11 +15,16 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# Fuzz targets: the parts attackers touch. Seed corpora are checked in
+# under each package's testdata/fuzz/.
+FUZZ_TARGETS := FuzzVerify:./internal/auth/ FuzzCredentialsRequest:./internal/api/ FuzzRender:./internal/policy/
+FUZZTIME ?= 1m
+
 # Everything: lint, unit tests and end-to-end tests with the race detector,
-# and a short fuzz run of the policy renderer.
+# and a short run of each fuzz target.
 test: tools lint
 	$(GO) test -race -count=1 ./...
-	$(GO) test -run='^$$' -fuzz=FuzzRender -fuzztime=10s ./internal/policy/
+	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 
 unit: lint
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
@@ -28,7 +33,10 @@ e2e: tools
 	$(GO) test -race -count=1 -v ./e2e/
 
 fuzz:
-	$(GO) test -run='^$$' -fuzz=FuzzRender -fuzztime=2m ./internal/policy/
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t%%:*} for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$${t%%:*}$$" -fuzztime=$(FUZZTIME) $${t##*:} || exit 1; \
+	done
 
 # One table of ratios and counts measured in one run (see bench/main.go).
 bench: tools
