@@ -23,6 +23,7 @@ type outcome struct {
 	err    error
 	sent   time.Time
 	took   time.Duration
+	readyz bool // a GET /readyz rather than a request for credentials
 }
 
 // code is the error code of a JSON error body, or "".
