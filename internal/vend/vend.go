@@ -342,11 +342,15 @@ func (r *rules) profile(name string) (Profile, error) {
 
 // tenant decides whose credentials the caller gets: its token's tenant, or
 // the one it names when that is the same or the caller holds the override
-// scope.
+// scope. The id is checked before anything else sees it, so registries,
+// limits and logs only ever hold valid tenant ids.
 func (r *rules) tenant(caller auth.Caller, requested string) (string, error) {
 	if requested == "" || requested == caller.TenantID {
 		if caller.TenantID == "" {
 			return "", fmt.Errorf("%w: token carries no usable tenant claim", ErrForbidden)
+		}
+		if err := r.tenants.Check(caller.TenantID); err != nil {
+			return "", fmt.Errorf("%w: the token's tenant claim: %w", ErrInvalidTenant, err)
 		}
 		return caller.TenantID, nil
 	}
