@@ -28,6 +28,10 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/registry"
 )
 
+// packedPolicyWarnPercent is the share of STS's packed policy limit above
+// which every AssumeRole logs a warning.
+const packedPolicyWarnPercent = 90
+
 // Errors returned by Vend; the api package maps each to a status.
 var (
 	ErrInvalidRequest      = errors.New("invalid request")
@@ -380,8 +384,11 @@ func (s *Service) assumeRole(ctx context.Context, in *sts.AssumeRoleInput, profi
 		return Credentials{}, time.Time{}, fmt.Errorf("%w: assume role for tenant %s: no credentials in response", ErrUpstream, tenant)
 	}
 	s.stsRequests.WithLabelValues("success").Inc()
-	if out.PackedPolicySize != nil {
-		s.log.Debug("assumed role", "profile", profile, "tenant", tenant, "packed_policy_percent", *out.PackedPolicySize)
+	// STS packs the session policy and tags together and reports how much of
+	// the packed limit they use; near 100 % the next tag or statement fails
+	// with PackedPolicyTooLarge, so say so before it does.
+	if p := out.PackedPolicySize; p != nil && *p >= packedPolicyWarnPercent {
+		s.log.Warn("session policy and tags near STS's packed size limit", "profile", profile, "tenant", tenant, "packed_policy_percent", *p)
 	}
 	creds := Credentials{
 		AccessKeyID:     *c.AccessKeyId,

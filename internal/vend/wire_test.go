@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -29,6 +30,7 @@ type stsServer struct {
 	forms  []url.Values
 	status int
 	code   string
+	packed int // PackedPolicySize to answer with
 }
 
 func newSTSServer(t *testing.T) *stsServer {
@@ -39,7 +41,7 @@ func newSTSServer(t *testing.T) *stsServer {
 		}
 		s.mu.Lock()
 		s.forms = append(s.forms, r.PostForm)
-		status, code := s.status, s.code
+		status, code, packed := s.status, s.code, max(s.packed, 7)
 		s.mu.Unlock()
 		w.Header().Set("Content-Type", "text/xml")
 		if code != "" {
@@ -50,8 +52,8 @@ func newSTSServer(t *testing.T) *stsServer {
 		fmt.Fprintf(w, `<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>
 <Credentials><AccessKeyId>ASIAWIRE</AccessKeyId><SecretAccessKey>wire-secret</SecretAccessKey><SessionToken>wire-token</SessionToken><Expiration>%s</Expiration></Credentials>
 <AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/TenantData/acme@objects</Arn><AssumedRoleId>AROA:acme@objects</AssumedRoleId></AssumedRoleUser>
-<PackedPolicySize>7</PackedPolicySize></AssumeRoleResult><ResponseMetadata><RequestId>r1</RequestId></ResponseMetadata></AssumeRoleResponse>`,
-			time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+<PackedPolicySize>%d</PackedPolicySize></AssumeRoleResult><ResponseMetadata><RequestId>r1</RequestId></ResponseMetadata></AssumeRoleResponse>`,
+			time.Now().Add(time.Hour).UTC().Format(time.RFC3339), packed)
 	}))
 	t.Cleanup(s.Close)
 	return s
@@ -173,5 +175,18 @@ func TestSessionNameTemplateAndSourceIdentityOnTheWire(t *testing.T) {
 	}
 	if got := srv.forms[0].Get("SourceIdentity"); got != "system-serviceaccount-orders-api" {
 		t.Errorf("SourceIdentity = %q", got)
+	}
+}
+
+func TestPackedPolicySizeNearTheLimitIsLogged(t *testing.T) {
+	srv := newSTSServer(t)
+	srv.packed = 95
+	var logs strings.Builder
+	s := wireService(t, srv, nil, func(c *vend.Config) { c.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
+	if _, err := s.Vend(context.Background(), auth.Caller{TenantID: "acme"}, vend.Request{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), `"packed_policy_percent":95`) {
+		t.Fatalf("no warning for a 95 %% packed policy:\n%s", logs.String())
 	}
 }
