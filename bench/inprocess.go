@@ -30,7 +30,7 @@ func inProcess(w io.Writer) ([]row, error) {
 		}
 	}
 	need := []string{"BenchmarkCredentialsHit", "BenchmarkBareHandler", "BenchmarkVerify/remembered/rsa",
-		"BenchmarkVerify/signature/rsa", "BenchmarkRender", "BenchmarkGetHit"}
+		"BenchmarkVerify/signature/rsa", "BenchmarkRender/remembered", "BenchmarkRender/fresh", "BenchmarkGetHit"}
 	for _, n := range need {
 		if ns[n] == 0 {
 			return nil, fail("no result for %s", n)
@@ -41,7 +41,8 @@ func inProcess(w io.Writer) ([]row, error) {
 	return []row{
 		{"in-process", "cache-hit throughput / bare handler", ratio(bare, hit), ""},
 		{"in-process", "share of a hit: JWT verify (remembered token)", share("BenchmarkVerify/remembered/rsa"), ""},
-		{"in-process", "share of a hit: policy render", share("BenchmarkRender"), ""},
+		{"in-process", "share of a hit: policy render (remembered)", share("BenchmarkRender/remembered"), ""},
+		{"in-process", "policy render, fresh / remembered", ratio(ns["BenchmarkRender/fresh"], ns["BenchmarkRender/remembered"]), ""},
 		{"in-process", "share of a hit: cache lookup", share("BenchmarkGetHit"), ""},
 		{"in-process", "RS256 signature check / remembered token", ratio(ns["BenchmarkVerify/signature/rsa"], ns["BenchmarkVerify/remembered/rsa"]), ""},
 	}, nil

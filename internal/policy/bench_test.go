@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/tokenvendor/tokenvendor/internal/policy"
@@ -21,10 +22,27 @@ func BenchmarkRender(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := tmpl.Render("acme"); err != nil {
-			b.Fatal(err)
+	b.Run("remembered", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := tmpl.Render("acme"); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+	})
+	b.Run("fresh", func(b *testing.B) {
+		// More tenants than the template remembers, so every rendering is new.
+		ids := make([]string, 3*10_000)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("tenant%05d", i)
+		}
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if _, err := tmpl.Render(ids[i%len(ids)]); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
 }

@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"text/template"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // STS limits the rendered output must respect.
@@ -46,7 +48,13 @@ type Template struct {
 	tags    []tagTemplate
 	vars    map[string]string
 	tenants *TenantRule
+	// rendered remembers renderings by tenant: rendering is pure, and a
+	// profile's templates never change once compiled.
+	rendered *lru.Cache[string, Rendered]
 }
+
+// renderedCacheSize bounds the renderings each template remembers.
+const renderedCacheSize = 10_000
 
 type tagTemplate struct {
 	key   string
@@ -74,7 +82,11 @@ func Compile(spec Spec, tenants *TenantRule) (*Template, error) {
 		return nil, errors.New("no tenant rule")
 	}
 	var errs []error
-	t := &Template{profile: spec.Profile, vars: spec.Vars, tenants: tenants}
+	rendered, err := lru.New[string, Rendered](renderedCacheSize)
+	if err != nil {
+		return nil, err
+	}
+	t := &Template{profile: spec.Profile, vars: spec.Vars, tenants: tenants, rendered: rendered}
 
 	if strings.TrimSpace(spec.Policy) == "" {
 		errs = append(errs, errors.New("policy: empty"))
@@ -174,10 +186,18 @@ func parseLeaf(s string) (*template.Template, error) {
 // Render produces the policy, tags and session name for tenant, after
 // checking tenant against the tenant rule.
 func (t *Template) Render(tenant string) (Rendered, error) {
+	if r, ok := t.rendered.Get(tenant); ok {
+		return r, nil
+	}
 	if err := t.tenants.Check(tenant); err != nil {
 		return Rendered{}, err
 	}
-	return t.render(tenant)
+	r, err := t.render(tenant)
+	if err != nil {
+		return Rendered{}, err
+	}
+	t.rendered.Add(tenant, r)
+	return r, nil
 }
 
 func (t *Template) render(tenant string) (Rendered, error) {
