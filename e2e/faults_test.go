@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -341,5 +344,49 @@ func TestSlowSTSFailsWaitersTogetherInBoundedTimeWithoutLeakingGoroutines(t *tes
 	}
 	if errs := v.serverErrors(t); errs["503"] != float64(len(results)) || len(errs) > 1 {
 		t.Errorf("5xx answered = %v, want only the %d 503s", errs, len(results))
+	}
+}
+
+// TestSoakShort is the CI version of `make soak`: twenty seconds of steady
+// load over 1,000 tenants with valid, expired, forged and unknown-kid
+// tokens against the real binary, credentials short-lived enough to be
+// refreshed ahead during the run.
+func TestSoakShort(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "run", "./soak", "-bin", peers.bin,
+		"-duration", "20s", "-rate", "1000", "-workers", "16", "-sts-lifetime", "30s", "-report", "10s")
+	cmd.Dir = peers.root
+	out, err := cmd.CombinedOutput()
+	t.Logf("go run ./soak:\n%s", out)
+	if err != nil {
+		t.Fatalf("soak failed: %v", err)
+	}
+	var s struct {
+		Requests     int                       `json:"requests"`
+		Statuses     map[string]map[string]int `json:"statuses"`
+		Unexpected   int                       `json:"unexpected"`
+		ServerErrors int                       `json:"server_errors"`
+		STSCalls     int                       `json:"sts_calls"`
+	}
+	i := bytes.LastIndex(out, []byte("summary: "))
+	if i < 0 {
+		t.Fatal("no summary line")
+	}
+	if err := json.Unmarshal(bytes.TrimSpace(bytes.SplitN(out[i+len("summary: "):], []byte("\n"), 2)[0]), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Unexpected != 0 || s.ServerErrors != 0 {
+		t.Errorf("%d unexpected answers, %d of them 5xx", s.Unexpected, s.ServerErrors)
+	}
+	want := map[string]string{"valid": "200", "expired": "401", "forged": "401", "unknown_kid": "401"}
+	for kind, status := range want {
+		got := s.Statuses[kind]
+		if got[status] == 0 || len(got) != 1 {
+			t.Errorf("%s tokens were answered %v, want only %s", kind, got, status)
+		}
+	}
+	if s.STSCalls <= 1000 {
+		t.Errorf("%d AssumeRole calls for 1,000 tenants with 30 s credentials over 20 s: none was refreshed", s.STSCalls)
 	}
 }
