@@ -26,6 +26,8 @@ const usage = `usage:
   tokenvendor serve  --config FILE
   tokenvendor check  --config FILE
   tokenvendor render --config FILE --profile P --tenant T
+  tokenvendor credential-process --url BASE_URL --profile P (--token-file F | --token-env VAR) [--tenant T] [--timeout 10s]
+  tokenvendor healthcheck [--url http://127.0.0.1:8080/readyz] [--timeout 2s]
   tokenvendor version
 
 --config defaults to $TOKENVENDOR_CONFIG.`
@@ -69,6 +71,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		return render(path, sel.profile, sel.tenant, stdout)
+	case "credential-process":
+		return credentialProcess(ctx, args, getenv, stdout)
+	case "healthcheck":
+		return healthcheck(ctx, args)
 	case "version":
 		fmt.Fprintln(stdout, "tokenvendor", version)
 		return nil

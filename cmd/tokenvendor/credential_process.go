@@ -1,0 +1,223 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+	"unicode"
+)
+
+const (
+	// defaultClientTimeout bounds one call of credential-process; the AWS
+	// SDKs give a credential process no timeout of their own.
+	defaultClientTimeout = 10 * time.Second
+	// maxTokenBytes bounds what is read from a token file; the service
+	// refuses tokens over 16 KiB anyway.
+	maxTokenBytes = 64 << 10
+	// maxResponseBytes bounds what is read from the service's answer.
+	maxResponseBytes = 64 << 10
+	// maxMessageRunes bounds a service message repeated on stderr.
+	maxMessageRunes = 300
+)
+
+// credentialProcessFlags is the command line of credential-process.
+type credentialProcessFlags struct {
+	url, profile, tenant string
+	tokenFile, tokenEnv  string
+	timeout              time.Duration
+}
+
+func parseCredentialProcessFlags(args []string) (credentialProcessFlags, error) {
+	const cmd = "credential-process"
+	var f credentialProcessFlags
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&f.url, "url", "", "tokenvendor base URL")
+	fs.StringVar(&f.profile, "profile", "", "profile name")
+	fs.StringVar(&f.tenant, "tenant", "", "tenant id (needs the override scope unless it is the token's)")
+	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the caller's JWT, read on every call")
+	fs.StringVar(&f.tokenEnv, "token-env", "", "environment variable holding the caller's JWT")
+	fs.DurationVar(&f.timeout, "timeout", defaultClientTimeout, "bound on the whole call")
+	if err := fs.Parse(args); err != nil {
+		return f, fmt.Errorf("%w: %s: %w", errUsage, cmd, err)
+	}
+	var problems []string
+	if fs.NArg() > 0 {
+		problems = append(problems, fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
+	}
+	if u, err := url.Parse(f.url); f.url == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		problems = append(problems, "--url must be the service's http(s) base URL")
+	}
+	if f.profile == "" {
+		problems = append(problems, "--profile required")
+	}
+	if (f.tokenFile == "") == (f.tokenEnv == "") {
+		problems = append(problems, "exactly one of --token-file and --token-env required")
+	}
+	if f.timeout <= 0 {
+		problems = append(problems, "--timeout must be positive")
+	}
+	if len(problems) > 0 {
+		return f, fmt.Errorf("%w: %s: %s", errUsage, cmd, strings.Join(problems, "; "))
+	}
+	return f, nil
+}
+
+// processCredentials is what the AWS SDKs and CLI read from a
+// credential_process on stdout.
+type processCredentials struct {
+	Version         int    `json:"Version"`
+	AccessKeyID     string `json:"AccessKeyId"`
+	SecretAccessKey string `json:"SecretAccessKey"`
+	SessionToken    string `json:"SessionToken"`
+	Expiration      string `json:"Expiration"`
+}
+
+// credentialProcess asks a running tokenvendor for credentials with the
+// caller's token and prints them in the credential_process shape.
+func credentialProcess(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	f, err := parseCredentialProcessFlags(args)
+	if err != nil {
+		return err
+	}
+	token, err := readToken(f, getenv)
+	if err != nil {
+		return fmt.Errorf("credential-process: %w", err)
+	}
+	creds, err := fetchCredentials(ctx, f, token)
+	if err != nil {
+		// The token never appears in an error this code writes; scrub it
+		// anyway in case something between here and the service echoed it.
+		return errors.New(strings.ReplaceAll(fmt.Sprintf("credential-process: %v", err), token, "[token]"))
+	}
+	return json.NewEncoder(stdout).Encode(creds)
+}
+
+// readToken reads the caller's token afresh: projected service-account
+// tokens are rotated on disk while the pod runs.
+func readToken(f credentialProcessFlags, getenv func(string) string) (string, error) {
+	if f.tokenEnv != "" {
+		token := strings.TrimSpace(getenv(f.tokenEnv))
+		if token == "" {
+			return "", fmt.Errorf("environment variable %s is empty or unset", f.tokenEnv)
+		}
+		return token, nil
+	}
+	file, err := os.Open(f.tokenFile)
+	if err != nil {
+		return "", fmt.Errorf("read token: %w", err)
+	}
+	defer file.Close()
+	b, err := io.ReadAll(io.LimitReader(file, maxTokenBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("read token: %w", err)
+	}
+	if len(b) > maxTokenBytes {
+		return "", fmt.Errorf("token file %s is over %d bytes", f.tokenFile, maxTokenBytes)
+	}
+	token := strings.TrimSpace(string(b))
+	if token == "" {
+		return "", fmt.Errorf("token file %s is empty", f.tokenFile)
+	}
+	return token, nil
+}
+
+// fetchCredentials calls POST /credentials and checks the answer is usable.
+func fetchCredentials(ctx context.Context, f credentialProcessFlags, token string) (processCredentials, error) {
+	body, err := json.Marshal(struct {
+		Profile  string `json:"profile"`
+		TenantID string `json:"tenant_id,omitempty"`
+	}{f.profile, f.tenant})
+	if err != nil {
+		return processCredentials{}, err
+	}
+	endpoint := strings.TrimRight(f.url, "/") + "/credentials"
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
+	if err != nil {
+		return processCredentials{}, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "tokenvendor-credential-process/"+version)
+
+	client := &http.Client{
+		Timeout: f.timeout,
+		// A redirect would carry the token somewhere not configured.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		return processCredentials{}, fmt.Errorf("call %s: %w", endpoint, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(res.Body, maxResponseBytes))
+	if err != nil {
+		return processCredentials{}, fmt.Errorf("read answer of %s: %w", endpoint, err)
+	}
+	if res.StatusCode != http.StatusOK {
+		return processCredentials{}, serviceError(res, b)
+	}
+
+	var got struct {
+		processCredentials
+		Expiration time.Time `json:"Expiration"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		return processCredentials{}, fmt.Errorf("tokenvendor answered 200 with a body that is not credentials: %w", err)
+	}
+	if got.Version != 1 || got.AccessKeyID == "" || got.SecretAccessKey == "" || got.SessionToken == "" || got.Expiration.IsZero() {
+		return processCredentials{}, errors.New("tokenvendor answered 200 without complete version 1 credentials")
+	}
+	c := got.processCredentials
+	c.Expiration = got.Expiration.UTC().Format(time.RFC3339)
+	return c, nil
+}
+
+// serviceError turns a non-200 answer into one line naming the service's
+// code and message, or the status alone when the body is not the service's
+// error shape.
+func serviceError(res *http.Response, body []byte) error {
+	var e struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	msg := fmt.Sprintf("tokenvendor answered %d", res.StatusCode)
+	if json.Unmarshal(body, &e) == nil && e.Code != "" {
+		msg += " " + oneLine(e.Code)
+		if e.Message != "" {
+			msg += ": " + oneLine(e.Message)
+		}
+	} else {
+		msg += " (" + http.StatusText(res.StatusCode) + ", not a tokenvendor error body)"
+	}
+	if ra := res.Header.Get("Retry-After"); ra != "" {
+		msg += "; retry after " + oneLine(ra) + " s"
+	}
+	return errors.New(msg)
+}
+
+// oneLine keeps text from the network on one printable line of bounded size.
+func oneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	if r := []rune(s); len(r) > maxMessageRunes {
+		s = string(r[:maxMessageRunes]) + "…"
+	}
+	return s
+}
