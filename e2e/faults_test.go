@@ -196,7 +196,7 @@ func (v *vendor) goroutines(t *testing.T) float64 {
 
 // ---------------------------------------------------------------- tests
 
-func TestSTSOutageServesCachedCredentialsFailsFastAndRecovers(t *testing.T) {
+func TestSTSOutageServesCachedCredentialsAnswersOthers503AndRecovers(t *testing.T) {
 	const stsTimeout = 2 * time.Second
 	minio := startMinIO(t)
 	v := startVendor(t, writeConfig(t, configOptions{stsEndpoint: minio.url, stsTimeout: stsTimeout.String(), roleChaining: "off"}),
