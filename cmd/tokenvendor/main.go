@@ -25,7 +25,7 @@ var errUsage = errors.New("usage")
 const usage = `usage:
   tokenvendor serve  --config FILE
   tokenvendor check  --config FILE
-  tokenvendor render --config FILE --profile P --tenant T
+  tokenvendor render --config FILE --profile P --tenant T [--subject S]
   tokenvendor credential-process --url BASE_URL --profile P (--token-file F | --token-env VAR) [--tenant T] [--timeout 10s]
   tokenvendor healthcheck [--url http://127.0.0.1:8080/readyz] [--timeout 2s]
   tokenvendor version
@@ -70,7 +70,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		return render(path, sel.profile, sel.tenant, stdout)
+		return render(path, sel, stdout)
 	case "credential-process":
 		return credentialProcess(ctx, args, getenv, stdout)
 	case "healthcheck":
@@ -86,7 +86,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 }
 
-type selection struct{ profile, tenant string }
+// selection is what render is asked about: a profile, a tenant and,
+// optionally, the calling subject (for session names and source identity).
+type selection struct{ profile, tenant, subject string }
 
 func parseFlags(cmd string, args []string, getenv func(string) string, withSelection bool) (string, selection, error) {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
@@ -96,6 +98,7 @@ func parseFlags(cmd string, args []string, getenv func(string) string, withSelec
 	if withSelection {
 		fs.StringVar(&sel.profile, "profile", "", "profile name")
 		fs.StringVar(&sel.tenant, "tenant", "", "tenant id")
+		fs.StringVar(&sel.subject, "subject", "", "the caller's subject, for session.name_template and session.source_identity")
 	}
 	if err := fs.Parse(args); err != nil {
 		return "", sel, fmt.Errorf("%w: %s: %w", errUsage, cmd, err)
@@ -122,8 +125,9 @@ func check(path string, stdout io.Writer) error {
 	return nil
 }
 
-// render prints exactly what would be sent to STS for a tenant.
-func render(path, profile, tenant string, stdout io.Writer) error {
+// render prints exactly what would be sent to STS for a tenant (and caller).
+func render(path string, sel selection, stdout io.Writer) error {
+	profile, tenant := sel.profile, sel.tenant
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
@@ -141,16 +145,21 @@ func render(path, profile, tenant string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("render: %w", err)
 	}
+	name, err := cfg.SessionNamer.Name(tenant, p.Name, sel.subject)
+	if err != nil {
+		return fmt.Errorf("render: %w", err)
+	}
 	type tag struct{ Key, Value string }
 	out := struct {
 		RoleArn         string
 		RoleSessionName string
+		SourceIdentity  string `json:",omitempty"`
 		DurationSeconds int64
 		ExternalId      string `json:",omitempty"`
 		Policy          json.RawMessage
 		Tags            []tag
-	}{RoleArn: p.RoleARN, RoleSessionName: r.SessionName, DurationSeconds: int64(p.Duration.Seconds()),
-		ExternalId: p.ExternalID, Policy: json.RawMessage(r.Policy), Tags: []tag{}}
+	}{RoleArn: p.RoleARN, RoleSessionName: name, SourceIdentity: cfg.SessionNamer.SourceIdentity(sel.subject),
+		DurationSeconds: int64(p.Duration.Seconds()), ExternalId: p.ExternalID, Policy: json.RawMessage(r.Policy), Tags: []tag{}}
 	for _, t := range r.Tags {
 		out.Tags = append(out.Tags, tag{t.Key, t.Value})
 	}

@@ -128,3 +128,23 @@ func TestConfigFromEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestRenderShowsTheSessionNameAndSourceIdentityOfACaller(t *testing.T) {
+	path := writeConfig(t, scopedPolicy)
+	b, _ := os.ReadFile(path)
+	cfg := "session:\n  name_template: '{{ .TenantID }}.{{ .Subject }}'\n  source_identity: true\n" + string(b)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI("render", "--config", path, "--profile", "objects", "--tenant", "acme", "--subject", "system:serviceaccount:orders:api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ RoleSessionName, SourceIdentity string }
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.RoleSessionName != "acme.system-serviceaccount-orders-api" || got.SourceIdentity != "system-serviceaccount-orders-api" {
+		t.Fatalf("got %+v", got)
+	}
+}
