@@ -1,0 +1,4 @@
+// Package deploy holds tokenvendor's deployment manifests (Kubernetes with
+// kustomize, ECS, IAM as CloudFormation) and, in its tests, the checks that
+// keep them rendering, wired and no wider than documented.
+package deploy

@@ -1,0 +1,613 @@
+package deploy_test
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tokenvendor/tokenvendor/internal/config"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files from the rendered manifests")
+
+// overlays are the kustomize overlays and their golden files.
+var overlays = []string{"standalone", "sidecar"}
+
+// manifest is one rendered Kubernetes object: its header decoded, the whole
+// document kept for kind-specific decoding.
+type manifest struct {
+	APIVersion string `yaml:"apiVersion"`
+	Kind       string `yaml:"kind"`
+	Metadata   meta   `yaml:"metadata"`
+	doc        yaml.Node
+}
+
+type meta struct {
+	Name        string            `yaml:"name"`
+	Namespace   string            `yaml:"namespace"`
+	Labels      map[string]string `yaml:"labels"`
+	Annotations map[string]string `yaml:"annotations"`
+}
+
+// decode decodes the whole object into v.
+func (m manifest) decode(t *testing.T, v any) {
+	t.Helper()
+	if err := m.doc.Decode(v); err != nil {
+		t.Fatalf("%s %s: %v", m.Kind, m.Metadata.Name, err)
+	}
+}
+
+type podTemplate struct {
+	Metadata meta    `yaml:"metadata"`
+	Spec     podSpec `yaml:"spec"`
+}
+
+type podSpec struct {
+	ServiceAccountName           string          `yaml:"serviceAccountName"`
+	AutomountServiceAccountToken *bool           `yaml:"automountServiceAccountToken"`
+	SecurityContext              securityContext `yaml:"securityContext"`
+	InitContainers               []container     `yaml:"initContainers"`
+	Containers                   []container     `yaml:"containers"`
+	Volumes                      []volume        `yaml:"volumes"`
+}
+
+type securityContext struct {
+	RunAsNonRoot             *bool `yaml:"runAsNonRoot"`
+	RunAsUser                *int  `yaml:"runAsUser"`
+	AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
+	ReadOnlyRootFilesystem   *bool `yaml:"readOnlyRootFilesystem"`
+	Capabilities             struct {
+		Drop []string `yaml:"drop"`
+		Add  []string `yaml:"add"`
+	} `yaml:"capabilities"`
+	SeccompProfile struct {
+		Type string `yaml:"type"`
+	} `yaml:"seccompProfile"`
+}
+
+type container struct {
+	Name          string   `yaml:"name"`
+	Image         string   `yaml:"image"`
+	Args          []string `yaml:"args"`
+	RestartPolicy string   `yaml:"restartPolicy"`
+	Env           []struct {
+		Name      string     `yaml:"name"`
+		Value     string     `yaml:"value"`
+		ValueFrom *yaml.Node `yaml:"valueFrom"`
+	} `yaml:"env"`
+	Ports []struct {
+		Name          string `yaml:"name"`
+		ContainerPort int    `yaml:"containerPort"`
+	} `yaml:"ports"`
+	Resources struct {
+		Requests map[string]string `yaml:"requests"`
+		Limits   map[string]string `yaml:"limits"`
+	} `yaml:"resources"`
+	StartupProbe    *probe          `yaml:"startupProbe"`
+	ReadinessProbe  *probe          `yaml:"readinessProbe"`
+	LivenessProbe   *probe          `yaml:"livenessProbe"`
+	SecurityContext securityContext `yaml:"securityContext"`
+	VolumeMounts    []struct {
+		Name      string `yaml:"name"`
+		MountPath string `yaml:"mountPath"`
+		ReadOnly  bool   `yaml:"readOnly"`
+	} `yaml:"volumeMounts"`
+}
+
+type probe struct {
+	HTTPGet *struct {
+		Path string `yaml:"path"`
+		Port string `yaml:"port"`
+	} `yaml:"httpGet"`
+}
+
+type volume struct {
+	Name      string `yaml:"name"`
+	ConfigMap *struct {
+		Name string `yaml:"name"`
+	} `yaml:"configMap"`
+	Projected *struct {
+		Sources []struct {
+			ServiceAccountToken *struct {
+				Audience          string `yaml:"audience"`
+				ExpirationSeconds int    `yaml:"expirationSeconds"`
+				Path              string `yaml:"path"`
+			} `yaml:"serviceAccountToken"`
+		} `yaml:"sources"`
+	} `yaml:"projected"`
+}
+
+func (c container) env(name string) (string, bool) {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value, true
+		}
+	}
+	return "", false
+}
+
+func (c container) port(name string) int {
+	for _, p := range c.Ports {
+		if p.Name == name {
+			return p.ContainerPort
+		}
+	}
+	return 0
+}
+
+// render runs `kubectl kustomize` on an overlay. kubectl carries kustomize;
+// the test fails loudly when it is missing.
+func render(t *testing.T, overlay string) []byte {
+	t.Helper()
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Fatalf("kubectl (with kustomize) is needed to render the manifests: %v", err)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(kubectl, "kustomize", filepath.Join("kubernetes", "overlays", overlay))
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize %s: %v\n%s", overlay, err, stderr.String())
+	}
+	return out
+}
+
+// parse decodes every document of a rendered overlay.
+func parse(t *testing.T, rendered []byte) []manifest {
+	t.Helper()
+	dec := yaml.NewDecoder(bytes.NewReader(rendered))
+	var out []manifest
+	for {
+		var m manifest
+		err := dec.Decode(&m.doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("document %d: %v", len(out), err)
+		}
+		if err := m.doc.Decode(&m); err != nil {
+			t.Fatalf("document %d: %v", len(out), err)
+		}
+		if m.APIVersion == "" || m.Kind == "" || m.Metadata.Name == "" {
+			t.Fatalf("document %d lacks apiVersion, kind or name: %+v", len(out), m)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func renderOverlay(t *testing.T, overlay string) []manifest {
+	t.Helper()
+	return parse(t, render(t, overlay))
+}
+
+func find(t *testing.T, ms []manifest, kind, name string) manifest {
+	t.Helper()
+	for _, m := range ms {
+		if m.Kind == kind && (name == "" || m.Metadata.Name == name) {
+			return m
+		}
+	}
+	t.Fatalf("no %s %q among the rendered manifests", kind, name)
+	return manifest{}
+}
+
+func ofKind(ms []manifest, kind string) []manifest {
+	var out []manifest
+	for _, m := range ms {
+		if m.Kind == kind {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func podTemplateOf(t *testing.T, m manifest) podTemplate {
+	t.Helper()
+	var d struct {
+		Spec struct {
+			Template podTemplate `yaml:"template"`
+		} `yaml:"spec"`
+	}
+	m.decode(t, &d)
+	return d.Spec.Template
+}
+
+// tokenvendorConfig finds the config the tokenvendor container is started
+// with: the ConfigMap volume mounted where --config points.
+func tokenvendorConfig(t *testing.T, ms []manifest, pod podTemplate, c container) *config.Config {
+	t.Helper()
+	i := slices.Index(c.Args, "--config")
+	if i < 0 || i+1 >= len(c.Args) {
+		t.Fatalf("container %s has no --config argument: %q", c.Name, c.Args)
+	}
+	dir, file := filepath.Split(c.Args[i+1])
+	for _, mnt := range c.VolumeMounts {
+		if filepath.Clean(mnt.MountPath) != filepath.Clean(dir) {
+			continue
+		}
+		for _, v := range pod.Spec.Volumes {
+			if v.Name != mnt.Name || v.ConfigMap == nil {
+				continue
+			}
+			var cm struct {
+				Data map[string]string `yaml:"data"`
+			}
+			find(t, ms, "ConfigMap", v.ConfigMap.Name).decode(t, &cm)
+			raw, ok := cm.Data[file]
+			if !ok {
+				t.Fatalf("ConfigMap %s has no %s", v.ConfigMap.Name, file)
+			}
+			cfg, err := config.Parse([]byte(raw))
+			if err != nil {
+				t.Fatalf("the config in ConfigMap %s does not load (tokenvendor check would refuse it): %v", v.ConfigMap.Name, err)
+			}
+			return cfg
+		}
+	}
+	t.Fatalf("container %s: nothing from a ConfigMap is mounted at %s", c.Name, dir)
+	return nil
+}
+
+func portOf(t *testing.T, hostport string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func isTrue(b *bool) bool  { return b != nil && *b }
+func isFalse(b *bool) bool { return b != nil && !*b }
+
+func TestOverlaysRenderToTheirGoldenFiles(t *testing.T) {
+	for _, overlay := range overlays {
+		t.Run(overlay, func(t *testing.T) {
+			got := render(t, overlay)
+			parse(t, got)
+			golden := filepath.Join("testdata", overlay+".golden")
+			if *update {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./deploy/ -update to create it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("kubectl kustomize %s differs from %s; if the change is meant, run go test ./deploy/ -update and review the diff", overlay, golden)
+			}
+		})
+	}
+}
+
+func TestEveryPodIsLockedDown(t *testing.T) {
+	for _, overlay := range overlays {
+		t.Run(overlay, func(t *testing.T) {
+			deployments := ofKind(renderOverlay(t, overlay), "Deployment")
+			if len(deployments) == 0 {
+				t.Fatal("no Deployment")
+			}
+			for _, d := range deployments {
+				pod := podTemplateOf(t, d)
+				ps := pod.Spec.SecurityContext
+				if !isTrue(ps.RunAsNonRoot) || ps.RunAsUser == nil || *ps.RunAsUser == 0 || ps.SeccompProfile.Type != "RuntimeDefault" {
+					t.Errorf("%s: pod securityContext %+v: want runAsNonRoot, a non-zero runAsUser and seccomp RuntimeDefault", d.Metadata.Name, ps)
+				}
+				if !isFalse(pod.Spec.AutomountServiceAccountToken) {
+					t.Errorf("%s: the Kubernetes API token is mounted; nothing here calls the API", d.Metadata.Name)
+				}
+				for _, c := range append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...) {
+					sc := c.SecurityContext
+					switch {
+					case !isTrue(sc.RunAsNonRoot):
+						t.Errorf("%s/%s: runAsNonRoot not set", d.Metadata.Name, c.Name)
+					case !isFalse(sc.AllowPrivilegeEscalation):
+						t.Errorf("%s/%s: allowPrivilegeEscalation not false", d.Metadata.Name, c.Name)
+					case !isTrue(sc.ReadOnlyRootFilesystem):
+						t.Errorf("%s/%s: root filesystem writable", d.Metadata.Name, c.Name)
+					case !slices.Equal(sc.Capabilities.Drop, []string{"ALL"}) || len(sc.Capabilities.Add) > 0:
+						t.Errorf("%s/%s: capabilities %+v, want drop [ALL] and none added", d.Metadata.Name, c.Name, sc.Capabilities)
+					case sc.SeccompProfile.Type != "RuntimeDefault":
+						t.Errorf("%s/%s: seccomp %q, want RuntimeDefault", d.Metadata.Name, c.Name, sc.SeccompProfile.Type)
+					}
+					for _, r := range []string{"cpu", "memory"} {
+						if c.Resources.Requests[r] == "" || c.Resources.Limits[r] == "" {
+							t.Errorf("%s/%s: no %s request and limit: %+v", d.Metadata.Name, c.Name, r, c.Resources)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestTokenvendorProbesHealthAndReadinessOnItsAdminListener(t *testing.T) {
+	for _, overlay := range overlays {
+		t.Run(overlay, func(t *testing.T) {
+			ms := renderOverlay(t, overlay)
+			found := 0
+			for _, d := range ofKind(ms, "Deployment") {
+				pod := podTemplateOf(t, d)
+				for _, c := range append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...) {
+					if c.Name != "tokenvendor" {
+						continue
+					}
+					found++
+					if !strings.HasPrefix(c.Image, "ghcr.io/tokenvendor/tokenvendor:") || strings.HasSuffix(c.Image, ":latest") {
+						t.Errorf("image %q: want the release image with a pinned tag", c.Image)
+					}
+					for name, p := range map[string]struct {
+						probe *probe
+						path  string
+					}{
+						"liveness":  {c.LivenessProbe, "/healthz"},
+						"readiness": {c.ReadinessProbe, "/readyz"},
+						"startup":   {c.StartupProbe, "/readyz"},
+					} {
+						if p.probe == nil || p.probe.HTTPGet == nil || p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port != "admin" {
+							t.Errorf("%s probe: want GET %s on the admin port", name, p.path)
+						}
+					}
+					cfg := tokenvendorConfig(t, ms, pod, c)
+					if cfg.AdminListen == "" || portOf(t, cfg.AdminListen) != c.port("admin") {
+						t.Errorf("admin_listen %q does not serve the admin port %d the probes use", cfg.AdminListen, c.port("admin"))
+					}
+				}
+			}
+			if found != 1 {
+				t.Fatalf("%d tokenvendor containers, want 1", found)
+			}
+		})
+	}
+}
+
+func TestStandaloneHasItsOperationalPieces(t *testing.T) {
+	ms := renderOverlay(t, "standalone")
+	dep := find(t, ms, "Deployment", "tokenvendor")
+	pod := podTemplateOf(t, dep)
+	labels := pod.Metadata.Labels
+	selects := func(what string, sel map[string]string) {
+		t.Helper()
+		if len(sel) == 0 {
+			t.Errorf("%s selects nothing", what)
+		}
+		for k, v := range sel {
+			if labels[k] != v {
+				t.Errorf("%s selector %s=%s does not match the pods' labels %v", what, k, v, labels)
+			}
+		}
+	}
+	c := pod.Spec.Containers[0]
+	cfg := tokenvendorConfig(t, ms, pod, c)
+	if host, _, _ := net.SplitHostPort(cfg.Listen); (host != "0.0.0.0" && host != "") || portOf(t, cfg.Listen) != c.port("http") {
+		t.Errorf("listen %q: want every address on the http port %d", cfg.Listen, c.port("http"))
+	}
+
+	var svc struct {
+		Spec struct {
+			Selector map[string]string `yaml:"selector"`
+			Ports    []struct {
+				Name       string `yaml:"name"`
+				TargetPort string `yaml:"targetPort"`
+			} `yaml:"ports"`
+		} `yaml:"spec"`
+	}
+	service := find(t, ms, "Service", "tokenvendor")
+	service.decode(t, &svc)
+	selects("Service", svc.Spec.Selector)
+	svcPorts := map[string]string{}
+	for _, p := range svc.Spec.Ports {
+		svcPorts[p.Name] = p.TargetPort
+	}
+	if svcPorts["http"] != "http" || svcPorts["admin"] != "admin" {
+		t.Errorf("Service ports %v: want http and admin to the container's ports", svcPorts)
+	}
+
+	var pdb struct {
+		Spec struct {
+			MinAvailable int `yaml:"minAvailable"`
+			Selector     struct {
+				MatchLabels map[string]string `yaml:"matchLabels"`
+			} `yaml:"selector"`
+		} `yaml:"spec"`
+	}
+	find(t, ms, "PodDisruptionBudget", "tokenvendor").decode(t, &pdb)
+	selects("PodDisruptionBudget", pdb.Spec.Selector.MatchLabels)
+	if pdb.Spec.MinAvailable < 1 {
+		t.Errorf("PodDisruptionBudget minAvailable %d", pdb.Spec.MinAvailable)
+	}
+
+	var hpa struct {
+		Spec struct {
+			ScaleTargetRef struct {
+				Kind string `yaml:"kind"`
+				Name string `yaml:"name"`
+			} `yaml:"scaleTargetRef"`
+			MinReplicas int `yaml:"minReplicas"`
+			MaxReplicas int `yaml:"maxReplicas"`
+		} `yaml:"spec"`
+	}
+	find(t, ms, "HorizontalPodAutoscaler", "tokenvendor").decode(t, &hpa)
+	if hpa.Spec.ScaleTargetRef.Kind != "Deployment" || hpa.Spec.ScaleTargetRef.Name != dep.Metadata.Name {
+		t.Errorf("HorizontalPodAutoscaler scales %+v", hpa.Spec.ScaleTargetRef)
+	}
+	if hpa.Spec.MinReplicas <= pdb.Spec.MinAvailable || hpa.Spec.MaxReplicas < hpa.Spec.MinReplicas {
+		t.Errorf("replicas %d..%d with minAvailable %d: a drain would block", hpa.Spec.MinReplicas, hpa.Spec.MaxReplicas, pdb.Spec.MinAvailable)
+	}
+
+	var np struct {
+		Spec struct {
+			PodSelector struct {
+				MatchLabels map[string]string `yaml:"matchLabels"`
+			} `yaml:"podSelector"`
+			PolicyTypes []string `yaml:"policyTypes"`
+			Ingress     []struct {
+				From  []yaml.Node `yaml:"from"`
+				Ports []struct {
+					Port string `yaml:"port"`
+				} `yaml:"ports"`
+			} `yaml:"ingress"`
+		} `yaml:"spec"`
+	}
+	find(t, ms, "NetworkPolicy", "tokenvendor").decode(t, &np)
+	selects("NetworkPolicy", np.Spec.PodSelector.MatchLabels)
+	if !slices.Contains(np.Spec.PolicyTypes, "Ingress") || !slices.Contains(np.Spec.PolicyTypes, "Egress") {
+		t.Errorf("NetworkPolicy types %v: want Ingress and Egress", np.Spec.PolicyTypes)
+	}
+	for i, rule := range np.Spec.Ingress {
+		if len(rule.From) == 0 || len(rule.Ports) == 0 {
+			t.Errorf("NetworkPolicy ingress[%d] is open to every source or port", i)
+		}
+	}
+
+	var sm struct {
+		Spec struct {
+			Selector struct {
+				MatchLabels map[string]string `yaml:"matchLabels"`
+			} `yaml:"selector"`
+			Endpoints []struct {
+				Port string `yaml:"port"`
+				Path string `yaml:"path"`
+			} `yaml:"endpoints"`
+		} `yaml:"spec"`
+	}
+	find(t, ms, "ServiceMonitor", "tokenvendor").decode(t, &sm)
+	for k, v := range sm.Spec.Selector.MatchLabels {
+		if service.Metadata.Labels[k] != v {
+			t.Errorf("ServiceMonitor selector %s=%s does not match the Service", k, v)
+		}
+	}
+	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Path != "/metrics" || svcPorts[sm.Spec.Endpoints[0].Port] == "" {
+		t.Errorf("ServiceMonitor endpoints %+v: want /metrics on a Service port", sm.Spec.Endpoints)
+	}
+
+	sa := find(t, ms, "ServiceAccount", pod.Spec.ServiceAccountName)
+	if !regexp.MustCompile(`^arn:aws:iam::\d{12}:role/[\w+=,.@-]+$`).MatchString(sa.Metadata.Annotations["eks.amazonaws.com/role-arn"]) {
+		t.Errorf("ServiceAccount %s has no IRSA role annotation: %v", sa.Metadata.Name, sa.Metadata.Annotations)
+	}
+	ns := find(t, ms, "Namespace", "")
+	if ns.Metadata.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {
+		t.Errorf("Namespace %s does not enforce the restricted Pod Security Standard", ns.Metadata.Name)
+	}
+}
+
+func TestSidecarWiresTheAppToTokenvendorOnLoopback(t *testing.T) {
+	ms := renderOverlay(t, "sidecar")
+	deployments := ofKind(ms, "Deployment")
+	if len(deployments) != 1 {
+		t.Fatalf("%d Deployments, want the example app's alone", len(deployments))
+	}
+	pod := podTemplateOf(t, deployments[0])
+
+	var tv *container
+	for i, c := range pod.Spec.InitContainers {
+		if c.Name == "tokenvendor" {
+			tv = &pod.Spec.InitContainers[i]
+		}
+	}
+	if tv == nil || tv.RestartPolicy != "Always" {
+		t.Fatal("tokenvendor is not a native sidecar (an init container with restartPolicy Always)")
+	}
+	if tv.StartupProbe == nil {
+		t.Error("tokenvendor has no startup probe: the app would start before it is ready")
+	}
+	cfg := tokenvendorConfig(t, ms, pod, *tv)
+	if host, _, _ := net.SplitHostPort(cfg.Listen); host != "127.0.0.1" {
+		t.Errorf("listen %q: credentials must stay on the pod's loopback", cfg.Listen)
+	}
+	if !strings.HasPrefix(cfg.Auth.Issuer, "https://oidc.eks.") || cfg.Auth.JWKSURL != strings.TrimSuffix(cfg.Auth.Issuer, "/")+"/keys" {
+		t.Errorf("issuer %q, jwks_url %q: want the cluster's OIDC issuer and its /keys", cfg.Auth.Issuer, cfg.Auth.JWKSURL)
+	}
+
+	var skipped []string
+	for _, s := range strings.Split(pod.Metadata.Annotations["eks.amazonaws.com/skip-containers"], ",") {
+		skipped = append(skipped, strings.TrimSpace(s))
+	}
+	if len(pod.Spec.Containers) == 0 {
+		t.Fatal("no app container")
+	}
+	for _, app := range pod.Spec.Containers {
+		if !slices.Contains(skipped, app.Name) {
+			t.Errorf("container %s gets the IRSA web identity of the service role: name it in eks.amazonaws.com/skip-containers", app.Name)
+		}
+		for _, name := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN"} {
+			if _, ok := app.env(name); ok {
+				t.Errorf("container %s sets %s, which AWS SDKs would use instead of tokenvendor or beside it", app.Name, name)
+			}
+		}
+		uri, _ := app.env("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+		u, err := url.Parse(uri)
+		if err != nil || u.Scheme != "http" || u.Hostname() != "127.0.0.1" || u.Path != "/v1/container-credentials/objects" {
+			t.Errorf("container %s: AWS_CONTAINER_CREDENTIALS_FULL_URI = %q, want tokenvendor's container route on loopback", app.Name, uri)
+		} else if u.Port() != strconv.Itoa(portOf(t, cfg.Listen)) {
+			t.Errorf("container %s: AWS_CONTAINER_CREDENTIALS_FULL_URI port %s, tokenvendor listens on %s", app.Name, u.Port(), cfg.Listen)
+		}
+		if !slices.ContainsFunc(cfg.Profiles, func(p config.Profile) bool { return "/v1/container-credentials/"+p.Name == u.Path }) {
+			t.Errorf("container %s asks for a profile tokenvendor does not have: %s", app.Name, u.Path)
+		}
+
+		tokenFile, _ := app.env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+		var source string
+		for _, mnt := range app.VolumeMounts {
+			if rest, ok := strings.CutPrefix(tokenFile, strings.TrimSuffix(mnt.MountPath, "/")+"/"); ok && mnt.ReadOnly {
+				for _, v := range pod.Spec.Volumes {
+					if v.Name != mnt.Name || v.Projected == nil {
+						continue
+					}
+					for _, s := range v.Projected.Sources {
+						if sat := s.ServiceAccountToken; sat != nil && sat.Path == rest {
+							source = v.Name
+							if !slices.Contains(cfg.Auth.Audiences, sat.Audience) || sat.Audience != "tokenvendor" {
+								t.Errorf("projected token audience %q, want tokenvendor (and tokenvendor to accept it: %v)", sat.Audience, cfg.Auth.Audiences)
+							}
+							if sat.ExpirationSeconds < 600 || sat.ExpirationSeconds > 3600 {
+								t.Errorf("projected token lives %d s, want a short life (600 s, the least Kubernetes allows, to 1 h)", sat.ExpirationSeconds)
+							}
+						}
+					}
+				}
+			}
+		}
+		if source == "" {
+			t.Errorf("container %s: AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE = %q is not a read-only projected service-account token", app.Name, tokenFile)
+		}
+	}
+	for _, c := range append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...) {
+		if c.Name == "tokenvendor" {
+			continue
+		}
+		for _, mnt := range c.VolumeMounts {
+			for _, v := range pod.Spec.Volumes {
+				if v.Name == mnt.Name && v.ConfigMap != nil && strings.HasPrefix(v.ConfigMap.Name, "tokenvendor-config") {
+					t.Errorf("container %s mounts tokenvendor's config", c.Name)
+				}
+			}
+		}
+	}
+	sa := find(t, ms, "ServiceAccount", pod.Spec.ServiceAccountName)
+	if sa.Metadata.Annotations["eks.amazonaws.com/role-arn"] == "" {
+		t.Errorf("ServiceAccount %s has no IRSA role for tokenvendor's own STS calls", sa.Metadata.Name)
+	}
+}
