@@ -54,3 +54,14 @@ clean:
 .PHONY: soak
 soak:
 	$(GO) run ./soak
+
+.PHONY: image deploy-check
+
+# The container image (needs a Docker engine with BuildKit).
+image:
+	docker build --build-arg VERSION=$(VERSION) -t tokenvendor:$(VERSION) .
+
+# Render the kustomize overlays, lint the CloudFormation template and check
+# every manifest; `make deploy-check UPDATE=-update` rewrites the golden files.
+deploy-check:
+	$(GO) test -count=1 ./deploy/ $(UPDATE)
