@@ -412,18 +412,30 @@ func (v *Verifier) lookup(ctx context.Context, kid string) (jwk.Key, error) {
 }
 
 // tenantClaim follows the dotted path into claims; only a non-empty string
-// counts as a tenant.
+// counts as a tenant. Claim names may hold dots themselves (Kubernetes puts
+// the namespace at "kubernetes.io" -> "namespace"), so at each level the
+// longest name that exists is tried first.
 func tenantClaim(claims map[string]any, path string) string {
-	var cur any = claims
-	for _, part := range strings.Split(path, ".") {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return ""
-		}
-		cur = m[part]
+	return lookupClaim(claims, strings.Split(path, "."))
+}
+
+func lookupClaim(v any, parts []string) string {
+	if len(parts) == 0 {
+		s, _ := v.(string)
+		return s
 	}
-	s, _ := cur.(string)
-	return s
+	m, ok := v.(map[string]any)
+	if !ok {
+		return ""
+	}
+	for i := len(parts); i >= 1; i-- {
+		if child, ok := m[strings.Join(parts[:i], ".")]; ok {
+			if s := lookupClaim(child, parts[i:]); s != "" {
+				return s
+			}
+		}
+	}
+	return ""
 }
 
 func clientID(claims map[string]any) string {

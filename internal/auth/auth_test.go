@@ -160,6 +160,10 @@ func TestTenantClaim(t *testing.T) {
 		{name: "array is not a tenant", path: "tenant_id", claim: func(c map[string]any) { c["tenant_id"] = []string{"acme"} }, want: ""},
 		{name: "missing", path: "tenant_id", claim: func(map[string]any) {}, want: ""},
 		{name: "path through a string", path: "tenant_id.x", claim: func(c map[string]any) { c["tenant_id"] = "acme" }, want: ""},
+		{name: "Kubernetes namespace, a claim name with a dot", path: "kubernetes.io.namespace", claim: func(c map[string]any) {
+			c["kubernetes.io"] = map[string]any{"namespace": "acme", "serviceaccount": map[string]any{"name": "app"}}
+		}, want: "acme"},
+		{name: "dotted name at the top", path: "tenant.id", claim: func(c map[string]any) { c["tenant.id"] = "acme" }, want: "acme"},
 	}
 	idp := authtest.New(t)
 	clk := clock.NewFake(time.Now())
