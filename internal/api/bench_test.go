@@ -1,18 +1,24 @@
 package api_test
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/go-chi/chi/v5"
+
+	"github.com/tokenvendor/tokenvendor/internal/api"
+	"github.com/tokenvendor/tokenvendor/internal/audit"
+	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
 // BenchmarkCredentialsHit is POST /credentials answered from the cache: the
 // JWT verified, the policy rendered, the cache hit, the response written.
+// The audit log is on, writing to io.Discard as a file would be written to.
 func BenchmarkCredentialsHit(b *testing.B) {
-	e := newEnv(b)
+	e := newEnvWith(b, func(_ *vend.Config, a *api.Config) { a.Auditor = audit.New(io.Discard) })
 	tok := e.token("acme")
 	warm := httptest.NewRecorder()
 	e.handler.ServeHTTP(warm, post(tok, ""))
