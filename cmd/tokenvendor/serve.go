@@ -89,7 +89,7 @@ func serve(ctx context.Context, path string, stdout, stderr io.Writer) error {
 		}
 	})
 
-	verifier, err := auth.New(ctx, auth.Config{
+	verifier, err := auth.New(auth.Config{
 		Issuer:      cfg.Auth.Issuer,
 		JWKSURL:     cfg.Auth.JWKSURL,
 		Audiences:   cfg.Auth.Audiences,
@@ -260,7 +260,7 @@ func restartOnly(a, b *config.Config) []string {
 
 // roleChaining reports whether the service's own credentials are a role
 // session, in which case AWS caps AssumeRole at one hour. In "auto" mode it
-// asks STS who the service is; when STS cannot say, it assumes not and says so.
+// asks STS who the service is; when STS cannot say, it assumes so and says so.
 func roleChaining(ctx context.Context, mode string, client *sts.Client, log *slog.Logger) bool {
 	switch mode {
 	case "on":
@@ -272,8 +272,10 @@ func roleChaining(ctx context.Context, mode string, client *sts.Client, log *slo
 	defer cancel()
 	id, err := client.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
 	if err != nil {
-		log.Warn("cannot tell whether the service's credentials are a role session; set sts.role_chaining to be sure", "err", err)
-		return false
+		// Clamping is harmless when not needed; not clamping when needed
+		// makes every AssumeRole over an hour fail.
+		log.Warn("cannot tell whether the service's credentials are a role session; assuming they are (durations clamped to 1h); set sts.role_chaining to be sure", "err", err)
+		return true
 	}
 	chained := strings.Contains(aws.ToString(id.Arn), ":assumed-role/")
 	log.Info("service identity", "arn", aws.ToString(id.Arn), "role_chaining", chained)

@@ -89,7 +89,7 @@ func newEnvWith(t testing.TB, mutate func(*vend.Config, *api.Config), profiles .
 	log := slog.New(slog.NewJSONHandler(e.logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	verifier, err := auth.New(ctx, auth.Config{
+	verifier, err := auth.New(auth.Config{
 		Issuer: authtest.Issuer, JWKSURL: e.idp.JWKSURL(), Audiences: []string{authtest.Audience},
 		Algorithms: []string{"RS256", "ES256"}, HTTPClient: e.idp.Client(), Registerer: e.reg, Logger: log,
 	})

@@ -3,10 +3,12 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -96,7 +98,7 @@ func (c Caller) HasScope(scope string) bool {
 type Verifier struct {
 	cfg      Config
 	algs     map[jwa.SignatureAlgorithm]bool
-	keys     *jwk.Cache
+	keys     atomic.Pointer[jwk.Set] // nil until a fetch succeeds
 	ready    atomic.Bool
 	flights  singleflight.Group
 	mu       sync.Mutex
@@ -127,9 +129,8 @@ var asymmetric = map[string]jwa.SignatureAlgorithm{
 // ValidAlgorithm reports whether name may appear in the algorithm allow-list.
 func ValidAlgorithm(name string) bool { _, ok := asymmetric[name]; return ok }
 
-// New returns a Verifier whose key set is kept fresh in the background for
-// as long as ctx lives. It does not fetch the key set; Start does.
-func New(ctx context.Context, cfg Config) (*Verifier, error) {
+// New returns a Verifier. It does not fetch the key set; Start does.
+func New(cfg Config) (*Verifier, error) {
 	if cfg.TenantClaim == "" {
 		cfg.TenantClaim = defaultTenantClaim
 	}
@@ -207,28 +208,97 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		Help: "Fetches of the identity provider's key set, by outcome.",
 	}, []string{"outcome"})
 
-	v.keys = jwk.NewCache(ctx, jwk.WithErrSink(errSink{v}))
-	err := v.keys.Register(cfg.JWKSURL,
-		jwk.WithHTTPClient(countingClient{v}),
-		jwk.WithRefreshInterval(cfg.RefreshInterval),
-		jwk.WithMinRefreshInterval(cfg.UnknownKIDInterval),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("jwks_url: %w", err)
-	}
 	return v, nil
 }
 
-// Start fetches the key set once, so that Ready reports true. A failure is
-// returned but not fatal: Verify keeps trying.
+// Start fetches the key set once, so that Ready reports true, and keeps it
+// fresh in the background until ctx ends: every RefreshInterval, or every
+// UnknownKIDInterval while no fetch has succeeded yet. A failed first fetch
+// is returned but not fatal.
+//
+// The key set is held behind an atomic pointer and fetched off the request
+// path, so a slow identity provider never stalls the verification of tokens
+// whose key is already known; only callers presenting an unknown kid wait,
+// on one shared, rate-limited fetch.
 func (v *Verifier) Start(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, defaultJWKSFetchTimeout)
-	defer cancel()
-	if _, err := v.keys.Refresh(ctx, v.cfg.JWKSURL); err != nil {
+	_, err := v.fetch(ctx)
+	go v.refreshLoop(ctx)
+	if err != nil {
 		return fmt.Errorf("fetch key set: %w", err)
 	}
-	v.ready.Store(true)
 	return nil
+}
+
+func (v *Verifier) refreshLoop(ctx context.Context) {
+	for {
+		wait := v.cfg.RefreshInterval
+		if v.keys.Load() == nil {
+			wait = v.cfg.UnknownKIDInterval
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if _, err := v.fetch(ctx); err != nil {
+			v.cfg.Logger.Warn("key set refresh failed; keeping the keys fetched before", "err", err)
+		}
+	}
+}
+
+// fetch gets the key set, shared by every concurrent caller, on a context
+// detached from any one of them.
+func (v *Verifier) fetch(ctx context.Context) (jwk.Set, error) {
+	r, err, _ := v.flights.Do("fetch", func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), defaultJWKSFetchTimeout)
+		defer cancel()
+		set, err := v.get(fctx)
+		if err != nil {
+			v.fetches.WithLabelValues("error").Inc()
+			return nil, err
+		}
+		v.fetches.WithLabelValues("success").Inc()
+		v.keys.Store(&set)
+		v.ready.Store(true)
+		return set, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r.(jwk.Set), nil
+}
+
+// maxJWKSBytes bounds the key set document read from the identity provider.
+const maxJWKSBytes = 1 << 20
+
+func (v *Verifier) get(ctx context.Context) (jwk.Set, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.cfg.JWKSURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	res, err := v.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("key set answered %d", res.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(res.Body, maxJWKSBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > maxJWKSBytes {
+		return nil, fmt.Errorf("key set over %d bytes", maxJWKSBytes)
+	}
+	set, err := jwk.Parse(body)
+	if err != nil {
+		return nil, fmt.Errorf("key set: %w", err)
+	}
+	return set, nil
 }
 
 // Ready reports whether a key set has been fetched.
@@ -267,11 +337,11 @@ func (v *Verifier) remembered(ctx context.Context, sum [sha256.Size]byte) (Calle
 		v.verified.Remove(sum)
 		return Caller{}, false
 	}
-	set, err := v.keys.Get(ctx, v.cfg.JWKSURL)
-	if err != nil {
+	set := v.keys.Load()
+	if set == nil {
 		return Caller{}, false
 	}
-	if _, ok := set.LookupKeyID(t.kid); !ok {
+	if _, ok := (*set).LookupKeyID(t.kid); !ok {
 		v.verified.Remove(sum)
 		return Caller{}, false
 	}
@@ -316,6 +386,11 @@ func (v *Verifier) verify(ctx context.Context, token string, sum [sha256.Size]by
 	payload, err := jws.Verify([]byte(token), jws.WithKey(alg, key))
 	if err != nil {
 		return fail("signature")
+	}
+	// The signed payload must be the claims themselves: jwt.Parse would
+	// unwrap a nested JWS without verifying it.
+	if p := bytes.TrimSpace(payload); len(p) == 0 || p[0] != '{' {
+		return fail("malformed")
 	}
 	tok, err := jwt.Parse(payload, jwt.WithVerify(false), jwt.WithValidate(false))
 	if err != nil {
@@ -378,37 +453,37 @@ func (v *Verifier) audienceOK(aud []string) bool {
 // UnknownKIDInterval, so a newly published key works within seconds and a
 // flood of bogus kids cannot hammer the identity provider.
 func (v *Verifier) lookup(ctx context.Context, kid string) (jwk.Key, error) {
-	set, err := v.keys.Get(ctx, v.cfg.JWKSURL)
+	if set := v.keys.Load(); set != nil {
+		if key, ok := (*set).LookupKeyID(kid); ok {
+			return key, nil
+		}
+	}
+	set, err := v.refetch(ctx)
 	if err != nil {
-		if !v.ready.Load() {
+		if v.keys.Load() == nil {
 			return nil, fmt.Errorf("%w: %w", ErrJWKSUnavailable, err)
 		}
 		return nil, err
 	}
-	v.ready.Store(true)
 	if key, ok := set.LookupKeyID(kid); ok {
 		return key, nil
 	}
-	r, err, _ := v.flights.Do("refresh", func() (any, error) {
-		v.mu.Lock()
-		now := v.cfg.Now()
-		if !v.lastKick.IsZero() && now.Sub(v.lastKick) < v.cfg.UnknownKIDInterval {
-			v.mu.Unlock()
-			return nil, errors.New("key set refresh rate-limited")
-		}
-		v.lastKick = now
-		v.mu.Unlock()
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), defaultJWKSFetchTimeout)
-		defer cancel()
-		return v.keys.Refresh(fctx, v.cfg.JWKSURL)
-	})
-	if err != nil {
-		return nil, err
-	}
-	if key, ok := r.(jwk.Set).LookupKeyID(kid); ok {
-		return key, nil
-	}
 	return nil, errors.New("unknown kid")
+}
+
+// refetch fetches the key set for a kid it does not hold (or when it holds
+// none), at most once per UnknownKIDInterval, so a flood of bogus kids cannot
+// hammer the identity provider.
+func (v *Verifier) refetch(ctx context.Context) (jwk.Set, error) {
+	v.mu.Lock()
+	now := v.cfg.Now()
+	if !v.lastKick.IsZero() && now.Sub(v.lastKick) < v.cfg.UnknownKIDInterval {
+		v.mu.Unlock()
+		return nil, errors.New("key set refresh rate-limited")
+	}
+	v.lastKick = now
+	v.mu.Unlock()
+	return v.fetch(ctx)
 }
 
 // tenantClaim follows the dotted path into claims; only a non-empty string
@@ -460,23 +535,4 @@ func scopes(claims map[string]any) []string {
 		}
 	}
 	return out
-}
-
-// countingClient counts every key set fetch by outcome.
-type countingClient struct{ v *Verifier }
-
-func (c countingClient) Get(url string) (*http.Response, error) {
-	res, err := c.v.cfg.HTTPClient.Get(url)
-	if err != nil || res.StatusCode != http.StatusOK {
-		c.v.fetches.WithLabelValues("error").Inc()
-	} else {
-		c.v.fetches.WithLabelValues("success").Inc()
-	}
-	return res, err
-}
-
-type errSink struct{ v *Verifier }
-
-func (s errSink) Error(err error) {
-	s.v.cfg.Logger.Warn("key set refresh failed", "err", err)
 }

@@ -35,7 +35,7 @@ func newVerifier(t testing.TB, idp *authtest.IdP, clk *clock.Fake, mutate func(*
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	v, err := auth.New(ctx, cfg)
+	v, err := auth.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +252,7 @@ func TestNewRefusesUnsafeConfig(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := base
 			tt.mutate(&cfg)
-			if _, err := auth.New(context.Background(), cfg); err == nil {
+			if _, err := auth.New(cfg); err == nil {
 				t.Fatal("accepted")
 			}
 		})
@@ -302,5 +302,74 @@ func TestRememberedTokenIsRefusedAfterItExpires(t *testing.T) {
 	clk.Add(time.Minute + auth.DefaultLeeway + time.Second)
 	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Fatalf("expired remembered token: err = %v", err)
+	}
+}
+
+func TestKnownKeysAreNotStalledByASlowKeySetFetch(t *testing.T) {
+	idp := authtest.New(t)
+	clk := clock.NewFake(time.Now())
+	v, _ := newVerifier(t, idp, clk, func(c *auth.Config) { c.VerifiedCacheSize = -1 })
+	release := idp.Hold()
+	defer release()
+	// A token with an unknown kid starts a fetch that hangs.
+	go func() {
+		_, _ = v.Verify(context.Background(), idp.Mint(idp.NewKey("ghost", jwa.RS256), authtest.Claims(clk.Now(), "svc", "acme")))
+	}()
+	for idp.Fetches() < 2 { // the initial fetch, then the hanging one
+		time.Sleep(5 * time.Millisecond)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := v.Verify(context.Background(), idp.Mint(idp.Key("rsa-1"), authtest.Claims(clk.Now(), "svc", "acme")))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a token of a known key waited on the key set fetch")
+	}
+}
+
+func TestIdentityProviderDownAtStartRecoversWithoutRestart(t *testing.T) {
+	idp := authtest.New(t)
+	idp.SetDown(true)
+	clk := clock.NewFake(time.Now())
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	v, err := auth.New(auth.Config{
+		Issuer: authtest.Issuer, JWKSURL: idp.JWKSURL(), Audiences: []string{authtest.Audience},
+		Algorithms: []string{"RS256"}, HTTPClient: idp.Client(), Now: clk.Now, UnknownKIDInterval: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Start(ctx); err == nil || v.Ready() {
+		t.Fatalf("Start = %v, Ready = %v with the provider down", err, v.Ready())
+	}
+	tok := idp.Mint(idp.Key("rsa-1"), authtest.Claims(clk.Now(), "svc", "acme"))
+	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, auth.ErrJWKSUnavailable) {
+		t.Fatalf("err = %v, want ErrJWKSUnavailable", err)
+	}
+	idp.SetDown(false)
+	clk.Add(2 * time.Second)
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Fatalf("after the provider came back: %v", err)
+	}
+	if !v.Ready() {
+		t.Fatal("not ready after a successful fetch")
+	}
+}
+
+func TestANestedTokenInsideTheSignedPayloadIsRefused(t *testing.T) {
+	idp := authtest.New(t)
+	clk := clock.NewFake(time.Now())
+	v, _ := newVerifier(t, idp, clk, nil)
+	inner := idp.Unsigned("rsa-1", authtest.Claims(clk.Now(), "svc", "globex"))
+	outer := idp.MintPayload(idp.Key("rsa-1"), []byte(inner))
+	if _, err := v.Verify(context.Background(), outer); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("err = %v: an unverified inner token was accepted", err)
 	}
 }

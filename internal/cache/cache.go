@@ -210,6 +210,21 @@ func (c *Cache[V]) Get(ctx context.Context, key string, fetch Fetch[V]) (V, Resu
 	return v, Miss, err
 }
 
+// CheckLifetime reports whether values that live for life can be served at
+// all: a lifetime at or below the minimum remaining life (or, by default,
+// one whose quarter is at or below the stale floor) would make every value
+// due for a synchronous refresh the moment it is fetched.
+func (c *Cache[V]) CheckLifetime(life time.Duration) error {
+	minRemaining := c.cfg.MinRemaining
+	if minRemaining == 0 {
+		minRemaining = life / 4
+	}
+	if life <= 2*minRemaining || minRemaining <= c.cfg.StaleFloor {
+		return fmt.Errorf("a lifetime of %s leaves no room: minimum remaining life %s, stale floor %s", life, minRemaining, c.cfg.StaleFloor)
+	}
+	return nil
+}
+
 // Len is the number of keys held.
 func (c *Cache[V]) Len() int { return c.entries.Len() }
 

@@ -38,6 +38,13 @@ func NewSessionNamer(nameTemplate string, sourceIdentity bool) (*SessionNamer, e
 	if !strings.Contains(probe, referenceProbe) {
 		return nil, errors.New("must include {{ .TenantID }}, so that CloudTrail names the tenant")
 	}
+	long, err := n.Name(referenceProbe, "profile", strings.Repeat("s", 2*MaxSessionNameLength))
+	if err != nil {
+		return nil, err
+	}
+	if !strings.Contains(long, referenceProbe) {
+		return nil, errors.New("a long subject would cut {{ .TenantID }} out of the name; put the tenant before the subject")
+	}
 	other, err := n.Name(referenceProbe, "profile", "another-subject")
 	if err != nil {
 		return nil, err

@@ -1,6 +1,8 @@
 package policy_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"regexp"
 	"strings"
 	"testing"
@@ -19,9 +21,9 @@ func TestSessionNamer(t *testing.T) {
 	}{
 		{name: "default", subject: "svc-orders", wantName: "acme@orders"},
 		{name: "with the subject", template: "{{ .TenantID }}.{{ .Subject }}", subject: "svc-orders", wantName: "acme.svc-orders", perCaller: true},
-		{name: "subject sanitised", template: "{{ .TenantID }}.{{ .Subject }}", subject: "system:serviceaccount:ns:app", wantName: "acme.system-serviceaccount-ns-app", perCaller: true},
+		{name: "subject sanitised, with a hash of the raw name", template: "{{ .TenantID }}.{{ .Subject }}", subject: "system:serviceaccount:ns:app", wantName: "acme.system-serviceaccount-ns-app-" + hash8("acme.system:serviceaccount:ns:app"), perCaller: true},
 		{name: "source identity", subject: "svc-orders", source: true, wantName: "acme@orders", wantSource: "svc-orders", perCaller: true},
-		{name: "source identity cannot start with aws:", subject: "aws:root", source: true, wantName: "acme@orders", wantSource: "aws-root", perCaller: true},
+		{name: "source identity cannot start with aws:", subject: "aws:root", source: true, wantName: "acme@orders", wantSource: "aws-root-" + hash8("aws:root"), perCaller: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,8 +61,26 @@ func TestSessionNamesKeepToSTSRules(t *testing.T) {
 	}
 }
 
+func TestSanitisedNamesOfDifferentCallersStayApart(t *testing.T) {
+	n, err := policy.NewSessionNamer("{{ .TenantID }}.{{ .Subject }}", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := "system:serviceaccount:a-b:c", "system:serviceaccount:a:b-c"
+	na, _ := n.Name("acme", "p", a)
+	nb, _ := n.Name("acme", "p", b)
+	if na == nb || n.SourceIdentity(a) == n.SourceIdentity(b) {
+		t.Fatalf("%q and %q share a session name %q or source identity", a, b, na)
+	}
+}
+
+func hash8(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:4])
+}
+
 func TestSessionNamerRefusesATemplateWithoutTheTenant(t *testing.T) {
-	for _, tmpl := range []string{"{{ .Subject }}", "fixed", "{{ .Nope }}", "{{ .TenantID "} {
+	for _, tmpl := range []string{"{{ .Subject }}", "fixed", "{{ .Nope }}", "{{ .TenantID ", "{{ .Subject }}@{{ .TenantID }}"} {
 		if _, err := policy.NewSessionNamer(tmpl, false); err == nil {
 			t.Errorf("template %q accepted", tmpl)
 		}

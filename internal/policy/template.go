@@ -276,18 +276,18 @@ func SessionName(tenant, profile string) string {
 }
 
 // sanitizeSessionName maps raw into STS's role session name (and source
-// identity) rules: characters outside [\w+=,.@-] become "-", and a name over
-// 64 characters is cut and ends in a short hash of the whole, so two long
-// names stay apart.
+// identity) rules: [\w+=,.@-], 2 to 64 characters. A name that had to be
+// changed (a character replaced, cut, or padded) ends in a short hash of the
+// raw text, so two raw names never end up as the same name.
 func sanitizeSessionName(raw string) string {
 	name := sessionNameInvalid.ReplaceAllString(raw, "-")
-	if len(name) > MaxSessionNameLength {
-		sum := sha256.Sum256([]byte(raw))
-		suffix := "-" + hex.EncodeToString(sum[:4])
-		name = name[:MaxSessionNameLength-len(suffix)] + suffix
+	if name == raw && len(name) >= MinSessionNameLength && len(name) <= MaxSessionNameLength {
+		return name
 	}
-	for len(name) < MinSessionNameLength {
-		name += "-"
+	sum := sha256.Sum256([]byte(raw))
+	suffix := "-" + hex.EncodeToString(sum[:4])
+	if len(name) > MaxSessionNameLength-len(suffix) {
+		name = name[:MaxSessionNameLength-len(suffix)]
 	}
-	return name
+	return name + suffix
 }

@@ -155,8 +155,8 @@ func TestSessionName(t *testing.T) {
 	}{
 		{name: "short", tenant: "acme", profile: "objects", want: "acme@objects"},
 		{name: "floor characters kept", tenant: "a.b=c+d_e", profile: "p", want: "a.b=c+d_e@p"},
-		{name: "invalid characters replaced", tenant: "a b*c", profile: "p", want: "a-b-c@p"},
-		{name: "padded to the minimum", tenant: "", profile: "", want: "@-"},
+		{name: "invalid characters replaced, a hash added", tenant: "a b*c", profile: "p", want: "a-b-c@p-8a1ee84b"},
+		{name: "padded to the minimum with a hash", tenant: "", profile: "", want: "@-c3641f85"},
 		{name: "exactly 64", tenant: strings.Repeat("t", 61), profile: "pp", want: strings.Repeat("t", 61) + "@pp"},
 		{name: "long tenant and profile", tenant: long, profile: longProfile},
 	}

@@ -160,9 +160,6 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("no STS client")
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger}
-	if err := s.Update(cfg.Profiles, cfg.Tenants, cfg.OverrideScope); err != nil {
-		return nil, err
-	}
 	f := promauto.With(cfg.Registerer)
 	s.cacheRequests = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokenvendor_cache_requests_total",
@@ -179,6 +176,9 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s.creds = creds
+	if err := s.Update(cfg.Profiles, cfg.Tenants, cfg.OverrideScope); err != nil {
+		return nil, err
+	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tokenvendor_cache_entries",
 		Help: "Credentials held in the cache.",
@@ -219,6 +219,11 @@ func (s *Service) Update(profiles []Profile, tenants *policy.TenantRule, overrid
 			s.log.Warn("clamping profile duration: the service's own credentials are a role session, and AWS caps chained sessions",
 				"profile", p.Name, "configured", p.Duration.String(), "clamped", s.cfg.MaxDuration.String())
 			p.Duration = s.cfg.MaxDuration
+		}
+		// Checked after the clamp: a duration the cache cannot serve would
+		// send every request to STS.
+		if err := s.creds.CheckLifetime(p.Duration); err != nil {
+			errs = append(errs, fmt.Errorf("profile %s: duration %s: %w", p.Name, p.Duration, err))
 		}
 		r.profiles[p.Name] = p
 	}
@@ -402,14 +407,21 @@ func (s *Service) assumeRole(ctx context.Context, in *sts.AssumeRoleInput, profi
 }
 
 // classify sorts an AssumeRole failure into an outcome label and the sentinel
-// the caller sees: throttling, server errors and transport failures are
-// transient; every other answer from STS is a refusal.
+// the caller sees: throttling, server errors, transport failures and errors
+// about the service's own credentials are transient; every other answer from
+// STS is a refusal of this request.
 func classify(err error) (string, error) {
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode() {
 		case "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException":
 			return "throttled", ErrUpstreamUnavailable
+		case "ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "SignatureDoesNotMatch",
+			"RequestExpired", "IncompleteSignature":
+			// The service's own credentials, not the tenant's request: they
+			// rotate, and the clock can drift. Not a reason to evict every
+			// tenant's valid credentials.
+			return "unavailable", ErrUpstreamUnavailable
 		}
 		var status interface{ HTTPStatusCode() int }
 		if errors.As(err, &status) && status.HTTPStatusCode() >= 500 {

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/cache"
 	"github.com/tokenvendor/tokenvendor/internal/clock"
 	"github.com/tokenvendor/tokenvendor/internal/metrictest"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
@@ -212,6 +213,8 @@ func TestVendClassifiesSTSFailures(t *testing.T) {
 		{name: "access denied", err: &smithy.GenericAPIError{Code: "AccessDenied", Message: "not authorized"}, want: vend.ErrUpstream},
 		{name: "malformed policy", err: &smithy.GenericAPIError{Code: "MalformedPolicyDocument"}, want: vend.ErrUpstream},
 		{name: "packed policy too large", err: &smithy.GenericAPIError{Code: "PackedPolicyTooLarge"}, want: vend.ErrUpstream},
+		{name: "the service's own token expired", err: &smithy.GenericAPIError{Code: "ExpiredToken"}, want: vend.ErrUpstreamUnavailable},
+		{name: "the service's own signature refused", err: &smithy.GenericAPIError{Code: "SignatureDoesNotMatch"}, want: vend.ErrUpstreamUnavailable},
 		{name: "connection refused", err: errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), want: vend.ErrUpstreamUnavailable},
 		{name: "timeout", err: context.DeadlineExceeded, want: vend.ErrUpstreamUnavailable},
 	}
@@ -359,5 +362,23 @@ func TestTenantOutsideTheRegistryIsForbiddenAndNeverReachesSTS(t *testing.T) {
 	}
 	if fake.calls() != 1 {
 		t.Fatalf("STS calls = %d, want 1", fake.calls())
+	}
+}
+
+func TestADurationTheCacheCannotServeIsRefusedAfterTheClamp(t *testing.T) {
+	tenants, _ := policy.NewTenantRule("")
+	tmpl, err := policy.Compile(policy.Spec{Profile: "objects", Policy: testPolicy}, tenants)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = vend.New(vend.Config{
+		Profiles:    []vend.Profile{{Name: "objects", RoleARN: "arn:aws:iam::123456789012:role/TenantData", Duration: 12 * time.Hour, Template: tmpl}},
+		Tenants:     tenants,
+		STS:         &fakeSTS{},
+		MaxDuration: time.Hour, // role chaining
+		Cache:       cache.Config{MinRemaining: 2 * time.Hour},
+	})
+	if err == nil || !strings.Contains(err.Error(), "profile objects") {
+		t.Fatalf("err = %v: 1h credentials with a 2h minimum remaining life were accepted", err)
 	}
 }

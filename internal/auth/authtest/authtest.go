@@ -47,6 +47,8 @@ type IdP struct {
 	mu      sync.Mutex
 	keys    []*Key // published
 	fetches atomic.Int64
+	down    bool          // answer 503
+	gate    chan struct{} // when set, hold every key set request until it is closed
 }
 
 // New starts an IdP publishing one RSA key (RS256) and one EC key (ES256).
@@ -58,6 +60,16 @@ func New(t testing.TB) *IdP {
 	idp.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		idp.fetches.Add(1)
 		idp.mu.Lock()
+		gate, down := idp.gate, idp.down
+		idp.mu.Unlock()
+		if gate != nil {
+			<-gate
+		}
+		if down {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		idp.mu.Lock()
 		set := jwk.NewSet()
 		for _, k := range idp.keys {
 			_ = set.AddKey(k.public)
@@ -68,6 +80,31 @@ func New(t testing.TB) *IdP {
 	}))
 	t.Cleanup(idp.Server.Close)
 	return idp
+}
+
+// SetDown makes the key set endpoint answer 503 (true) or serve again.
+func (idp *IdP) SetDown(down bool) {
+	idp.mu.Lock()
+	defer idp.mu.Unlock()
+	idp.down = down
+}
+
+// Hold makes key set requests wait until the returned release is called: a
+// slow identity provider.
+func (idp *IdP) Hold() (release func()) {
+	idp.mu.Lock()
+	defer idp.mu.Unlock()
+	gate := make(chan struct{})
+	idp.gate = gate
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			idp.mu.Lock()
+			idp.gate = nil
+			idp.mu.Unlock()
+			close(gate)
+		})
+	}
 }
 
 // JWKSURL is where the key set is served.
@@ -162,6 +199,20 @@ func Claims(now time.Time, subject, tenant string) map[string]any {
 func (idp *IdP) Mint(k *Key, claims map[string]any) string {
 	idp.t.Helper()
 	return idp.MintAs(k, k.KID, k.Alg, claims)
+}
+
+// MintPayload signs an arbitrary payload with k.
+func (idp *IdP) MintPayload(k *Key, payload []byte) string {
+	idp.t.Helper()
+	key, err := k.private.Clone()
+	if err != nil {
+		idp.t.Fatal(err)
+	}
+	signed, err := jws.Sign(payload, jws.WithKey(k.Alg, key))
+	if err != nil {
+		idp.t.Fatal(err)
+	}
+	return string(signed)
 }
 
 // MintAs signs claims with k but names kid and alg in the header as given.
