@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -56,6 +57,10 @@ func parseCredentialProcessFlags(args []string) (credentialProcessFlags, error) 
 	}
 	if u, err := url.Parse(f.url); f.url == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		problems = append(problems, "--url must be the service's http(s) base URL")
+	} else if u.Scheme == "http" && !loopback(u.Hostname()) {
+		// The token goes out and credentials come back: in clear text only
+		// where nothing can listen in between.
+		problems = append(problems, "--url must be https unless it is a loopback address")
 	}
 	if f.profile == "" {
 		problems = append(problems, "--profile required")
@@ -220,4 +225,12 @@ func oneLine(s string) string {
 		s = string(r[:maxMessageRunes]) + "…"
 	}
 	return s
+}
+
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

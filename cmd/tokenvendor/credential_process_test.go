@@ -270,6 +270,7 @@ func TestCredentialProcessUsageErrors(t *testing.T) {
 		{name: "no url", mutate: func(a []string) []string { return a[2:] }},
 		{name: "url without scheme", mutate: func(a []string) []string { a[1] = "127.0.0.1:8080"; return a }},
 		{name: "ftp url", mutate: func(a []string) []string { a[1] = "ftp://127.0.0.1/"; return a }},
+		{name: "plain http beyond loopback", mutate: func(a []string) []string { a[1] = "http://tokenvendor.internal:8080"; return a }},
 		{name: "no profile", mutate: func(a []string) []string { return append(a[:2], a[4:]...) }},
 		{name: "no token", mutate: func(a []string) []string { return a[:4] }},
 		{name: "two token sources", mutate: func(a []string) []string { return append(a, "--token-env", "T") }},

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"math"
 	"net/http"
@@ -19,6 +20,11 @@ var (
 	errMethodNotAllowed = errors.New("method not allowed")
 	errBusy             = errors.New("rate limited: too many requests in flight")
 )
+
+// statusClientClosedRequest is what a request is counted as (in metrics and
+// the audit log) when its caller hung up while it waited, as nginx does: not
+// a server error, so it does not page anyone.
+const statusClientClosedRequest = 499
 
 // retryAfterSeconds is what a caller is told to wait when STS or the
 // identity provider cannot answer.
@@ -45,6 +51,8 @@ func toProblem(err error) problem {
 		return problem{status: status, body: errorBody{Code: code, Message: msg}}
 	}
 	switch {
+	case errors.Is(err, context.Canceled):
+		return p(statusClientClosedRequest, "client_closed_request", "the caller closed the request before it was answered")
 	case errors.Is(err, auth.ErrJWKSUnavailable):
 		return p(http.StatusServiceUnavailable, "upstream_unavailable", "the identity provider's key set cannot be fetched; try again later")
 	case errors.Is(err, auth.ErrUnauthenticated):

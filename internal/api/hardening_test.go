@@ -1,9 +1,11 @@
 package api_test
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -109,5 +111,21 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 		if ev.Outcome != want.outcome || ev.Code != want.code || ev.Status != want.status || ev.TenantID != want.tenant || ev.AccessKeyID != "" {
 			t.Errorf("event %d = %+v, want %+v", i+1, ev, want)
 		}
+	}
+}
+
+func TestACallerHangingUpIsNotAServerError(t *testing.T) {
+	e := newEnv(t)
+	e.sts.delay = 200 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	req := post(e.token("acme"), "").WithContext(ctx)
+	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
+	rec := httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, req)
+	if rec.Code != 499 {
+		t.Fatalf("status %d, want 499", rec.Code)
+	}
+	if strings.Contains(e.logs.String(), `"level":"ERROR"`) {
+		t.Errorf("a caller hanging up was logged as an error:\n%s", e.logs.String())
 	}
 }

@@ -49,9 +49,7 @@ func (t *Template) Lint() error {
 		switch st["Effect"] {
 		case "Deny":
 		case "Allow":
-			if !mentions(st["Resource"], referenceProbe) && !mentions(st["Condition"], referenceProbe) {
-				errs = append(errs, fmt.Errorf("policy.Statement[%d]: Allow statement does not reference the tenant in its Resource or Condition", i))
-			}
+			errs = append(errs, lintAllow(i, st)...)
 		default:
 			errs = append(errs, fmt.Errorf("policy.Statement[%d].Effect: must be Allow or Deny", i))
 		}
@@ -69,10 +67,94 @@ func longProbe(n int) string {
 	return p[:max(1, n)]
 }
 
-func mentions(v any, probe string) bool {
-	if v == nil {
+// lintAllow checks that an Allow statement is confined to the tenant: the
+// tenant id appears in its Resource, or under a positive condition operator,
+// and never next to a wildcard or a character a tenant id may hold (with
+// "data/{{ .TenantID }}*", tenant acme would reach acme2's objects).
+func lintAllow(i int, st map[string]any) []error {
+	var errs []error
+	at := fmt.Sprintf("policy.Statement[%d]", i)
+	for _, widening := range []string{"NotResource", "NotAction", "NotPrincipal"} {
+		if _, ok := st[widening]; ok {
+			errs = append(errs, fmt.Errorf("%s: %s in an Allow statement grants everything it does not name", at, widening))
+		}
+	}
+	var scoped bool
+	for _, r := range stringValues(st["Resource"]) {
+		if strings.Contains(r, referenceProbe) {
+			scoped = true
+		}
+	}
+	cond, _ := st["Condition"].(map[string]any)
+	for op, block := range cond {
+		keys, _ := block.(map[string]any)
+		for _, v := range keys {
+			for _, value := range stringValues(v) {
+				if strings.Contains(value, referenceProbe) && positiveOperator(op) {
+					scoped = true
+				}
+			}
+		}
+	}
+	if !scoped {
+		errs = append(errs, fmt.Errorf("%s: Allow statement does not reference the tenant in its Resource or under a positive condition operator (StringEquals, StringLike, ArnEquals, ArnLike)", at))
+	}
+	if b, err := json.Marshal(st); err == nil && !tenantBounded(string(b)) {
+		errs = append(errs, fmt.Errorf("%s: the tenant id stands next to a wildcard or a character tenant ids may hold, so one tenant would reach another's resources (put a delimiter such as / or # on both sides)", at))
+	}
+	return errs
+}
+
+// positiveOperator reports whether a condition operator can only narrow a
+// statement to the value it names: not negated, not case-insensitive (tenant
+// ids are case-sensitive), not IfExists (true when the key is absent).
+func positiveOperator(op string) bool {
+	op = strings.TrimPrefix(strings.TrimPrefix(op, "ForAllValues:"), "ForAnyValue:")
+	switch op {
+	case "StringEquals", "StringLike", "ArnEquals", "ArnLike":
+		return true
+	}
+	return false
+}
+
+// tenantBounded reports whether every occurrence of the probe in text has,
+// on both sides, a character that can be neither a wildcard nor part of a
+// tenant id (or the edge of a JSON string).
+func tenantBounded(text string) bool {
+	for i := 0; ; {
+		j := strings.Index(text[i:], referenceProbe)
+		if j < 0 {
+			return true
+		}
+		start, end := i+j, i+j+len(referenceProbe)
+		if start > 0 && !tenantDelimiter(text[start-1]) || end < len(text) && !tenantDelimiter(text[end]) {
+			return false
+		}
+		i = end
+	}
+}
+
+func tenantDelimiter(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
 		return false
 	}
-	b, err := json.Marshal(v)
-	return err == nil && strings.Contains(string(b), probe)
+	return !strings.ContainsRune("_.@=+-*?$", rune(c))
+}
+
+// stringValues returns the strings of a policy value: a string or an array of them.
+func stringValues(v any) []string {
+	switch v := v.(type) {
+	case string:
+		return []string{v}
+	case []any:
+		var out []string
+		for _, e := range v {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
 }

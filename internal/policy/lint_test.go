@@ -145,3 +145,48 @@ func longPolicy(n int) string {
 	}
 	return `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":[` + strings.Join(resources, ",") + `]}]}`
 }
+
+func TestLintRefusesTemplatesThatReachAnotherTenant(t *testing.T) {
+	tenants, err := policy.NewTenantRule("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmt := func(body string) string {
+		return `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject",` + body + `}]}`
+	}
+	tests := []struct {
+		name, policy, want string
+	}{
+		{name: "wildcard after the tenant", policy: stmt(`"Resource":"arn:aws:s3:::data/{{ .TenantID }}*"`), want: "next to a wildcard"},
+		{name: "wildcard before the tenant", policy: stmt(`"Resource":"arn:aws:s3:::data/*{{ .TenantID }}/x"`), want: "next to a wildcard"},
+		{name: "tenant character after the tenant", policy: stmt(`"Resource":"arn:aws:s3:::data/{{ .TenantID }}-*"`), want: "next to a wildcard"},
+		{name: "NotResource", policy: stmt(`"NotResource":"arn:aws:s3:::data/{{ .TenantID }}/*"`), want: "NotResource"},
+		{name: "only a negated condition", policy: stmt(`"Resource":"*","Condition":{"StringNotEquals":{"aws:ResourceTag/TenantID":"{{ .TenantID }}"}}`), want: "positive condition operator"},
+		{name: "only an IfExists condition", policy: stmt(`"Resource":"*","Condition":{"StringEqualsIfExists":{"aws:ResourceTag/TenantID":"{{ .TenantID }}"}}`), want: "positive condition operator"},
+		{name: "only a case-insensitive condition", policy: stmt(`"Resource":"*","Condition":{"StringEqualsIgnoreCase":{"aws:ResourceTag/TenantID":"{{ .TenantID }}"}}`), want: "positive condition operator"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tmpl, err := policy.Compile(policy.Spec{Profile: "p", Policy: tt.policy}, tenants)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tmpl.Lint(); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Lint = %v, want an error about %q", err, tt.want)
+			}
+		})
+	}
+	for name, ok := range map[string]string{
+		"prefix with a delimiter": stmt(`"Resource":"arn:aws:s3:::data/{{ .TenantID }}/*"`),
+		"leading keys":            stmt(`"Resource":"arn:aws:dynamodb:us-east-1:123456789012:table/Orders","Condition":{"ForAllValues:StringEquals":{"dynamodb:LeadingKeys":["TENANT#{{ .TenantID }}"]}}`),
+		"resource tag":            stmt(`"Resource":"*","Condition":{"StringEquals":{"aws:ResourceTag/TenantID":"{{ .TenantID }}"}}`),
+	} {
+		tmpl, err := policy.Compile(policy.Spec{Profile: "p", Policy: ok}, tenants)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tmpl.Lint(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
