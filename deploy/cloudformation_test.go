@@ -2,6 +2,8 @@ package deploy_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"reflect"
@@ -18,11 +20,21 @@ const iamTemplate = "cloudformation/iam.yaml"
 // (!Ref, !GetAtt, !Sub, …) turned into their long form, so that a test
 // compares plain values.
 type template struct {
-	Resources map[string]resource
+	Parameters map[string]struct{ Default any }
+	Rules      map[string]struct {
+		RuleCondition any
+		Assertions    []struct {
+			Assert            any
+			AssertDescription string
+		}
+	}
+	Conditions map[string]any
+	Resources  map[string]resource
 }
 
 type resource struct {
 	Type       string
+	Condition  string
 	Properties map[string]any
 }
 
@@ -51,17 +63,182 @@ func loadTemplate(t *testing.T) template {
 	return tpl
 }
 
+// stack is the template as CloudFormation would create it for some
+// parameters: conditions evaluated, resources whose condition is false left
+// out, Fn::If resolved and AWS::NoValue removed.
+type stack struct {
+	name       string
+	params     map[string]string
+	conditions map[string]bool
+	Resources  map[string]resource
+}
+
+// stacks are the parameter sets the IAM tests check; each must pass the
+// template's rules.
+var stacks = []map[string]string{
+	{}, // the defaults: EKS, standalone and Pod Identity sidecars, SourceIdentity on
+	{"SourceIdentity": "false"},
+	{"Sidecars": "None"},
+	{"ClusterName": "prod", "ExternalId": "eks-external-id-0123456789abcdef0123"},
+	{"Platform": "ECS", "ExternalId": "ecs-external-id-0123456789abcdef0123"},
+	{"Platform": "ECS", "ExternalId": "ecs-external-id-0123456789abcdef0123", "SourceIdentity": "false"},
+}
+
+// deploy evaluates the template for the parameters (the rest at their
+// defaults), failing when a rule refuses them.
+func deploy(t *testing.T, tpl template, params map[string]string) stack {
+	t.Helper()
+	s := stack{name: fmt.Sprint(params), params: map[string]string{}, conditions: map[string]bool{}, Resources: map[string]resource{}}
+	for name, p := range tpl.Parameters {
+		s.params[name] = fmt.Sprint(p.Default)
+		if p.Default == nil {
+			s.params[name] = ""
+		}
+	}
+	for name, v := range params {
+		if _, ok := tpl.Parameters[name]; !ok {
+			t.Fatalf("no parameter %s in %s", name, iamTemplate)
+		}
+		s.params[name] = v
+	}
+	for name := range tpl.Conditions {
+		s.condition(t, tpl, name)
+	}
+	if err := s.checkRules(t, tpl); err != nil {
+		t.Fatalf("parameters %s: %v", s.name, err)
+	}
+	for name, r := range tpl.Resources {
+		if r.Condition != "" && !s.condition(t, tpl, r.Condition) {
+			continue
+		}
+		props, _ := s.resolve(t, r.Properties)
+		r.Properties, _ = props.(map[string]any)
+		s.Resources[name] = r
+	}
+	return s
+}
+
+// checkRules returns the first failing assertion of a rule that applies.
+func (s stack) checkRules(t *testing.T, tpl template) error {
+	t.Helper()
+	for name, rule := range tpl.Rules {
+		if rule.RuleCondition != nil && !s.eval(t, tpl, rule.RuleCondition) {
+			continue
+		}
+		for _, a := range rule.Assertions {
+			if !s.eval(t, tpl, a.Assert) {
+				return fmt.Errorf("rule %s: %s", name, a.AssertDescription)
+			}
+		}
+	}
+	return nil
+}
+
+func (s stack) condition(t *testing.T, tpl template, name string) bool {
+	t.Helper()
+	if v, ok := s.conditions[name]; ok {
+		return v
+	}
+	def, ok := tpl.Conditions[name]
+	if !ok {
+		t.Fatalf("no condition %s in %s", name, iamTemplate)
+	}
+	v := s.eval(t, tpl, def)
+	s.conditions[name] = v
+	return v
+}
+
+// eval evaluates a condition function.
+func (s stack) eval(t *testing.T, tpl template, v any) bool {
+	t.Helper()
+	m, ok := v.(map[string]any)
+	if !ok || len(m) != 1 {
+		t.Fatalf("not a condition function: %v", v)
+	}
+	for fn, arg := range m {
+		args, _ := arg.([]any)
+		switch fn {
+		case "Fn::Equals":
+			return len(args) == 2 && s.value(t, args[0]) == s.value(t, args[1])
+		case "Fn::Not":
+			return !s.eval(t, tpl, args[0])
+		case "Fn::And", "Fn::Or":
+			and := fn == "Fn::And"
+			for _, a := range args {
+				if s.eval(t, tpl, a) != and {
+					return !and
+				}
+			}
+			return and
+		case "Condition", "Fn::Condition":
+			return s.condition(t, tpl, arg.(string))
+		}
+		t.Fatalf("condition function %s is not known to the test", fn)
+	}
+	return false
+}
+
+func (s stack) value(t *testing.T, v any) string {
+	t.Helper()
+	switch v := v.(type) {
+	case string:
+		return v
+	case map[string]any:
+		if name, ok := v["Ref"].(string); ok {
+			if p, ok := s.params[name]; ok {
+				return p
+			}
+		}
+	}
+	t.Fatalf("cannot evaluate %v", v)
+	return ""
+}
+
+// resolve resolves Fn::If and drops AWS::NoValue; keep is false for a
+// value that is dropped.
+func (s stack) resolve(t *testing.T, v any) (out any, keep bool) {
+	t.Helper()
+	switch v := v.(type) {
+	case map[string]any:
+		if args, ok := v["Fn::If"].([]any); ok && len(v) == 1 && len(args) == 3 {
+			if s.conditions[args[0].(string)] {
+				return s.resolve(t, args[1])
+			}
+			return s.resolve(t, args[2])
+		}
+		if len(v) == 1 && v["Ref"] == "AWS::NoValue" {
+			return nil, false
+		}
+		m := map[string]any{}
+		for k, e := range v {
+			if r, ok := s.resolve(t, e); ok {
+				m[k] = r
+			}
+		}
+		return m, true
+	case []any:
+		l := []any{}
+		for _, e := range v {
+			if r, ok := s.resolve(t, e); ok {
+				l = append(l, r)
+			}
+		}
+		return l, true
+	}
+	return v, true
+}
+
 // longForm decodes a YAML node, writing CloudFormation's short-form tags as
 // the long form: !Ref X is {"Ref": X}, !GetAtt A.B is {"Fn::GetAtt": [A, B]},
-// !Name V is {"Fn::Name": V}.
+// !Condition C is {"Condition": C}, !Name V is {"Fn::Name": V}.
 func longForm(n *yaml.Node) any {
 	if tag := n.Tag; strings.HasPrefix(tag, "!") && !strings.HasPrefix(tag, "!!") {
 		plain := *n
 		plain.Tag = ""
 		v := longForm(&plain)
 		switch name := tag[1:]; name {
-		case "Ref":
-			return map[string]any{"Ref": v}
+		case "Ref", "Condition":
+			return map[string]any{name: v}
 		case "GetAtt":
 			if s, ok := v.(string); ok {
 				res, attr, _ := strings.Cut(s, ".")
@@ -161,9 +338,8 @@ func ref(name string) map[string]any { return map[string]any{"Ref": name} }
 
 // attachedTo collects every policy document attached to the role named
 // logical: inline policies, separate role policies, and managed policies.
-func attachedTo(t *testing.T, tpl template, logical string) (docs []any, managed []any) {
-	t.Helper()
-	r := tpl.Resources[logical]
+func attachedTo(st stack, logical string) (docs []any, managed []any) {
+	r := st.Resources[logical]
 	inline, _ := r.Properties["Policies"].([]any)
 	for _, p := range inline {
 		docs = append(docs, p.(map[string]any)["PolicyDocument"])
@@ -171,7 +347,7 @@ func attachedTo(t *testing.T, tpl template, logical string) (docs []any, managed
 	if arns, ok := r.Properties["ManagedPolicyArns"].([]any); ok {
 		managed = append(managed, arns...)
 	}
-	for _, r := range tpl.Resources {
+	for _, r := range st.Resources {
 		switch r.Type {
 		case "AWS::IAM::RolePolicy":
 			if reflect.DeepEqual(r.Properties["RoleName"], ref(logical)) {
@@ -187,13 +363,40 @@ func attachedTo(t *testing.T, tpl template, logical string) (docs []any, managed
 	return docs, managed
 }
 
-// role checks that logical is an IAM role of the template and returns it.
-func role(t *testing.T, tpl template, logical string) string {
+// role checks that logical is an IAM role of the stack and returns it.
+func role(t *testing.T, st stack, logical string) string {
 	t.Helper()
-	if r, ok := tpl.Resources[logical]; !ok || r.Type != "AWS::IAM::Role" {
-		t.Fatalf("no IAM role %s in %s", logical, iamTemplate)
+	if r, ok := st.Resources[logical]; !ok || r.Type != "AWS::IAM::Role" {
+		t.Fatalf("%s: no IAM role %s in %s", st.name, logical, iamTemplate)
 	}
 	return logical
+}
+
+// serviceRoles are the roles tokenvendor runs as: the standalone (or ECS)
+// service role, which may vend any tenant, and on EKS the sidecars' Pod
+// Identity role, which may vend only its pod's namespace.
+func serviceRoles(t *testing.T, st stack) []string {
+	t.Helper()
+	roles := []string{role(t, st, "ServiceRole")}
+	_, sidecar := st.Resources["SidecarRole"]
+	if want := st.params["Platform"] == "EKS" && st.params["Sidecars"] == "PodIdentity"; sidecar != want {
+		t.Errorf("%s: SidecarRole present %v, want %v (EKS with Pod Identity sidecars only)", st.name, sidecar, want)
+	}
+	if sidecar {
+		roles = append(roles, role(t, st, "SidecarRole"))
+	}
+	return roles
+}
+
+// assumeActions are the actions tokenvendor's roles need on the access
+// role: AssumeRole, TagSession for the TenantID tag and, for
+// session.source_identity, SetSourceIdentity.
+func assumeActions(st stack) []string {
+	actions := []string{"sts:AssumeRole", "sts:TagSession"}
+	if st.params["SourceIdentity"] == "true" {
+		actions = append(actions, "sts:SetSourceIdentity")
+	}
+	return sorted(actions)
 }
 
 func TestCloudFormationPassesCfnLint(t *testing.T) {
@@ -207,69 +410,217 @@ func TestCloudFormationPassesCfnLint(t *testing.T) {
 	}
 }
 
-func TestServiceRoleMayOnlyAssumeAndTagTheAccessRole(t *testing.T) {
+func TestExternalIDIsMandatoryOnECS(t *testing.T) {
 	tpl := loadTemplate(t)
-	service, access := role(t, tpl, "ServiceRole"), role(t, tpl, "AccessRole")
-	docs, managed := attachedTo(t, tpl, service)
-	if len(managed) > 0 {
-		t.Errorf("%s has managed policies %v", service, managed)
-	}
-	var all []statement
-	for _, d := range docs {
-		all = append(all, statements(t, d)...)
-	}
-	if len(all) != 1 {
-		t.Fatalf("%s has %d statements, want exactly one: %+v", service, len(all), all)
-	}
-	s := all[0]
-	if s.Effect != "Allow" || s.NotAction != nil || s.NotResource != nil || s.Condition != nil {
-		t.Errorf("statement %+v: want a plain Allow", s)
-	}
-	if got := sorted(strs(s.Action)); !slices.Equal(got, []string{"sts:AssumeRole", "sts:TagSession"}) {
-		t.Errorf("actions %v, want exactly sts:AssumeRole and sts:TagSession", s.Action)
-	}
-	if !reflect.DeepEqual(s.Resource, getAtt(access, "Arn")) {
-		t.Errorf("resource %v, want only the access role (%s.Arn)", s.Resource, access)
+	for _, tc := range []struct {
+		name   string
+		params map[string]string
+		ok     bool
+	}{
+		{"ECS without an ExternalId", map[string]string{"Platform": "ECS"}, false},
+		{"ECS with an ExternalId", map[string]string{"Platform": "ECS", "ExternalId": "ecs-external-id-0123456789abcdef0123"}, true},
+		{"EKS without an ExternalId", map[string]string{"Platform": "EKS"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := stack{name: tc.name, params: map[string]string{}, conditions: map[string]bool{}}
+			for name, p := range tpl.Parameters {
+				st.params[name] = fmt.Sprint(p.Default)
+			}
+			maps.Copy(st.params, tc.params)
+			if err := st.checkRules(t, tpl); (err == nil) != tc.ok {
+				t.Errorf("rules: %v, want accepted %v", err, tc.ok)
+			}
+		})
 	}
 }
 
-func TestAccessRoleTrustsOnlyTheServiceRole(t *testing.T) {
+func TestServiceRolesMayOnlyAssumeAndTagTheAccessRole(t *testing.T) {
 	tpl := loadTemplate(t)
-	service, access := role(t, tpl, "ServiceRole"), role(t, tpl, "AccessRole")
-	trust := statements(t, tpl.Resources[access].Properties["AssumeRolePolicyDocument"])
-	if len(trust) == 0 {
-		t.Fatal("no trust statements")
-	}
-	for i, s := range trust {
-		if s.Effect != "Allow" || s.NotPrincipal != nil || s.NotAction != nil {
-			t.Errorf("trust[%d] %+v: want a plain Allow", i, s)
-		}
-		if !reflect.DeepEqual(s.Principal, map[string]any{"AWS": getAtt(service, "Arn")}) {
-			t.Errorf("trust[%d] principal %v, want only %s", i, s.Principal, service)
-		}
-		if got := sorted(strs(s.Action)); !slices.Equal(got, []string{"sts:AssumeRole", "sts:TagSession"}) {
-			t.Errorf("trust[%d] actions %v, want sts:AssumeRole and sts:TagSession", i, s.Action)
-		}
-		// The only condition allowed is the ExternalId, when one is set.
-		if s.Condition != nil {
-			raw, _ := json.Marshal(s.Condition)
-			want := `{"Fn::If":["HasExternalId",{"StringEquals":{"sts:ExternalId":{"Ref":"ExternalId"}}},{"Ref":"AWS::NoValue"}]}`
-			if string(raw) != want {
-				t.Errorf("trust[%d] condition %s, want only the optional ExternalId", i, raw)
+	for _, params := range stacks {
+		st := deploy(t, tpl, params)
+		access := role(t, st, "AccessRole")
+		for _, service := range serviceRoles(t, st) {
+			docs, managed := attachedTo(st, service)
+			if len(managed) > 0 {
+				t.Errorf("%s: %s has managed policies %v", st.name, service, managed)
+			}
+			var all []statement
+			for _, d := range docs {
+				all = append(all, statements(t, d)...)
+			}
+			if len(all) != 1 {
+				t.Errorf("%s: %s has %d statements, want exactly one: %+v", st.name, service, len(all), all)
+				continue
+			}
+			s := all[0]
+			if s.Effect != "Allow" || s.NotAction != nil || s.NotResource != nil || s.Condition != nil {
+				t.Errorf("%s: %s statement %+v: want a plain Allow", st.name, service, s)
+			}
+			if got := sorted(strs(s.Action)); !slices.Equal(got, assumeActions(st)) {
+				t.Errorf("%s: %s actions %v, want exactly %v", st.name, service, s.Action, assumeActions(st))
+			}
+			if !reflect.DeepEqual(s.Resource, getAtt(access, "Arn")) {
+				t.Errorf("%s: %s resource %v, want only the access role (%s.Arn)", st.name, service, s.Resource, access)
 			}
 		}
 	}
 }
 
-func TestAccessRoleIsBoundedByTheDataAndScopedByTheTenantTag(t *testing.T) {
+func TestAccessRoleTrustsOnlyTheServiceRolesEachWithinItsTenants(t *testing.T) {
 	tpl := loadTemplate(t)
-	access := role(t, tpl, "AccessRole")
-	props := tpl.Resources[access].Properties
+	for _, params := range stacks {
+		st := deploy(t, tpl, params)
+		access := role(t, st, "AccessRole")
+		want := map[string]map[string]any{}
+		for _, service := range serviceRoles(t, st) {
+			switch service {
+			case "ServiceRole":
+				// Any tenant, but always one, never a path into another's
+				// objects, and with the ExternalId when one is set.
+				c := map[string]any{
+					"Null":          map[string]any{"aws:RequestTag/TenantID": "false"},
+					"StringNotLike": map[string]any{"aws:RequestTag/TenantID": "*/*"},
+				}
+				if st.params["ExternalId"] != "" {
+					c["StringEquals"] = map[string]any{"sts:ExternalId": ref("ExternalId")}
+				}
+				want[service] = c
+			case "SidecarRole":
+				// Only the tenant named like the pod's namespace, from the
+				// session tag EKS Pod Identity set.
+				want[service] = map[string]any{
+					"Null": map[string]any{
+						"aws:RequestTag/TenantID":               "false",
+						"aws:PrincipalTag/kubernetes-namespace": "false",
+					},
+					"StringEquals": map[string]any{"aws:RequestTag/TenantID": "${aws:PrincipalTag/kubernetes-namespace}"},
+				}
+			}
+		}
+		if st.params["Platform"] == "ECS" && st.params["ExternalId"] == "" {
+			t.Errorf("%s: ECS without an ExternalId passed the rules", st.name)
+		}
+		seen := map[string]bool{}
+		for i, s := range statements(t, st.Resources[access].Properties["AssumeRolePolicyDocument"]) {
+			if s.Effect != "Allow" || s.NotPrincipal != nil || s.NotAction != nil {
+				t.Errorf("%s: trust[%d] %+v: want a plain Allow", st.name, i, s)
+			}
+			var principal string
+			for service := range want {
+				if reflect.DeepEqual(s.Principal, map[string]any{"AWS": getAtt(service, "Arn")}) {
+					principal = service
+				}
+			}
+			if principal == "" || seen[principal] {
+				t.Errorf("%s: trust[%d] principal %v, want each of %v once", st.name, i, s.Principal, slices.Collect(maps.Keys(want)))
+				continue
+			}
+			seen[principal] = true
+			if got := sorted(strs(s.Action)); !slices.Equal(got, assumeActions(st)) {
+				t.Errorf("%s: trust[%d] actions %v, want exactly %v", st.name, i, s.Action, assumeActions(st))
+			}
+			if !reflect.DeepEqual(s.Condition, want[principal]) {
+				got, _ := json.Marshal(s.Condition)
+				exp, _ := json.Marshal(want[principal])
+				t.Errorf("%s: trust of %s: condition %s, want %s", st.name, principal, got, exp)
+			}
+		}
+		for service := range want {
+			if !seen[service] {
+				t.Errorf("%s: the access role does not trust %s", st.name, service)
+			}
+		}
+	}
+}
+
+func TestSidecarRoleIsForEKSPodIdentityAlone(t *testing.T) {
+	tpl := loadTemplate(t)
+	for _, params := range stacks {
+		st := deploy(t, tpl, params)
+		r, ok := st.Resources["SidecarRole"]
+		if !ok {
+			continue
+		}
+		// A role tag would stand in for a missing session tag in
+		// aws:PrincipalTag.
+		if r.Properties["Tags"] != nil {
+			t.Errorf("%s: SidecarRole has tags %v", st.name, r.Properties["Tags"])
+		}
+		trust := statements(t, r.Properties["AssumeRolePolicyDocument"])
+		if len(trust) != 1 {
+			t.Fatalf("%s: SidecarRole has %d trust statements, want one", st.name, len(trust))
+		}
+		s := trust[0]
+		if s.Effect != "Allow" || !reflect.DeepEqual(s.Principal, map[string]any{"Service": "pods.eks.amazonaws.com"}) {
+			t.Errorf("%s: SidecarRole trust %+v: want an Allow for pods.eks.amazonaws.com alone", st.name, s)
+		}
+		if got := sorted(strs(s.Action)); !slices.Equal(got, []string{"sts:AssumeRole", "sts:TagSession"}) {
+			t.Errorf("%s: SidecarRole trust actions %v", st.name, s.Action)
+		}
+		equals := map[string]any{"aws:SourceAccount": ref("AWS::AccountId")}
+		if st.params["ClusterName"] != "" {
+			equals["aws:RequestTag/eks-cluster-name"] = ref("ClusterName")
+		}
+		want := map[string]any{
+			"StringEquals": equals,
+			"Null":         map[string]any{"aws:RequestTag/kubernetes-namespace": "false"},
+		}
+		if !reflect.DeepEqual(s.Condition, want) {
+			t.Errorf("%s: SidecarRole trust condition %v, want %v", st.name, s.Condition, want)
+		}
+		var associations int
+		for name, r := range st.Resources {
+			if r.Type != "AWS::EKS::PodIdentityAssociation" {
+				continue
+			}
+			associations++
+			if !reflect.DeepEqual(r.Properties["RoleArn"], getAtt("SidecarRole", "Arn")) {
+				t.Errorf("%s: %s associates %v, want the sidecar role", st.name, name, r.Properties["RoleArn"])
+			}
+		}
+		if want := map[bool]int{true: 1, false: 0}[st.params["ClusterName"] != ""]; associations != want {
+			t.Errorf("%s: %d Pod Identity associations, want %d", st.name, associations, want)
+		}
+	}
+}
+
+// The service role may tag any tenant: only the standalone Deployment's
+// service account may have it, never an app's that carries the sidecar.
+func TestOnlyTheStandaloneServiceAccountGetsTheServiceRole(t *testing.T) {
+	tpl := loadTemplate(t)
+	st := deploy(t, tpl, nil)
+	trusted := strings.Split(st.params["ServiceAccounts"], ",")
+	subject := func(overlay string) (string, manifest) {
+		ms := renderOverlay(t, overlay)
+		deployments := ofKind(ms, "Deployment")
+		if len(deployments) == 0 {
+			t.Fatalf("%s: no Deployment", overlay)
+		}
+		pod := podTemplateOf(t, deployments[0])
+		return "system:serviceaccount:" + deployments[0].Metadata.Namespace + ":" + pod.Spec.ServiceAccountName, deployments[0]
+	}
+	standalone, _ := subject("standalone")
+	if !slices.Equal(trusted, []string{standalone}) {
+		t.Errorf("ServiceAccounts defaults to %v, want the standalone Deployment's %s alone", trusted, standalone)
+	}
+	sidecar, d := subject("sidecar")
+	if slices.Contains(trusted, sidecar) {
+		t.Errorf("the sidecar app's service account %s may assume the service role, which tags any tenant", sidecar)
+	}
+	if ns, sa := st.params["SidecarNamespace"], st.params["SidecarServiceAccount"]; "system:serviceaccount:"+ns+":"+sa != sidecar {
+		t.Errorf("the example Pod Identity association is for %s/%s, the sidecar overlay runs %s (%s)", ns, sa, sidecar, d.Metadata.Name)
+	}
+}
+
+func TestAccessRoleIsBoundedByTheDataAndScopedByTheTenantTag(t *testing.T) {
+	st := deploy(t, loadTemplate(t), nil)
+	access := role(t, st, "AccessRole")
+	props := st.Resources[access].Properties
 	boundaryRef, ok := props["PermissionsBoundary"].(map[string]any)
 	if !ok {
 		t.Fatalf("%s has no permissions boundary", access)
 	}
-	boundary := tpl.Resources[boundaryRef["Ref"].(string)]
+	boundary := st.Resources[boundaryRef["Ref"].(string)]
 	if boundary.Type != "AWS::IAM::ManagedPolicy" {
 		t.Fatalf("permissions boundary %v is not a managed policy of the template", boundaryRef)
 	}
@@ -295,23 +646,44 @@ func TestAccessRoleIsBoundedByTheDataAndScopedByTheTenantTag(t *testing.T) {
 			data[a] = true
 		}
 	}
-	docs, managed := attachedTo(t, tpl, access)
+	docs, managed := attachedTo(st, access)
 	if len(managed) > 0 {
 		t.Errorf("%s has managed policies %v", access, managed)
 	}
+	// A session of the access role without any session policy (one that
+	// skipped tokenvendor) must still reach its own tenant alone: the key
+	// scheme of the table (pk = TENANT#<id>) and the bucket (<id>/...).
+	ownItems := map[string]any{
+		"ForAllValues:StringEquals": map[string]any{"dynamodb:LeadingKeys": []any{"TENANT#${aws:PrincipalTag/TenantID}"}},
+		"Null":                      map[string]any{"dynamodb:LeadingKeys": "false"},
+	}
+	ownObjects := map[string]any{"Fn::Sub": "${Bucket.Arn}/${!aws:PrincipalTag/TenantID}/*"}
+	ownPrefix := map[string]any{"StringLike": map[string]any{"s3:prefix": []any{"${aws:PrincipalTag/TenantID}/*"}}}
 	for _, d := range docs {
 		for _, s := range statements(t, d) {
 			if s.Effect != "Allow" {
 				continue
 			}
+			if s.NotAction != nil || s.NotResource != nil {
+				t.Errorf("statement %s uses NotAction or NotResource", s.Sid)
+			}
 			for _, a := range strs(s.Action) {
 				if !data[a] {
 					t.Errorf("statement %s allows %s, which the boundary does not", s.Sid, a)
 				}
-			}
-			raw, _ := json.Marshal(map[string]any{"r": s.Resource, "c": s.Condition})
-			if !strings.Contains(string(raw), "aws:PrincipalTag/TenantID") {
-				t.Errorf("statement %s is not scoped by the session's TenantID tag: %s", s.Sid, raw)
+				var scoped bool
+				switch {
+				case strings.HasPrefix(a, "dynamodb:"):
+					scoped = reflect.DeepEqual(s.Resource, getAtt("Table", "Arn")) && reflect.DeepEqual(s.Condition, ownItems)
+				case a == "s3:ListBucket":
+					scoped = reflect.DeepEqual(s.Resource, getAtt("Bucket", "Arn")) && reflect.DeepEqual(s.Condition, ownPrefix)
+				case strings.HasPrefix(a, "s3:"):
+					scoped = reflect.DeepEqual(s.Resource, ownObjects)
+				}
+				if !scoped {
+					raw, _ := json.Marshal(map[string]any{"Resource": s.Resource, "Condition": s.Condition})
+					t.Errorf("statement %s: %s is not confined to the session's TenantID tag: %s", s.Sid, a, raw)
+				}
 			}
 			if slices.Contains(strs(s.Action), "dynamodb:Scan") {
 				t.Errorf("statement %s allows Scan, which carries no leading keys", s.Sid)
@@ -321,9 +693,9 @@ func TestAccessRoleIsBoundedByTheDataAndScopedByTheTenantTag(t *testing.T) {
 }
 
 func TestExampleDataIsEncryptedAndPrivate(t *testing.T) {
-	tpl := loadTemplate(t)
+	st := deploy(t, loadTemplate(t), nil)
 	var buckets, tables int
-	for name, r := range tpl.Resources {
+	for name, r := range st.Resources {
 		raw, _ := json.Marshal(r.Properties)
 		switch r.Type {
 		case "AWS::S3::Bucket":
