@@ -550,7 +550,7 @@ func TestSidecarWiresTheAppToTokenvendorOnLoopback(t *testing.T) {
 	}
 	for _, app := range pod.Spec.Containers {
 		if !slices.Contains(skipped, app.Name) {
-			t.Errorf("container %s gets the IRSA web identity of the service role: name it in eks.amazonaws.com/skip-containers", app.Name)
+			t.Errorf("container %s gets the sidecar role from EKS Pod Identity, and its SDK would skip tokenvendor: name it in eks.amazonaws.com/skip-containers", app.Name)
 		}
 		for _, name := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN"} {
 			if _, ok := app.env(name); ok {
@@ -606,8 +606,15 @@ func TestSidecarWiresTheAppToTokenvendorOnLoopback(t *testing.T) {
 			}
 		}
 	}
+	// tokenvendor's own role comes from EKS Pod Identity, whose session tags
+	// carry the namespace the access role binds the tenant to. An IRSA role
+	// carries no such tag: any pod of the service account could name any
+	// tenant with it.
 	sa := find(t, ms, "ServiceAccount", pod.Spec.ServiceAccountName)
-	if sa.Metadata.Annotations["eks.amazonaws.com/role-arn"] == "" {
-		t.Errorf("ServiceAccount %s has no IRSA role for tokenvendor's own STS calls", sa.Metadata.Name)
+	if arn, ok := sa.Metadata.Annotations["eks.amazonaws.com/role-arn"]; ok {
+		t.Errorf("ServiceAccount %s has the IRSA role %s: the sidecar's role comes from EKS Pod Identity, bound to the namespace", sa.Metadata.Name, arn)
+	}
+	if cfg.Auth.TenantClaim != "kubernetes.io.namespace" || cfg.Auth.OverrideScope != "" {
+		t.Errorf("tenant_claim %q, override_scope %q: the sidecar serves its namespace's tenant alone, which is all the access role lets it tag", cfg.Auth.TenantClaim, cfg.Auth.OverrideScope)
 	}
 }
