@@ -109,8 +109,9 @@ type container struct {
 
 type probe struct {
 	HTTPGet *struct {
-		Path string `yaml:"path"`
-		Port string `yaml:"port"`
+		Path   string `yaml:"path"`
+		Port   string `yaml:"port"`
+		Scheme string `yaml:"scheme"`
 	} `yaml:"httpGet"`
 }
 
@@ -119,6 +120,10 @@ type volume struct {
 	ConfigMap *struct {
 		Name string `yaml:"name"`
 	} `yaml:"configMap"`
+	Secret *struct {
+		SecretName string      `yaml:"secretName"`
+		Items      []keyToPath `yaml:"items"`
+	} `yaml:"secret"`
 	Projected *struct {
 		Sources []struct {
 			ServiceAccountToken *struct {
@@ -128,6 +133,18 @@ type volume struct {
 			} `yaml:"serviceAccountToken"`
 		} `yaml:"sources"`
 	} `yaml:"projected"`
+}
+
+type keyToPath struct {
+	Key  string `yaml:"key"`
+	Path string `yaml:"path"`
+}
+
+type ingressRule struct {
+	From  []yaml.Node `yaml:"from"`
+	Ports []struct {
+		Port string `yaml:"port"`
+	} `yaml:"ports"`
 }
 
 func (c container) env(name string) (string, bool) {
@@ -228,8 +245,74 @@ func podTemplateOf(t *testing.T, m manifest) podTemplate {
 	return d.Spec.Template
 }
 
+// mounted finds the volume a container sees at path: the read-only mount
+// holding it, the volume, and the path inside the volume.
+func mounted(pod podTemplate, c container, path string) (v volume, readOnly bool, rel string, ok bool) {
+	for _, mnt := range c.VolumeMounts {
+		rest, found := strings.CutPrefix(path, strings.TrimSuffix(mnt.MountPath, "/")+"/")
+		if !found {
+			continue
+		}
+		for _, v := range pod.Spec.Volumes {
+			if v.Name == mnt.Name {
+				return v, mnt.ReadOnly, rest, true
+			}
+		}
+	}
+	return volume{}, false, "", false
+}
+
+// standIns points the files a config names (TLS certificate, key and
+// client CA, tenant registry), which live on the pod's volumes, at empty
+// files here, so that config.Parse, which checks they exist, can load it.
+// Each must be on a read-only mount of the container. It returns the config
+// to parse and the settings' real values.
+func standIns(t *testing.T, raw string, pod podTemplate, c container) ([]byte, map[string]string) {
+	t.Helper()
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(raw), &doc); err != nil || len(doc.Content) == 0 {
+		t.Fatalf("config: %v", err)
+	}
+	value := func(m *yaml.Node, key string) *yaml.Node {
+		if m == nil || m.Kind != yaml.MappingNode {
+			return nil
+		}
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			if m.Content[i].Value == key {
+				return m.Content[i+1]
+			}
+		}
+		return nil
+	}
+	root := doc.Content[0]
+	real := map[string]string{}
+	for section, keys := range map[string][]string{"tls": {"cert_file", "key_file", "client_ca_file"}, "tenants": {"file"}} {
+		for _, key := range keys {
+			n := value(value(root, section), key)
+			if n == nil || n.Value == "" {
+				continue
+			}
+			setting := section + "." + key
+			if _, readOnly, _, ok := mounted(pod, c, n.Value); !ok || !readOnly {
+				t.Errorf("container %s: %s %s is not on a read-only volume mount", c.Name, setting, n.Value)
+			}
+			real[setting] = n.Value
+			n.Value = filepath.Join(t.TempDir(), filepath.Base(n.Value))
+			if err := os.WriteFile(n.Value, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	out, err := yaml.Marshal(&doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, real
+}
+
 // tokenvendorConfig finds the config the tokenvendor container is started
-// with: the ConfigMap volume mounted where --config points.
+// with: the ConfigMap volume mounted where --config points. The files it
+// names keep their paths in the pod.
 func tokenvendorConfig(t *testing.T, ms []manifest, pod podTemplate, c container) *config.Config {
 	t.Helper()
 	i := slices.Index(c.Args, "--config")
@@ -253,9 +336,18 @@ func tokenvendorConfig(t *testing.T, ms []manifest, pod podTemplate, c container
 			if !ok {
 				t.Fatalf("ConfigMap %s has no %s", v.ConfigMap.Name, file)
 			}
-			cfg, err := config.Parse([]byte(raw))
+			parsable, real := standIns(t, raw, pod, c)
+			cfg, err := config.Parse(parsable)
 			if err != nil {
 				t.Fatalf("the config in ConfigMap %s does not load (tokenvendor check would refuse it): %v", v.ConfigMap.Name, err)
+			}
+			for setting, field := range map[string]*string{
+				"tls.cert_file": &cfg.TLS.CertFile, "tls.key_file": &cfg.TLS.KeyFile,
+				"tls.client_ca_file": &cfg.TLS.ClientCAFile, "tenants.file": &cfg.Tenants.File,
+			} {
+				if path, ok := real[setting]; ok {
+					*field = path
+				}
 			}
 			return cfg
 		}
@@ -369,10 +461,18 @@ func TestTokenvendorProbesHealthAndReadinessOnItsAdminListener(t *testing.T) {
 						if p.probe == nil || p.probe.HTTPGet == nil || p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port != "admin" {
 							t.Errorf("%s probe: want GET %s on the admin port", name, p.path)
 						}
+						// The admin listener is plain HTTP even when the API
+						// has TLS.
+						if p.probe != nil && p.probe.HTTPGet != nil && p.probe.HTTPGet.Scheme != "" && p.probe.HTTPGet.Scheme != "HTTP" {
+							t.Errorf("%s probe scheme %s: the admin listener serves plain HTTP", name, p.probe.HTTPGet.Scheme)
+						}
 					}
 					cfg := tokenvendorConfig(t, ms, pod, c)
 					if cfg.AdminListen == "" || portOf(t, cfg.AdminListen) != c.port("admin") {
 						t.Errorf("admin_listen %q does not serve the admin port %d the probes use", cfg.AdminListen, c.port("admin"))
+					}
+					if portOf(t, cfg.AdminListen) == portOf(t, cfg.Listen) {
+						t.Errorf("admin_listen %q and listen %q share a port", cfg.AdminListen, cfg.Listen)
 					}
 				}
 			}
@@ -401,8 +501,38 @@ func TestStandaloneHasItsOperationalPieces(t *testing.T) {
 	}
 	c := pod.Spec.Containers[0]
 	cfg := tokenvendorConfig(t, ms, pod, c)
-	if host, _, _ := net.SplitHostPort(cfg.Listen); (host != "0.0.0.0" && host != "") || portOf(t, cfg.Listen) != c.port("http") {
-		t.Errorf("listen %q: want every address on the http port %d", cfg.Listen, c.port("http"))
+	if host, _, _ := net.SplitHostPort(cfg.Listen); (host != "0.0.0.0" && host != "") || portOf(t, cfg.Listen) != c.port("https") {
+		t.Errorf("listen %q: want every address on the https port %d", cfg.Listen, c.port("https"))
+	}
+	if c.port("http") != 0 {
+		t.Errorf("container port http %d: the API listens on the pod network with TLS only", c.port("http"))
+	}
+
+	// Bearer tokens and credentials cross the pod network: the API has TLS,
+	// its certificate and key from a Secret mounted read-only, which the
+	// overlay's cert-manager Certificate writes.
+	if cfg.TLS.CertFile == "" || cfg.TLS.KeyFile == "" {
+		t.Fatalf("tls %+v: the API listens on the pod network without TLS", cfg.TLS)
+	}
+	var certificate struct {
+		Spec struct {
+			SecretName string   `yaml:"secretName"`
+			DNSNames   []string `yaml:"dnsNames"`
+		} `yaml:"spec"`
+	}
+	find(t, ms, "Certificate", "").decode(t, &certificate)
+	for setting, path := range map[string]string{"tls.cert_file": cfg.TLS.CertFile, "tls.key_file": cfg.TLS.KeyFile} {
+		v, readOnly, rel, ok := mounted(pod, c, path)
+		switch {
+		case !ok || !readOnly || v.Secret == nil:
+			t.Errorf("%s %s is not on a read-only Secret volume", setting, path)
+		case v.Secret.SecretName != certificate.Spec.SecretName:
+			t.Errorf("%s comes from Secret %s; the Certificate writes %s", setting, v.Secret.SecretName, certificate.Spec.SecretName)
+		case len(v.Secret.Items) > 0 && !slices.ContainsFunc(v.Secret.Items, func(i keyToPath) bool {
+			return i.Path == rel && (i.Key == "tls.crt" || i.Key == "tls.key")
+		}):
+			t.Errorf("%s %s is not one of the Secret's tls.crt and tls.key", setting, path)
+		}
 	}
 
 	var svc struct {
@@ -421,8 +551,12 @@ func TestStandaloneHasItsOperationalPieces(t *testing.T) {
 	for _, p := range svc.Spec.Ports {
 		svcPorts[p.Name] = p.TargetPort
 	}
-	if svcPorts["http"] != "http" || svcPorts["admin"] != "admin" {
-		t.Errorf("Service ports %v: want http and admin to the container's ports", svcPorts)
+	if len(svcPorts) != 2 || svcPorts["https"] != "https" || svcPorts["admin"] != "admin" {
+		t.Errorf("Service ports %v: want https and admin to the container's ports", svcPorts)
+	}
+	ns := find(t, ms, "Namespace", "")
+	if name := "tokenvendor." + ns.Metadata.Name + ".svc"; !slices.Contains(certificate.Spec.DNSNames, name) {
+		t.Errorf("Certificate names %v, not the Service's %s", certificate.Spec.DNSNames, name)
 	}
 
 	var pdb struct {
@@ -462,13 +596,8 @@ func TestStandaloneHasItsOperationalPieces(t *testing.T) {
 			PodSelector struct {
 				MatchLabels map[string]string `yaml:"matchLabels"`
 			} `yaml:"podSelector"`
-			PolicyTypes []string `yaml:"policyTypes"`
-			Ingress     []struct {
-				From  []yaml.Node `yaml:"from"`
-				Ports []struct {
-					Port string `yaml:"port"`
-				} `yaml:"ports"`
-			} `yaml:"ingress"`
+			PolicyTypes []string      `yaml:"policyTypes"`
+			Ingress     []ingressRule `yaml:"ingress"`
 		} `yaml:"spec"`
 	}
 	find(t, ms, "NetworkPolicy", "tokenvendor").decode(t, &np)
@@ -480,6 +609,20 @@ func TestStandaloneHasItsOperationalPieces(t *testing.T) {
 		if len(rule.From) == 0 || len(rule.Ports) == 0 {
 			t.Errorf("NetworkPolicy ingress[%d] is open to every source or port", i)
 		}
+		for _, p := range rule.Ports {
+			if c.port(p.Port) == 0 {
+				t.Errorf("NetworkPolicy ingress[%d] opens port %s, which the container does not have", i, p.Port)
+			}
+		}
+	}
+	clients := false
+	for _, rule := range np.Spec.Ingress {
+		for _, p := range rule.Ports {
+			clients = clients || p.Port == "https"
+		}
+	}
+	if !clients {
+		t.Error("NetworkPolicy lets no client reach the https port")
 	}
 
 	var sm struct {
@@ -507,7 +650,6 @@ func TestStandaloneHasItsOperationalPieces(t *testing.T) {
 	if !regexp.MustCompile(`^arn:aws:iam::\d{12}:role/[\w+=,.@-]+$`).MatchString(sa.Metadata.Annotations["eks.amazonaws.com/role-arn"]) {
 		t.Errorf("ServiceAccount %s has no IRSA role annotation: %v", sa.Metadata.Name, sa.Metadata.Annotations)
 	}
-	ns := find(t, ms, "Namespace", "")
 	if ns.Metadata.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {
 		t.Errorf("Namespace %s does not enforce the restricted Pod Security Standard", ns.Metadata.Name)
 	}
