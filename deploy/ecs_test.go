@@ -130,6 +130,7 @@ func TestECSTaskDefinitionWiresTheAppToTheSidecar(t *testing.T) {
 	if cfg.Listen != "127.0.0.1:8080" {
 		t.Errorf("listen %q: the health check's default URL is http://127.0.0.1:8080/readyz", cfg.Listen)
 	}
+	tagsTheTenant(t, "ecs/config.yaml", cfg)
 	for i, p := range cfg.Profiles {
 		if p.ExternalID == "" {
 			t.Errorf("profiles[%d] has no external_id: the app shares the task role and could assume the access role itself", i)

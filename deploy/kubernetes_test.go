@@ -356,6 +356,18 @@ func tokenvendorConfig(t *testing.T, ms []manifest, pod podTemplate, c container
 	return nil
 }
 
+// tagsTheTenant checks that every profile tags its sessions with the
+// tenant: the access role's trust refuses a session without a TenantID tag,
+// and its ABAC policy scopes the data by it.
+func tagsTheTenant(t *testing.T, where string, cfg *config.Config) {
+	t.Helper()
+	for _, p := range cfg.Profiles {
+		if got := strings.ReplaceAll(p.Tags["TenantID"], " ", ""); got != "{{.TenantID}}" {
+			t.Errorf("%s: profile %s tags TenantID %q, want the tenant ({{ .TenantID }})", where, p.Name, p.Tags["TenantID"])
+		}
+	}
+}
+
 func portOf(t *testing.T, hostport string) int {
 	t.Helper()
 	_, p, err := net.SplitHostPort(hostport)
@@ -468,6 +480,7 @@ func TestTokenvendorProbesHealthAndReadinessOnItsAdminListener(t *testing.T) {
 						}
 					}
 					cfg := tokenvendorConfig(t, ms, pod, c)
+					tagsTheTenant(t, overlay, cfg)
 					if cfg.AdminListen == "" || portOf(t, cfg.AdminListen) != c.port("admin") {
 						t.Errorf("admin_listen %q does not serve the admin port %d the probes use", cfg.AdminListen, c.port("admin"))
 					}
