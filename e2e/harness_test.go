@@ -461,37 +461,11 @@ func (v *vendor) metric(t *testing.T, series string) float64 {
 
 // ---------------------------------------------------------------- tokens
 
-// token gets an access token for client from the identity provider with the
-// client_credentials grant.
+// token gets an access token for client from the shared identity provider
+// with the client_credentials grant.
 func token(t *testing.T, client string) string {
 	t.Helper()
-	var secret, scope string
-	for _, c := range oidcClients {
-		if c["client_id"] == client {
-			secret, _ = c["client_secret"].(string)
-			scope, _ = c["scope"].(string)
-		}
-	}
-	form := url.Values{"grant_type": {"client_credentials"}, "resource": {audience}}
-	if scope != "" {
-		form.Set("scope", scope)
-	}
-	req, _ := http.NewRequest(http.MethodPost, peers.oidc+"/token", strings.NewReader(form.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(client, secret)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var body struct {
-		AccessToken string `json:"access_token"`
-		Error       string `json:"error"`
-	}
-	if err := json.NewDecoder(res.Body).Decode(&body); err != nil || body.AccessToken == "" {
-		t.Fatalf("token for %s: status %d, error %q, %v", client, res.StatusCode, body.Error, err)
-	}
-	return body.AccessToken
+	return tokenFrom(t, peers.oidc, client)
 }
 
 type syncBuffer struct {

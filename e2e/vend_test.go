@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"os/exec"
 	"regexp"
@@ -25,22 +24,7 @@ import (
 
 // putGet writes and reads back key in the bucket with c, returning the first error.
 func putGet(c credentials, key string) error {
-	client := s3Client(c.aws())
-	ctx := context.Background()
-	body := "hello from " + c.TenantID
-	if _, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Body: strings.NewReader(body)}); err != nil {
-		return err
-	}
-	out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
-	if err != nil {
-		return err
-	}
-	defer out.Body.Close()
-	got, _ := io.ReadAll(out.Body)
-	if string(got) != body {
-		return errors.New("read back other content")
-	}
-	return nil
+	return sdkPutGet(s3Client(c.aws()), key, "hello from "+c.TenantID)
 }
 
 // get reads key with c.
