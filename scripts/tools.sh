@@ -38,7 +38,7 @@ fi
 cp "$root/e2e/oidc/server.mjs" "$tools/oidc/server.mjs"
 
 missing=0
-for cmd in moto_server aws node; do
+for cmd in moto_server aws node kubectl cfn-lint; do
   if ! command -v "$cmd" >/dev/null; then
     echo "tools: $cmd is not on PATH; it comes with the machine image" >&2
     missing=1
