@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -20,8 +21,11 @@ const iamTemplate = "cloudformation/iam.yaml"
 // (!Ref, !GetAtt, !Sub, …) turned into their long form, so that a test
 // compares plain values.
 type template struct {
-	Parameters map[string]struct{ Default any }
-	Rules      map[string]struct {
+	Parameters map[string]struct {
+		Default        any
+		AllowedPattern any
+	}
+	Rules map[string]struct {
 		RuleCondition any
 		Assertions    []struct {
 			Assert            any
@@ -76,10 +80,11 @@ type stack struct {
 // stacks are the parameter sets the IAM tests check; each must pass the
 // template's rules.
 var stacks = []map[string]string{
-	{}, // the defaults: EKS, standalone and Pod Identity sidecars, SourceIdentity on
+	{}, // the defaults: EKS, the standalone service only, SourceIdentity on
 	{"SourceIdentity": "false"},
-	{"Sidecars": "None"},
-	{"ClusterName": "prod", "ExternalId": "eks-external-id-0123456789abcdef0123"},
+	{"Sidecars": "PodIdentity", "ClusterName": "prod"},
+	{"Sidecars": "PodIdentity", "ClusterName": "prod", "SourceIdentity": "false"},
+	{"Sidecars": "PodIdentity", "ClusterName": "prod", "ExternalId": "eks-external-id-0123456789abcdef0123"},
 	{"Platform": "ECS", "ExternalId": "ecs-external-id-0123456789abcdef0123"},
 	{"Platform": "ECS", "ExternalId": "ecs-external-id-0123456789abcdef0123", "SourceIdentity": "false"},
 }
@@ -391,9 +396,12 @@ func serviceRoles(t *testing.T, st stack) []string {
 // assumeActions are the actions tokenvendor's roles need on the access
 // role: AssumeRole, TagSession for the TenantID tag and, for
 // session.source_identity, SetSourceIdentity.
-func assumeActions(st stack) []string {
+// assumeActions are what role may do on the access role: assume it and tag
+// the session, and name the caller (SourceIdentity) when that is on, except
+// for the sidecar role, which a pod could use to name anyone.
+func assumeActions(st stack, role string) []string {
 	actions := []string{"sts:AssumeRole", "sts:TagSession"}
-	if st.params["SourceIdentity"] == "true" {
+	if st.params["SourceIdentity"] == "true" && role != "SidecarRole" {
 		actions = append(actions, "sts:SetSourceIdentity")
 	}
 	return sorted(actions)
@@ -420,6 +428,8 @@ func TestExternalIDIsMandatoryOnECS(t *testing.T) {
 		{"ECS without an ExternalId", map[string]string{"Platform": "ECS"}, false},
 		{"ECS with an ExternalId", map[string]string{"Platform": "ECS", "ExternalId": "ecs-external-id-0123456789abcdef0123"}, true},
 		{"EKS without an ExternalId", map[string]string{"Platform": "EKS"}, true},
+		{"EKS sidecars without a cluster", map[string]string{"Platform": "EKS", "Sidecars": "PodIdentity"}, false},
+		{"EKS sidecars pinned to a cluster", map[string]string{"Platform": "EKS", "Sidecars": "PodIdentity", "ClusterName": "prod"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := stack{name: tc.name, params: map[string]string{}, conditions: map[string]bool{}}
@@ -456,8 +466,8 @@ func TestServiceRolesMayOnlyAssumeAndTagTheAccessRole(t *testing.T) {
 			if s.Effect != "Allow" || s.NotAction != nil || s.NotResource != nil || s.Condition != nil {
 				t.Errorf("%s: %s statement %+v: want a plain Allow", st.name, service, s)
 			}
-			if got := sorted(strs(s.Action)); !slices.Equal(got, assumeActions(st)) {
-				t.Errorf("%s: %s actions %v, want exactly %v", st.name, service, s.Action, assumeActions(st))
+			if got := sorted(strs(s.Action)); !slices.Equal(got, assumeActions(st, service)) {
+				t.Errorf("%s: %s actions %v, want exactly %v", st.name, service, s.Action, assumeActions(st, service))
 			}
 			if !reflect.DeepEqual(s.Resource, getAtt(access, "Arn")) {
 				t.Errorf("%s: %s resource %v, want only the access role (%s.Arn)", st.name, service, s.Resource, access)
@@ -478,8 +488,9 @@ func TestAccessRoleTrustsOnlyTheServiceRolesEachWithinItsTenants(t *testing.T) {
 				// Any tenant, but always one, never a path into another's
 				// objects, and with the ExternalId when one is set.
 				c := map[string]any{
-					"Null":          map[string]any{"aws:RequestTag/TenantID": "false"},
-					"StringNotLike": map[string]any{"aws:RequestTag/TenantID": "*/*"},
+					"Null":                      map[string]any{"aws:RequestTag/TenantID": "false"},
+					"StringNotLike":             map[string]any{"aws:RequestTag/TenantID": []any{"*/*", ""}},
+					"ForAllValues:StringEquals": map[string]any{"aws:TagKeys": []any{"TenantID"}},
 				}
 				if st.params["ExternalId"] != "" {
 					c["StringEquals"] = map[string]any{"sts:ExternalId": ref("ExternalId")}
@@ -493,7 +504,8 @@ func TestAccessRoleTrustsOnlyTheServiceRolesEachWithinItsTenants(t *testing.T) {
 						"aws:RequestTag/TenantID":               "false",
 						"aws:PrincipalTag/kubernetes-namespace": "false",
 					},
-					"StringEquals": map[string]any{"aws:RequestTag/TenantID": "${aws:PrincipalTag/kubernetes-namespace}"},
+					"StringEquals":              map[string]any{"aws:RequestTag/TenantID": "${aws:PrincipalTag/kubernetes-namespace}"},
+					"ForAllValues:StringEquals": map[string]any{"aws:TagKeys": []any{"TenantID"}},
 				}
 			}
 		}
@@ -516,8 +528,8 @@ func TestAccessRoleTrustsOnlyTheServiceRolesEachWithinItsTenants(t *testing.T) {
 				continue
 			}
 			seen[principal] = true
-			if got := sorted(strs(s.Action)); !slices.Equal(got, assumeActions(st)) {
-				t.Errorf("%s: trust[%d] actions %v, want exactly %v", st.name, i, s.Action, assumeActions(st))
+			if got := sorted(strs(s.Action)); !slices.Equal(got, assumeActions(st, principal)) {
+				t.Errorf("%s: trust[%d] actions %v, want exactly %v", st.name, i, s.Action, assumeActions(st, principal))
 			}
 			if !reflect.DeepEqual(s.Condition, want[principal]) {
 				got, _ := json.Marshal(s.Condition)
@@ -559,7 +571,7 @@ func TestSidecarRoleIsForEKSPodIdentityAlone(t *testing.T) {
 		}
 		equals := map[string]any{"aws:SourceAccount": ref("AWS::AccountId")}
 		if st.params["ClusterName"] != "" {
-			equals["aws:RequestTag/eks-cluster-name"] = ref("ClusterName")
+			equals["aws:RequestTag/eks-cluster-arn"] = map[string]any{"Fn::Sub": "arn:${AWS::Partition}:eks:${AWS::Region}:${AWS::AccountId}:cluster/${ClusterName}"}
 		}
 		want := map[string]any{
 			"StringEquals": equals,
@@ -729,5 +741,19 @@ func TestExampleDataIsEncryptedAndPrivate(t *testing.T) {
 	}
 	if buckets != 1 || tables != 1 {
 		t.Errorf("%d buckets and %d tables, want the example one of each", buckets, tables)
+	}
+}
+
+func TestExternalIDMustBeLong(t *testing.T) {
+	tpl := loadTemplate(t)
+	pattern, _ := tpl.Parameters["ExternalId"].AllowedPattern.(string)
+	// CloudFormation's regular expressions allow {32,1224}; Go's stop at
+	// 1000 repetitions, so read the bounds rather than compile the pattern.
+	m := regexp.MustCompile(`^\^\$\|\^\[[^]]+\]\{(\d+),(\d+)\}\$$`).FindStringSubmatch(pattern)
+	if m == nil {
+		t.Fatalf("ExternalId AllowedPattern %q: want ^$|^[chars]{min,max}$", pattern)
+	}
+	if m[1] != "32" || m[2] != "1224" {
+		t.Errorf("ExternalId length %s..%s, want 32..1224 (a guessable ExternalId is no barrier)", m[1], m[2])
 	}
 }
