@@ -443,13 +443,7 @@ func (v *vendor) vend(t *testing.T, token, body string) credentials {
 // metric returns the value of the sample whose line starts with series.
 func (v *vendor) metric(t *testing.T, series string) float64 {
 	t.Helper()
-	res, err := http.Get(v.url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(v.metricsText(t), "\n") {
 		if rest, ok := strings.CutPrefix(line, series+" "); ok {
 			var f float64
 			fmt.Sscan(rest, &f)

@@ -118,7 +118,7 @@ func New[V any](cfg Config) (*Cache[V], error) {
 	setDefault(&cfg.MaxEntries, 10_000)
 	setDefault(&cfg.RefreshAhead, 0.5)
 	setDefault(&cfg.Jitter, 0.1)
-	setDefault(&cfg.StaleFloor, 2*time.Minute)
+	setDefault(&cfg.StaleFloor, DefaultStaleFloor)
 	setDefault(&cfg.FetchTimeout, 10*time.Second)
 	setDefault(&cfg.RetryBase, time.Second)
 	setDefault(&cfg.RetryMax, 30*time.Second)
@@ -210,20 +210,34 @@ func (c *Cache[V]) Get(ctx context.Context, key string, fetch Fetch[V]) (V, Resu
 	return v, Miss, err
 }
 
-// CheckLifetime reports whether values that live for life can be served at
-// all: a lifetime at or below the minimum remaining life (or, by default,
-// one whose quarter is at or below the stale floor) would make every value
-// due for a synchronous refresh the moment it is fetched.
-func (c *Cache[V]) CheckLifetime(life time.Duration) error {
-	minRemaining := c.cfg.MinRemaining
+// DefaultStaleFloor is Config.StaleFloor when it is zero.
+const DefaultStaleFloor = 2 * time.Minute
+
+// CheckLifetime reports whether values that live for life can be served as
+// cfg says: a lifetime under twice the minimum remaining life leaves no room
+// to refresh ahead, and a minimum remaining life at or below the stale floor
+// leaves no room to serve stale. It is the one rule behind both the config
+// check and the check of clamped durations at start-up.
+func (cfg Config) CheckLifetime(life time.Duration) error {
+	floor := cfg.StaleFloor
+	if floor == 0 {
+		floor = DefaultStaleFloor
+	}
+	minRemaining := cfg.MinRemaining
 	if minRemaining == 0 {
 		minRemaining = life / 4
 	}
-	if life <= 2*minRemaining || minRemaining <= c.cfg.StaleFloor {
-		return fmt.Errorf("a lifetime of %s leaves no room: minimum remaining life %s, stale floor %s", life, minRemaining, c.cfg.StaleFloor)
+	switch {
+	case life < 2*minRemaining:
+		return fmt.Errorf("%s is less than twice the minimum remaining life %s", life, minRemaining)
+	case minRemaining <= floor:
+		return fmt.Errorf("its minimum remaining life %s is not above the stale floor %s", minRemaining, floor)
 	}
 	return nil
 }
+
+// CheckLifetime is Config.CheckLifetime for this cache's settings.
+func (c *Cache[V]) CheckLifetime(life time.Duration) error { return c.cfg.CheckLifetime(life) }
 
 // Len is the number of keys held.
 func (c *Cache[V]) Len() int { return c.entries.Len() }

@@ -363,3 +363,26 @@ func TestNewRefusesInconsistentSettings(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckLifetime(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  cache.Config
+		life time.Duration
+		ok   bool
+	}{
+		{name: "1h with the defaults", life: time.Hour, ok: true},
+		{name: "15m with the defaults", life: 15 * time.Minute, ok: true},
+		{name: "8m with the defaults: a quarter is the stale floor", life: 8 * time.Minute, ok: false},
+		{name: "exactly twice min remaining", cfg: cache.Config{MinRemaining: 30 * time.Minute}, life: time.Hour, ok: true},
+		{name: "under twice min remaining", cfg: cache.Config{MinRemaining: 31 * time.Minute}, life: time.Hour, ok: false},
+		{name: "min remaining at the floor", cfg: cache.Config{MinRemaining: 5 * time.Minute, StaleFloor: 5 * time.Minute}, life: time.Hour, ok: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.cfg.CheckLifetime(tt.life); (err == nil) != tt.ok {
+				t.Fatalf("CheckLifetime(%s) = %v, want ok %v", tt.life, err, tt.ok)
+			}
+		})
+	}
+}

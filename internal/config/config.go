@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/cache"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
 )
 
@@ -31,7 +32,7 @@ const (
 	DefaultMaxEntries    = 10_000
 	DefaultRefreshAhead  = 0.5
 	DefaultRefreshJitter = 0.1
-	DefaultStaleFloor    = 2 * time.Minute
+	DefaultStaleFloor    = cache.DefaultStaleFloor
 	DefaultRefreshRate   = 50
 	ChainedMaxDuration   = time.Hour
 	DefaultShutdown      = 20 * time.Second
@@ -350,10 +351,8 @@ func (c *Config) Validate() error {
 		}
 		if p.Duration < MinDuration || p.Duration > MaxDuration || p.Duration%time.Second != 0 {
 			bad(at+".duration", "must be whole seconds between %s and %s", MinDuration, MaxDuration)
-		} else if cc.MinRemaining > 0 && p.Duration < 2*cc.MinRemaining {
-			bad(at+".duration", "must be at least twice cache.min_remaining (%s)", cc.MinRemaining)
-		} else if cc.MinRemaining == 0 && p.Duration/4 <= cc.StaleFloor {
-			bad(at+".duration", "a quarter of it (the default cache.min_remaining) must exceed cache.stale_floor (%s)", cc.StaleFloor)
+		} else if err := (cache.Config{MinRemaining: cc.MinRemaining, StaleFloor: cc.StaleFloor}).CheckLifetime(p.Duration); err != nil {
+			bad(at+".duration", "does not fit cache.min_remaining and cache.stale_floor: %v", err)
 		}
 		if p.ExternalID != "" && (len(p.ExternalID) < 2 || len(p.ExternalID) > 1224 || !externalIDPattern.MatchString(p.ExternalID)) {
 			bad(at+".external_id", "must be 2 to 1224 characters of [\\w+=,.@:/-]")

@@ -36,6 +36,11 @@ func TestParseHardeningSettings(t *testing.T) {
 		{name: "tls", mutate: prepend("tls: {cert_file: " + existing + ", key_file: " + existing + ", client_ca_file: " + existing + "}\n")},
 		{name: "tls cert without key", mutate: prepend("tls: {cert_file: " + existing + "}\n"), wantErr: "tls: cert_file and key_file go together"},
 		{name: "tls client CA alone", mutate: prepend("tls: {client_ca_file: " + existing + "}\n"), wantErr: "tls.client_ca_file: needs cert_file and key_file"},
+		{name: "duration exactly twice min_remaining", mutate: prepend("cache: {min_remaining: 30m}\n")},
+		{name: "duration under twice min_remaining", mutate: prepend("cache: {min_remaining: 31m}\n"), wantErr: "profiles[0] (objects).duration: does not fit cache.min_remaining"},
+		{name: "default min_remaining at the stale floor", mutate: func(y *string) {
+			*y = "cache: {stale_floor: 15m}\n" + *y
+		}, wantErr: "not above the stale floor"},
 		{name: "tls file missing", mutate: prepend("tls: {cert_file: " + missing + ", key_file: " + existing + "}\n"), wantErr: "tls.cert_file:"},
 	}
 	for _, tt := range tests {

@@ -12,7 +12,8 @@ const DefaultSessionNameTemplate = "{{ .TenantID }}@{{ .Profile }}"
 
 // SessionNamer makes the role session name and, optionally, the source
 // identity of each AssumeRole, so that every AWS call made with vended
-// credentials names the tenant and the calling service in CloudTrail.
+// credentials names the tenant and the calling service in CloudTrail. Names
+// are deterministic, so they stay the same across refreshes.
 type SessionNamer struct {
 	tmpl           *template.Template
 	sourceIdentity bool

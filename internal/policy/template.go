@@ -61,11 +61,11 @@ type tagTemplate struct {
 	value *template.Template
 }
 
-// Rendered is what STS receives for one tenant of one profile.
+// Rendered is the session policy and tags STS receives for one tenant of one
+// profile. The role session name comes from a SessionNamer.
 type Rendered struct {
-	Policy      string
-	Tags        []Tag
-	SessionName string
+	Policy string
+	Tags   []Tag
 }
 
 // Tag is one session tag.
@@ -228,7 +228,7 @@ func (t *Template) render(tenant string) (Rendered, error) {
 		}
 		tags = append(tags, Tag{Key: tt.key, Value: v})
 	}
-	return Rendered{Policy: policy, Tags: tags, SessionName: SessionName(tenant, t.profile)}, nil
+	return Rendered{Policy: policy, Tags: tags}, nil
 }
 
 func renderNode(v any, data map[string]any) (any, error) {
@@ -266,13 +266,6 @@ func execute(tmpl *template.Template, data map[string]any) (string, error) {
 		return "", err
 	}
 	return sb.String(), nil
-}
-
-// SessionName derives the role session name for a tenant of a profile. It is
-// deterministic, so it stays the same across refreshes and CloudTrail shows
-// the tenant; it keeps to STS's characters and length.
-func SessionName(tenant, profile string) string {
-	return sanitizeSessionName(tenant + "@" + profile)
 }
 
 // sanitizeSessionName maps raw into STS's role session name (and source

@@ -105,7 +105,7 @@ func TestRenderGolden(t *testing.T) {
 			if strings.ContainsAny(r.Policy, " \n\t") {
 				t.Errorf("Policy is not compact: %s", r.Policy)
 			}
-			got := formatRendered(r)
+			got := formatRendered(r) + "session_name: " + sessionName(t, "acme", p.name) + "\n"
 			golden := filepath.Join("testdata", p.name+".golden")
 			if *update {
 				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
@@ -162,8 +162,8 @@ func TestSessionName(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := policy.SessionName(tt.tenant, tt.profile)
-			if again := policy.SessionName(tt.tenant, tt.profile); again != got {
+			got := sessionName(t, tt.tenant, tt.profile)
+			if again := sessionName(t, tt.tenant, tt.profile); again != got {
 				t.Errorf("SessionName is not deterministic: %q then %q", got, again)
 			}
 			if !valid.MatchString(got) {
@@ -178,8 +178,8 @@ func TestSessionName(t *testing.T) {
 
 func TestSessionNameTruncatedNamesStayUnique(t *testing.T) {
 	base := strings.Repeat("t", 62)
-	a := policy.SessionName(base+"a", "objects")
-	b := policy.SessionName(base+"b", "objects")
+	a := sessionName(t, base+"a", "objects")
+	b := sessionName(t, base+"b", "objects")
 	if len(a) != policy.MaxSessionNameLength || len(b) != policy.MaxSessionNameLength {
 		t.Fatalf("SessionName lengths = %d, %d, want %d", len(a), len(b), policy.MaxSessionNameLength)
 	}
@@ -213,6 +213,19 @@ func formatRendered(r policy.Rendered) string {
 	for _, tag := range r.Tags {
 		fmt.Fprintf(&b, "tag: %s=%s\n", tag.Key, tag.Value)
 	}
-	fmt.Fprintf(&b, "session_name: %s\n", r.SessionName)
 	return b.String()
+}
+
+// sessionName is the name the default session template gives.
+func sessionName(t *testing.T, tenant, profile string) string {
+	t.Helper()
+	n, err := policy.NewSessionNamer("", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, err := n.Name(tenant, profile, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name
 }

@@ -74,8 +74,8 @@ type Config struct {
 	// CallerLimit and TenantLimit, when set, bound requests per caller
 	// subject and per tenant.
 	CallerLimit, TenantLimit *limit.Limiter
-	// Sessions, when set, names role sessions and source identities;
-	// otherwise sessions are named tenant@profile.
+	// Sessions names role sessions and source identities; default
+	// tenant@profile and no source identity.
 	Sessions *policy.SessionNamer
 	// Cache configures the credential cache; Recoverable and OnEvict are
 	// set by New.
@@ -158,6 +158,13 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.STS == nil {
 		return nil, errors.New("no STS client")
+	}
+	if cfg.Sessions == nil {
+		n, err := policy.NewSessionNamer("", false)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Sessions = n
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger}
 	f := promauto.With(cfg.Registerer)
@@ -279,23 +286,20 @@ func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (Gr
 		}
 		return g, fmt.Errorf("render profile %s for tenant %s: %w", prof.Name, tenant, err)
 	}
+	name, err := s.cfg.Sessions.Name(tenant, prof.Name, caller.Subject)
+	if err != nil {
+		return g, err
+	}
+	g.SessionName = name
 	in := &sts.AssumeRoleInput{
 		RoleArn:         aws.String(prof.RoleARN),
-		RoleSessionName: aws.String(r.SessionName),
+		RoleSessionName: aws.String(name),
 		DurationSeconds: aws.Int32(int32(prof.Duration / time.Second)),
 		Policy:          aws.String(r.Policy),
 	}
-	if n := s.cfg.Sessions; n != nil {
-		name, err := n.Name(tenant, prof.Name, caller.Subject)
-		if err != nil {
-			return g, err
-		}
-		in.RoleSessionName = aws.String(name)
-		if si := n.SourceIdentity(caller.Subject); si != "" {
-			in.SourceIdentity = aws.String(si)
-		}
+	if si := s.cfg.Sessions.SourceIdentity(caller.Subject); si != "" {
+		in.SourceIdentity = aws.String(si)
 	}
-	g.SessionName = aws.ToString(in.RoleSessionName)
 	if prof.ExternalID != "" {
 		in.ExternalId = aws.String(prof.ExternalID)
 	}
