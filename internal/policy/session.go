@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"text/template"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // DefaultSessionNameTemplate names a session after its tenant and profile.
@@ -18,6 +20,9 @@ type SessionNamer struct {
 	tmpl           *template.Template
 	sourceIdentity bool
 	perCaller      bool
+	// names remembers names that do not depend on the caller, keyed by
+	// tenant and profile: they are asked for on every request.
+	names *lru.Cache[[2]string, string]
 }
 
 // NewSessionNamer compiles nameTemplate (DefaultSessionNameTemplate when
@@ -28,6 +33,10 @@ func NewSessionNamer(nameTemplate string, sourceIdentity bool) (*SessionNamer, e
 		nameTemplate = DefaultSessionNameTemplate
 	}
 	tmpl, err := parseLeaf(nameTemplate)
+	if err != nil {
+		return nil, err
+	}
+	names, err := lru.New[[2]string, string](renderedCacheSize)
 	if err != nil {
 		return nil, err
 	}
@@ -51,17 +60,29 @@ func NewSessionNamer(nameTemplate string, sourceIdentity bool) (*SessionNamer, e
 		return nil, err
 	}
 	n.perCaller = other != probe || sourceIdentity
+	n.names = names
 	return n, nil
 }
 
 // Name renders the role session name for a tenant of a profile called by
 // subject, within STS's rules.
 func (n *SessionNamer) Name(tenant, profile, subject string) (string, error) {
+	key := [2]string{tenant, profile}
+	remember := n.names != nil && !n.perCaller
+	if remember {
+		if name, ok := n.names.Get(key); ok {
+			return name, nil
+		}
+	}
 	raw, err := execute(n.tmpl, map[string]any{"TenantID": tenant, "Profile": profile, "Subject": subject})
 	if err != nil {
 		return "", fmt.Errorf("session name: %w", err)
 	}
-	return sanitizeSessionName(raw), nil
+	name := sanitizeSessionName(raw)
+	if remember {
+		n.names.Add(key, name)
+	}
+	return name, nil
 }
 
 // SourceIdentity is the caller's subject within STS's rules for
