@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests and the demo run against into a
 # git-ignored folder (.tools/, or $TOKENVENDOR_TOOLS): MinIO and oidc-provider,
-# both pinned. moto_server and the AWS CLI come with the machine image.
+# both pinned. moto_server and the AWS CLI come with the machine image;
+# redis-server comes from Debian's packages, installed here when missing
+# (CI runs as root on a fresh machine).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,8 +39,17 @@ if ! have_oidc; then
 fi
 cp "$root/e2e/oidc/server.mjs" "$tools/oidc/server.mjs"
 
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  echo "tools: installing redis-server with apt-get"
+  if [ "$(id -u)" -eq 0 ]; then sudo=; else sudo=sudo; fi
+  $sudo apt-get update -qq >/dev/null || true
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  # Debian starts a service where it can; the tests start their own servers.
+  $sudo service redis-server stop >/dev/null 2>&1 || true
+fi
+
 missing=0
-for cmd in moto_server aws node kubectl cfn-lint; do
+for cmd in moto_server aws node kubectl cfn-lint redis-server redis-cli; do
   if ! command -v "$cmd" >/dev/null; then
     echo "tools: $cmd is not on PATH; it comes with the machine image" >&2
     missing=1

@@ -122,6 +122,9 @@ func check(path string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "ok: %d profile(s), every template renders and lints clean\n", len(cfg.Profiles))
+	if cfg.Shared != nil {
+		fmt.Fprintf(stdout, "ok: redis: %d key(s) in key_file, the first seals; Redis itself is not contacted\n", cfg.Shared.Keys.Len())
+	}
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"reflect"
@@ -30,6 +31,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/config"
 	"github.com/tokenvendor/tokenvendor/internal/limit"
 	"github.com/tokenvendor/tokenvendor/internal/registry"
+	"github.com/tokenvendor/tokenvendor/internal/shared"
 	"github.com/tokenvendor/tokenvendor/internal/tlsconfig"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
@@ -111,6 +113,18 @@ func serve(ctx context.Context, path string, stdout, stderr io.Writer) error {
 		maxDuration = config.ChainedMaxDuration
 	}
 
+	tier, err := sharedTier(ctx, cfg, reg, log)
+	if err != nil {
+		return err
+	}
+	if tier != nil {
+		defer tier.Close()
+	}
+	var sharedCreds cache.Shared[vend.Credentials]
+	if tier != nil {
+		sharedCreds = shared.NewCache[vend.Credentials](tier)
+	}
+
 	vendor, err := vend.New(vend.Config{
 		Profiles:      vendProfiles(cfg),
 		Tenants:       cfg.TenantRule,
@@ -118,8 +132,8 @@ func serve(ctx context.Context, path string, stdout, stderr io.Writer) error {
 		STS:           stsClient,
 		MaxDuration:   maxDuration,
 		Registry:      tenantRegistry,
-		CallerLimit:   callerLimit,
-		TenantLimit:   tenantLimit,
+		CallerLimit:   limiter(tier, "caller", callerLimit),
+		TenantLimit:   limiter(tier, "tenant", tenantLimit),
 		Sessions:      cfg.SessionNamer,
 		Cache: cache.Config{
 			MaxEntries:     cfg.Cache.MaxEntries,
@@ -129,7 +143,9 @@ func serve(ctx context.Context, path string, stdout, stderr io.Writer) error {
 			StaleFloor:     cfg.Cache.StaleFloor,
 			BackgroundRate: cfg.Cache.BackgroundRefreshRate,
 			FetchTimeout:   cfg.STS.Timeout,
+			SharedWait:     cfg.STS.Timeout,
 		},
+		Shared:     sharedCreds,
 		Registerer: reg,
 		Logger:     log,
 	})
@@ -200,6 +216,53 @@ func serve(ctx context.Context, path string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// sharedTier connects to the Redis the replicas share, when the config has
+// a redis section. Redis down at start-up is logged and bypassed, never
+// fatal: the replica acts alone until Redis answers.
+func sharedTier(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) (*shared.Tier, error) {
+	if cfg.Shared == nil {
+		return nil, nil
+	}
+	tier, err := shared.New(shared.Config{
+		URL:        cfg.Shared.URL,
+		Cluster:    cfg.Redis.Cluster,
+		Password:   cfg.Shared.Password,
+		RootCAs:    cfg.Shared.RootCAs,
+		Keys:       cfg.Shared.Keys,
+		Prefix:     cfg.Redis.Prefix,
+		Timeout:    cfg.Redis.Timeout,
+		Registerer: reg,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if u, err := url.Parse(cfg.Shared.URL); err == nil && u.Scheme == "redis" && !isLoopback(u.Hostname()) {
+		log.Warn("redis:// without TLS beyond loopback: the AUTH password, leases and rate-limit keys cross the network in clear (cached credentials stay sealed); use rediss://")
+	}
+	if err := tier.Ping(ctx); err == nil {
+		log.Info("sharing cache, leases and limits through redis", "cluster", cfg.Redis.Cluster, "prefix", cfg.Redis.Prefix, "keys", cfg.Shared.Keys.Len())
+	}
+	return tier, nil
+}
+
+func isLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// limiter counts local's budget in Redis when the replicas share one, and
+// is nil when there is no limit.
+func limiter(tier *shared.Tier, name string, local *limit.Limiter) vend.Limiter {
+	switch {
+	case local == nil:
+		return nil
+	case tier == nil:
+		return local
+	}
+	return shared.NewLimiter(tier, name, local)
+}
+
 func vendProfiles(cfg *config.Config) []vend.Profile {
 	profiles := make([]vend.Profile, 0, len(cfg.Profiles))
 	for _, p := range cfg.Profiles {
@@ -249,6 +312,7 @@ func restartOnly(a, b *config.Config) []string {
 		"session":          a.Session == b.Session,
 		"tenants":          reflect.DeepEqual(a.Tenants, b.Tenants),
 		"tls":              a.TLS == b.TLS,
+		"redis":            a.Redis == b.Redis,
 	} {
 		if !same {
 			changed = append(changed, name)

@@ -31,6 +31,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/auth/authtest"
 	"github.com/tokenvendor/tokenvendor/internal/metrictest"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
@@ -67,8 +68,8 @@ type env struct {
 	sts     *fakeSTS
 	reg     *prometheus.Registry
 	handler http.Handler
-	logs    *syncBuffer
-	audit   *syncBuffer
+	logs    *testsupport.Buffer
+	audit   *testsupport.Buffer
 	ready   bool
 	doc     *openapi3.T
 	router  routers.Router
@@ -85,7 +86,7 @@ func newEnvWith(t testing.TB, mutate func(*vend.Config, *api.Config), profiles .
 	if len(profiles) == 0 {
 		profiles = []string{"objects"}
 	}
-	e := &env{idp: authtest.New(t), sts: &fakeSTS{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}, audit: &syncBuffer{}, ready: true}
+	e := &env{idp: authtest.New(t), sts: &fakeSTS{}, reg: prometheus.NewRegistry(), logs: &testsupport.Buffer{}, audit: &testsupport.Buffer{}, ready: true}
 	log := slog.New(slog.NewJSONHandler(e.logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -515,21 +516,4 @@ func TestMetricsLabelRoutesByPattern(t *testing.T) {
 	if strings.Contains(text, "acme") {
 		t.Error("a metric label carries the tenant")
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

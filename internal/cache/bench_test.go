@@ -9,7 +9,7 @@ import (
 )
 
 func BenchmarkGetHit(b *testing.B) {
-	c, err := cache.New[int64](cache.Config{})
+	c, err := cache.New[int64](cache.Config{}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

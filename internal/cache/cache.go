@@ -14,9 +14,14 @@
 //     returned to every caller, without fetching, for a backoff period;
 //   - coalescing: concurrent fetches for one key are one fetch, run on a
 //     context detached from any caller, so one caller hanging up does not
-//     fail the others.
+//     fail the others;
+//   - an optional shared tier (see Shared) behind the process's own entries:
+//     a process that misses, or must refresh, first takes what another
+//     process stored there, and across processes one at a time fetches a
+//     key, under a lease, while the others wait for its value.
 //
-// It knows nothing of AWS: the caller says which errors are recoverable.
+// It knows nothing of AWS or of the shared tier's store: the caller says
+// which errors are recoverable, and the tier is an interface.
 package cache
 
 import (
@@ -43,6 +48,38 @@ const (
 	Stale Result = "stale" // a cached value below its minimum remaining life, because refreshing failed
 )
 
+// Shared is a tier of values that several processes see (Redis, across the
+// replicas of a service). The cache consults it only when a key has no
+// usable value in the process, so a hit never reaches it.
+//
+// It is help, never a dependency: an implementation hides its own failures.
+// A Load that fails is a miss; a Lease that cannot be decided because the
+// tier is unreachable is granted, so that each process fetches alone; a
+// Store that fails is dropped.
+type Shared[V any] interface {
+	// Load returns the value stored under key, if any.
+	Load(ctx context.Context, key string) (Stored[V], bool)
+	// Store keeps s under key until it expires.
+	Store(ctx context.Context, key string, s Stored[V])
+	// Lease takes key's fetch lease for at most ttl. It returns false while
+	// another process holds it; release gives it back early.
+	Lease(ctx context.Context, key string, ttl time.Duration) (release func(), ok bool)
+}
+
+// Stored is a value as the shared tier keeps it: with the time it was
+// fetched, so that every process plans its refresh on the same lifetime.
+type Stored[V any] struct {
+	Value   V
+	Fetched time.Time
+	Expires time.Time
+}
+
+// Pauses between looks at the shared tier while another process fetches.
+const (
+	sharedPollMin = 10 * time.Millisecond
+	sharedPollMax = 200 * time.Millisecond
+)
+
 // Fetch produces a fresh value and the time it expires. It runs on a context
 // detached from any one caller, bounded by Config.FetchTimeout.
 type Fetch[V any] func(ctx context.Context) (V, time.Time, error)
@@ -65,6 +102,10 @@ type Config struct {
 	StaleFloor time.Duration
 	// FetchTimeout bounds one fetch, shared by every caller waiting on it. Default 10 s.
 	FetchTimeout time.Duration
+	// SharedWait bounds how long a process waits for the value of a fetch
+	// another process holds the lease for, before it fetches alone. Default
+	// FetchTimeout. Only used with a shared tier.
+	SharedWait time.Duration
 	// Recoverable says whether a fetch error is transient (throttling, a
 	// timeout, a refused connection). Default: no error is.
 	Recoverable func(error) bool
@@ -87,6 +128,7 @@ type Config struct {
 // Cache is a bounded cache of expiring values. It is safe for concurrent use.
 type Cache[V any] struct {
 	cfg      Config
+	shared   Shared[V]
 	entries  *lru.Cache[string, *entry[V]]
 	failures *lru.Cache[string, failure]
 	flights  singleflight.Group
@@ -96,6 +138,7 @@ type Cache[V any] struct {
 
 type entry[V any] struct {
 	value        V
+	fetched      time.Time
 	expires      time.Time
 	refreshAt    time.Time
 	minRemaining time.Duration
@@ -113,13 +156,15 @@ type failure struct {
 	count int
 }
 
-// New returns an empty cache.
-func New[V any](cfg Config) (*Cache[V], error) {
+// New returns an empty cache. With shared nil, the cache is the process's
+// alone.
+func New[V any](cfg Config, shared Shared[V]) (*Cache[V], error) {
 	setDefault(&cfg.MaxEntries, 10_000)
 	setDefault(&cfg.RefreshAhead, 0.5)
 	setDefault(&cfg.Jitter, 0.1)
 	setDefault(&cfg.StaleFloor, DefaultStaleFloor)
 	setDefault(&cfg.FetchTimeout, 10*time.Second)
+	setDefault(&cfg.SharedWait, cfg.FetchTimeout)
 	setDefault(&cfg.RetryBase, time.Second)
 	setDefault(&cfg.RetryMax, 30*time.Second)
 	setDefault(&cfg.NegativeBase, 5*time.Second)
@@ -138,7 +183,7 @@ func New[V any](cfg Config) (*Cache[V], error) {
 		cfg.OnEvict = func() {}
 	}
 	var errs []error
-	if cfg.MaxEntries < 0 || cfg.MinRemaining < 0 || cfg.StaleFloor < 0 || cfg.FetchTimeout < 0 || cfg.BackgroundRate < 0 {
+	if cfg.MaxEntries < 0 || cfg.MinRemaining < 0 || cfg.StaleFloor < 0 || cfg.FetchTimeout < 0 || cfg.SharedWait < 0 || cfg.BackgroundRate < 0 {
 		errs = append(errs, errors.New("negative setting"))
 	}
 	if cfg.RefreshAhead < 0 || cfg.RefreshAhead > 1 || cfg.Jitter < 0 || cfg.RefreshAhead+cfg.Jitter > 1 {
@@ -161,6 +206,7 @@ func New[V any](cfg Config) (*Cache[V], error) {
 	burst := max(1, int(cfg.BackgroundRate))
 	return &Cache[V]{
 		cfg:      cfg,
+		shared:   shared,
 		entries:  entries,
 		failures: failures,
 		limiter:  rate.NewLimiter(rate.Limit(cfg.BackgroundRate), burst),
@@ -281,24 +327,97 @@ func (c *Cache[V]) flight(ctx context.Context, key string, fetch Fetch[V]) func(
 	return func() (any, error) {
 		// A flight that ended just before this one started may have stored
 		// a value that needs no refresh.
-		if e, ok := c.entries.Peek(key); ok && c.cfg.Now().Before(e.refreshAt) {
-			return e, nil
+		held, _ := c.entries.Peek(key)
+		if held != nil && c.cfg.Now().Before(held.refreshAt) {
+			return held, nil
 		}
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.FetchTimeout)
-		defer cancel()
-		v, expires, err := fetch(fctx)
-		now := c.cfg.Now()
+		ctx := context.WithoutCancel(ctx)
+		var e *entry[V]
+		var err error
+		if c.shared == nil {
+			e, err = c.fetchOne(ctx, fetch)
+		} else {
+			e, err = c.fetchShared(ctx, key, fetch, held)
+		}
 		if err != nil {
-			c.recordFailure(key, err, now)
+			c.recordFailure(key, err, c.cfg.Now())
 			return nil, err
 		}
-		e := c.newEntry(v, now, expires)
 		c.failures.Remove(key)
 		if evicted := c.entries.Add(key, e); evicted {
 			c.cfg.OnEvict()
 		}
 		return e, nil
 	}
+}
+
+// fetchOne runs fetch, bounded by FetchTimeout.
+func (c *Cache[V]) fetchOne(ctx context.Context, fetch Fetch[V]) (*entry[V], error) {
+	fctx, cancel := context.WithTimeout(ctx, c.cfg.FetchTimeout)
+	defer cancel()
+	v, expires, err := fetch(fctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.newEntry(v, c.cfg.Now(), expires), nil
+}
+
+// fetchShared is one fetch coordinated with the other processes through the
+// shared tier. A value another process stored is taken when it is better
+// than held (the process's own value, nil on a miss). Otherwise the process
+// that takes the key's lease looks once more, fetches and stores; the others
+// look again, with growing pauses, and fetch alone only when the lease
+// holder has not stored a value within SharedWait.
+func (c *Cache[V]) fetchShared(ctx context.Context, key string, fetch Fetch[V], held *entry[V]) (*entry[V], error) {
+	wctx, cancel := context.WithTimeout(ctx, c.cfg.SharedWait)
+	defer cancel()
+	for pause := sharedPollMin; ; pause = min(2*pause, sharedPollMax) {
+		if e := c.loadShared(wctx, key, held); e != nil {
+			return e, nil
+		}
+		// The holder's fetch ends within FetchTimeout; the lease outlives
+		// it by a margin for the look before and the store after.
+		release, ok := c.shared.Lease(wctx, key, c.cfg.FetchTimeout+sharedPollMax)
+		if ok {
+			defer release()
+			if e := c.loadShared(wctx, key, held); e != nil {
+				return e, nil
+			}
+			return c.fetchAndStore(ctx, key, fetch)
+		}
+		select {
+		case <-wctx.Done():
+			return c.fetchAndStore(ctx, key, fetch)
+		case <-time.After(pause):
+		}
+	}
+}
+
+// loadShared returns the shared tier's value for key as an entry, when it
+// can be served and, if the process holds a value, expires later than it.
+func (c *Cache[V]) loadShared(ctx context.Context, key string, held *entry[V]) *entry[V] {
+	s, ok := c.shared.Load(ctx, key)
+	if !ok {
+		return nil
+	}
+	e := c.newEntry(s.Value, s.Fetched, s.Expires)
+	if e.expires.Sub(c.cfg.Now()) <= e.minRemaining {
+		return nil
+	}
+	if held != nil && !e.expires.After(held.expires) {
+		return nil
+	}
+	return e
+}
+
+// fetchAndStore fetches and leaves the value in the shared tier.
+func (c *Cache[V]) fetchAndStore(ctx context.Context, key string, fetch Fetch[V]) (*entry[V], error) {
+	e, err := c.fetchOne(ctx, fetch)
+	if err != nil {
+		return nil, err
+	}
+	c.shared.Store(ctx, key, Stored[V]{Value: e.value, Fetched: e.fetched, Expires: e.expires})
+	return e, nil
 }
 
 // recordFailure backs a cached value off after a recoverable failure, and
@@ -327,8 +446,10 @@ func (c *Cache[V]) recordFailure(key string, err error, now time.Time) {
 	c.failures.Add(key, failure{err: err, until: now.Add(backoff(base, limit, count)), count: count})
 }
 
-func (c *Cache[V]) newEntry(v V, now, expires time.Time) *entry[V] {
-	life := expires.Sub(now)
+// newEntry plans a value's refresh on its lifetime, from when it was
+// fetched to when it expires.
+func (c *Cache[V]) newEntry(v V, fetched, expires time.Time) *entry[V] {
+	life := expires.Sub(fetched)
 	minRemaining := c.cfg.MinRemaining
 	if minRemaining == 0 {
 		minRemaining = life / 4
@@ -336,6 +457,7 @@ func (c *Cache[V]) newEntry(v V, now, expires time.Time) *entry[V] {
 	ahead := time.Duration((c.cfg.RefreshAhead + c.cfg.Rand()*c.cfg.Jitter) * float64(life))
 	return &entry[V]{
 		value:        v,
+		fetched:      fetched,
 		expires:      expires,
 		refreshAt:    expires.Add(-max(ahead, minRemaining)),
 		minRemaining: minRemaining,

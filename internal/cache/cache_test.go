@@ -41,22 +41,27 @@ func (u *upstream) fail(err error) { u.mu.Lock(); defer u.mu.Unlock(); u.err = e
 
 func newCache(t *testing.T, clk *clock.Fake, mutate func(*cache.Config)) *cache.Cache[int64] {
 	t.Helper()
-	cfg := cache.Config{
+	cfg := testConfig(clk)
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	c, err := cache.New[int64](cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Wait)
+	return c
+}
+
+// testConfig is the baseline the tests mutate.
+func testConfig(clk *clock.Fake) cache.Config {
+	return cache.Config{
 		MaxEntries:   100,
 		FetchTimeout: time.Second,
 		Now:          clk.Now,
 		Rand:         func() float64 { return 0 }, // refresh-ahead at exactly half the lifetime
 		Recoverable:  func(err error) bool { return errors.Is(err, errTransient) },
 	}
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	c, err := cache.New[int64](cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Wait)
-	return c
 }
 
 func start() *clock.Fake { return clock.NewFake(time.Unix(1_700_000_000, 0)) }
@@ -358,7 +363,7 @@ func TestNewRefusesInconsistentSettings(t *testing.T) {
 		"negative max entries":      {MaxEntries: -1},
 		"negative background rate":  {BackgroundRate: -1},
 	} {
-		if _, err := cache.New[int](cfg); err == nil {
+		if _, err := cache.New[int](cfg, nil); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}

@@ -6,12 +6,15 @@ package config
 
 import (
 	"bytes"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -19,6 +22,8 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/cache"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
+	"github.com/tokenvendor/tokenvendor/internal/seal"
+	"github.com/tokenvendor/tokenvendor/internal/shared"
 )
 
 // Defaults and STS limits applied by Validate.
@@ -36,6 +41,8 @@ const (
 	DefaultRefreshRate   = 50
 	ChainedMaxDuration   = time.Hour
 	DefaultShutdown      = 20 * time.Second
+	DefaultRedisPrefix   = shared.DefaultPrefix
+	DefaultRedisTimeout  = shared.DefaultTimeout
 )
 
 var (
@@ -57,13 +64,57 @@ type Config struct {
 	Session         Session       `yaml:"session"`
 	Tenants         Tenants       `yaml:"tenants"`
 	TLS             TLS           `yaml:"tls"`
+	Redis           Redis         `yaml:"redis"`
 	Profiles        []Profile     `yaml:"profiles"`
 
 	// TenantRule is the compiled tenant pattern, and SessionNamer the
 	// compiled session settings, set by Validate.
 	TenantRule   *policy.TenantRule   `yaml:"-"`
 	SessionNamer *policy.SessionNamer `yaml:"-"`
+	// Shared is the redis section with its files read, set by Validate;
+	// nil when the section is not used.
+	Shared *SharedTier `yaml:"-"`
 }
+
+// Redis configures the tier the replicas share. Without url or url_file,
+// each replica is alone.
+type Redis struct {
+	// URL is redis:// or rediss://, with user:password@ if Redis wants
+	// them; URLFile a file holding it (a mounted Secret). One of the two.
+	URL     string `yaml:"url"`
+	URLFile string `yaml:"url_file"`
+	// Cluster says Redis is a Redis Cluster; URL names one node, more as
+	// ?addr=host:port.
+	Cluster bool `yaml:"cluster"`
+	// PasswordFile holds the AUTH password, when the URL does not.
+	PasswordFile string `yaml:"password_file"`
+	// KeyFile holds the AES-256-GCM keys, base64 of 32 bytes, one a line:
+	// the first seals, each opens.
+	KeyFile string `yaml:"key_file"`
+	// CAFile holds the authorities a rediss:// server's certificate must
+	// chain to; default the system's.
+	CAFile  string        `yaml:"ca_file"`
+	Prefix  string        `yaml:"prefix"`
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// SharedTier is what the redis section's files hold. It carries secrets:
+// it prints as REDACTED.
+type SharedTier struct {
+	URL      string
+	Password string
+	Keys     *seal.Keyring
+	RootCAs  *x509.CertPool
+}
+
+// String keeps the URL and password out of formatted output.
+func (SharedTier) String() string { return "REDACTED" }
+
+// GoString is String, so %#v redacts too.
+func (s SharedTier) GoString() string { return s.String() }
+
+// LogValue keeps the URL and password out of every log.
+func (SharedTier) LogValue() slog.Value { return slog.StringValue("REDACTED") }
 
 // Limits bound request rates; zero turns a limit off.
 type Limits struct {
@@ -327,6 +378,8 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	c.Shared = c.Redis.validate(c.STS.Timeout, bad)
+
 	if len(c.Profiles) == 0 {
 		bad("profiles", "at least one required")
 	}
@@ -372,6 +425,91 @@ func (c *Config) Validate() error {
 		p.Template = tmpl
 	}
 	return errors.Join(errs...)
+}
+
+// validate fills the redis section's defaults, reads its files and reports
+// each problem through bad. No message shows the URL or a file's content:
+// they hold secrets.
+func (r *Redis) validate(stsTimeout time.Duration, bad func(setting, format string, args ...any)) *SharedTier {
+	if r.URL == "" && r.URLFile == "" {
+		if *r != (Redis{}) {
+			bad("redis", "url or url_file required when the section is used")
+		}
+		return nil
+	}
+	s := &SharedTier{URL: r.URL}
+	if r.URL != "" && r.URLFile != "" {
+		bad("redis", "url and url_file: set one")
+	}
+	if r.URLFile != "" {
+		b, err := os.ReadFile(r.URLFile)
+		if err != nil {
+			bad("redis.url_file", "%v", err)
+			return nil
+		}
+		s.URL = strings.TrimSpace(string(b))
+	}
+	at := "redis.url"
+	if r.URLFile != "" {
+		at = "redis.url_file"
+	}
+	var u *url.URL
+	if err := shared.CheckURL(s.URL, r.Cluster); err != nil {
+		bad(at, "%v", err)
+	} else {
+		u, _ = url.Parse(s.URL)
+	}
+	if r.PasswordFile != "" {
+		b, err := os.ReadFile(r.PasswordFile)
+		switch pw := strings.TrimRight(string(b), "\r\n"); {
+		case err != nil:
+			bad("redis.password_file", "%v", err)
+		case pw == "":
+			bad("redis.password_file", "empty")
+		default:
+			s.Password = pw
+		}
+		if u != nil {
+			if _, inURL := u.User.Password(); inURL {
+				bad("redis.password_file", "the URL carries a password too; keep one")
+			}
+		}
+	}
+	if r.KeyFile == "" {
+		bad("redis.key_file", "required: the keys that seal what is stored in Redis")
+	} else if keys, err := seal.LoadKeyFile(r.KeyFile); err != nil {
+		bad("redis.key_file", "%v", err)
+	} else {
+		s.Keys = keys
+	}
+	if r.CAFile != "" {
+		pem, err := os.ReadFile(r.CAFile)
+		pool := x509.NewCertPool()
+		switch {
+		case err != nil:
+			bad("redis.ca_file", "%v", err)
+		case !pool.AppendCertsFromPEM(pem):
+			bad("redis.ca_file", "no PEM certificate")
+		default:
+			s.RootCAs = pool
+		}
+		if u != nil && u.Scheme != "rediss" {
+			bad("redis.ca_file", "only for rediss:// URLs")
+		}
+	}
+	if r.Prefix == "" {
+		r.Prefix = DefaultRedisPrefix
+	}
+	if strings.ContainsAny(r.Prefix, "{} \t\r\n") {
+		bad("redis.prefix", "no braces (they would break the hash tags) or spaces")
+	}
+	if r.Timeout == 0 {
+		r.Timeout = DefaultRedisTimeout
+	}
+	if r.Timeout < 0 || r.Timeout >= stsTimeout {
+		bad("redis.timeout", "must be positive and below sts.timeout (%s): Redis is there to save STS calls, not to wait longer than one", stsTimeout)
+	}
+	return s
 }
 
 func setDefault[T comparable](v *T, def T) {

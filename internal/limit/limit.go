@@ -3,6 +3,7 @@
 package limit
 
 import (
+	"context"
 	"errors"
 	"math"
 	"time"
@@ -57,8 +58,9 @@ func New(cfg Config) (*Limiter, error) {
 }
 
 // Allow takes a token from key's bucket. When there is none it returns
-// false and how long until there is.
-func (l *Limiter) Allow(key string) (bool, time.Duration) {
+// false and how long until there is. It does no I/O; ctx is there so that
+// it serves where a limiter shared over the network is expected.
+func (l *Limiter) Allow(_ context.Context, key string) (bool, time.Duration) {
 	if l == nil {
 		return true, 0
 	}
@@ -76,6 +78,14 @@ func (l *Limiter) Allow(key string) (bool, time.Duration) {
 		return false, d
 	}
 	return true, 0
+}
+
+// Rate returns the sustained rate per key and the bucket size.
+func (l *Limiter) Rate() (rps float64, burst int) {
+	if l == nil {
+		return 0, 0
+	}
+	return l.cfg.RPS, l.cfg.Burst
 }
 
 // Len is the number of keys tracked.

@@ -1,6 +1,7 @@
 package limit_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -9,6 +10,8 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/limit"
 )
 
+var ctx = context.Background()
+
 func TestAllowSpendsTheBurstThenRefusesWithADelay(t *testing.T) {
 	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
 	l, err := limit.New(limit.Config{RPS: 2, Burst: 3, Now: clk.Now})
@@ -16,19 +19,19 @@ func TestAllowSpendsTheBurstThenRefusesWithADelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		if ok, _ := l.Allow("svc-a"); !ok {
+		if ok, _ := l.Allow(ctx, "svc-a"); !ok {
 			t.Fatalf("request %d of the burst refused", i+1)
 		}
 	}
-	ok, wait := l.Allow("svc-a")
+	ok, wait := l.Allow(ctx, "svc-a")
 	if ok || wait <= 0 || wait > 500*time.Millisecond {
 		t.Fatalf("after the burst: ok=%v wait=%s, want a refusal of at most 500ms", ok, wait)
 	}
-	if ok, _ := l.Allow("svc-b"); !ok {
+	if ok, _ := l.Allow(ctx, "svc-b"); !ok {
 		t.Fatal("another key was refused in the same instant")
 	}
 	clk.Add(wait)
-	if ok, _ := l.Allow("svc-a"); !ok {
+	if ok, _ := l.Allow(ctx, "svc-a"); !ok {
 		t.Fatal("refused after waiting the delay it gave")
 	}
 }
@@ -39,7 +42,7 @@ func TestZeroRateIsOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 1000 {
-		if ok, _ := l.Allow("k"); !ok {
+		if ok, _ := l.Allow(ctx, "k"); !ok {
 			t.Fatal("an off limiter refused")
 		}
 	}
@@ -51,7 +54,7 @@ func TestMemoryStaysBoundedWithManyKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 100_000 {
-		l.Allow(fmt.Sprint("caller-", i))
+		l.Allow(ctx, fmt.Sprint("caller-", i))
 	}
 	if n := l.Len(); n != 10_000 {
 		t.Fatalf("keys tracked = %d, want the bound 10000", n)

@@ -29,3 +29,19 @@ func Counter(t testing.TB, g prometheus.Gatherer, name, label, value string) flo
 	}
 	return 0
 }
+
+// Gauge returns the value of the unlabelled gauge name, or 0 when there is
+// none.
+func Gauge(t testing.TB, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
+}

@@ -23,7 +23,6 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/cache"
-	"github.com/tokenvendor/tokenvendor/internal/limit"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
 	"github.com/tokenvendor/tokenvendor/internal/registry"
 )
@@ -46,6 +45,12 @@ var (
 // STS is the part of the STS API the service consumes; *sts.Client has it.
 type STS interface {
 	AssumeRole(ctx context.Context, in *sts.AssumeRoleInput, optFns ...func(*sts.Options)) (*sts.AssumeRoleOutput, error)
+}
+
+// Limiter bounds requests per key (a caller, a tenant). *limit.Limiter
+// counts in the process; the shared tier's limiter across replicas.
+type Limiter interface {
+	Allow(ctx context.Context, key string) (bool, time.Duration)
 }
 
 // Profile is one configured way of vending credentials.
@@ -73,13 +78,16 @@ type Config struct {
 	Registry *registry.Registry
 	// CallerLimit and TenantLimit, when set, bound requests per caller
 	// subject and per tenant.
-	CallerLimit, TenantLimit *limit.Limiter
+	CallerLimit, TenantLimit Limiter
 	// Sessions names role sessions and source identities; default
 	// tenant@profile and no source identity.
 	Sessions *policy.SessionNamer
 	// Cache configures the credential cache; Recoverable and OnEvict are
 	// set by New.
-	Cache      cache.Config
+	Cache cache.Config
+	// Shared, when set, is the tier of credentials the service's replicas
+	// share (Redis): one AssumeRole per key across all of them.
+	Shared     cache.Shared[Credentials]
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 	Now        func() time.Time
@@ -178,7 +186,7 @@ func New(cfg Config) (*Service, error) {
 	})
 	cfg.Cache.Recoverable = func(err error) bool { return errors.Is(err, ErrUpstreamUnavailable) }
 	cfg.Cache.OnEvict = evictions.Inc
-	creds, err := cache.New[Credentials](cfg.Cache)
+	creds, err := cache.New[Credentials](cfg.Cache, cfg.Shared)
 	if err != nil {
 		return nil, err
 	}
@@ -259,7 +267,7 @@ type Grant struct {
 // Vend returns credentials for the tenant the caller may act for.
 func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (Grant, error) {
 	var g Grant
-	if ok, wait := s.cfg.CallerLimit.Allow(caller.Subject); !ok {
+	if ok, wait := allow(ctx, s.cfg.CallerLimit, caller.Subject); !ok {
 		return g, &rateLimitedError{what: "caller", retryAfter: wait}
 	}
 	rules := s.rules.Load()
@@ -276,7 +284,7 @@ func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (Gr
 	if !s.cfg.Registry.Allowed(tenant) {
 		return g, fmt.Errorf("%w: tenant not in the registry", ErrForbidden)
 	}
-	if ok, wait := s.cfg.TenantLimit.Allow(tenant); !ok {
+	if ok, wait := allow(ctx, s.cfg.TenantLimit, tenant); !ok {
 		return g, &rateLimitedError{what: "tenant", retryAfter: wait}
 	}
 	r, err := prof.Template.Render(tenant)
@@ -314,8 +322,22 @@ func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (Gr
 	if err != nil {
 		return g, err
 	}
+	// The key holds the tenant and profile, and a shared entry is bound to
+	// its key; this is the last line of defence, should either ever fail.
+	if creds.TenantID != tenant || creds.Profile != prof.Name {
+		s.log.Error("cached credentials are another tenant's or profile's; refused", "profile", prof.Name, "tenant", tenant)
+		return g, fmt.Errorf("cached credentials for tenant %s of profile %s belong to another", tenant, prof.Name)
+	}
 	g.Credentials = creds
 	return g, nil
+}
+
+// allow asks l, when there is one, for a request of key.
+func allow(ctx context.Context, l Limiter, key string) (bool, time.Duration) {
+	if l == nil {
+		return true, 0
+	}
+	return l.Allow(ctx, key)
 }
 
 // rateLimitedError is a refusal for a caller or tenant over its budget.

@@ -1,0 +1,232 @@
+package cache_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tokenvendor/tokenvendor/internal/cache"
+	"github.com/tokenvendor/tokenvendor/internal/clock"
+)
+
+// tier is a shared tier in memory, as several processes would see Redis.
+// With down set it behaves as an unreachable tier does: nothing loads,
+// nothing is stored, every lease is granted.
+type tier struct {
+	mu     sync.Mutex
+	values map[string]cache.Stored[int64]
+	leases map[string]bool
+	loads  atomic.Int64
+	stores atomic.Int64
+	down   atomic.Bool
+	// holdLeases makes every lease look held by a process that never stores.
+	holdLeases atomic.Bool
+}
+
+func newTier() *tier {
+	return &tier{values: map[string]cache.Stored[int64]{}, leases: map[string]bool{}}
+}
+
+func (t *tier) Load(_ context.Context, key string) (cache.Stored[int64], bool) {
+	t.loads.Add(1)
+	if t.down.Load() {
+		return cache.Stored[int64]{}, false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s, ok := t.values[key]
+	return s, ok
+}
+
+func (t *tier) Store(_ context.Context, key string, s cache.Stored[int64]) {
+	if t.down.Load() {
+		return
+	}
+	t.stores.Add(1)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.values[key] = s
+}
+
+func (t *tier) Lease(_ context.Context, key string, _ time.Duration) (func(), bool) {
+	if t.down.Load() {
+		return func() {}, true
+	}
+	if t.holdLeases.Load() {
+		return nil, false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.leases[key] {
+		return nil, false
+	}
+	t.leases[key] = true
+	return func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		delete(t.leases, key)
+	}, true
+}
+
+// replicas are n caches, one a process, sharing one tier and one upstream.
+func replicas(t *testing.T, n int, clk *clock.Fake, sh *tier, mutate func(*cache.Config)) []*cache.Cache[int64] {
+	t.Helper()
+	var cs []*cache.Cache[int64]
+	for range n {
+		cfg := testConfig(clk)
+		if mutate != nil {
+			mutate(&cfg)
+		}
+		c, err := cache.New[int64](cfg, sh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Wait)
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+func TestSharedReplicaTakesAnotherReplicasValue(t *testing.T) {
+	clk := start()
+	sh := newTier()
+	cs, u := replicas(t, 2, clk, sh, nil), &upstream{clk: clk}
+	v, r, err := cs[0].Get(context.Background(), "k", u.fetch)
+	want(t, v, r, err, 1, cache.Miss)
+	v, r, err = cs[1].Get(context.Background(), "k", u.fetch)
+	want(t, v, r, err, 1, cache.Miss)
+	if u.calls.Load() != 1 {
+		t.Fatalf("upstream calls = %d, want 1: the second replica fetched instead of taking the first one's value", u.calls.Load())
+	}
+}
+
+func TestSharedColdBurstFetchesOncePerKey(t *testing.T) {
+	clk := start()
+	sh := newTier()
+	cs := replicas(t, 3, clk, sh, nil)
+	u := &slowUpstream{upstream: upstream{clk: clk}, delay: 50 * time.Millisecond}
+	var wg sync.WaitGroup
+	for i := range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if v, _, err := cs[i%3].Get(context.Background(), "k", u.fetch); err != nil || v != 1 {
+				t.Errorf("Get = %d, %v; want 1", v, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if u.calls.Load() != 1 {
+		t.Fatalf("upstream calls = %d across 3 replicas, want 1", u.calls.Load())
+	}
+}
+
+// slowUpstream takes delay to answer, so that concurrent misses overlap.
+type slowUpstream struct {
+	upstream
+	delay time.Duration
+}
+
+func (u *slowUpstream) fetch(ctx context.Context) (int64, time.Time, error) {
+	time.Sleep(u.delay)
+	return u.upstream.fetch(ctx)
+}
+
+func TestSharedRefreshAheadOnceAcrossReplicas(t *testing.T) {
+	clk := start()
+	sh := newTier()
+	cs, u := replicas(t, 2, clk, sh, nil), &upstream{clk: clk}
+	for _, c := range cs {
+		c.Get(context.Background(), "k", u.fetch)
+	}
+	clk.Add(31 * time.Minute) // past half the lifetime: both are due
+	for _, c := range cs {
+		if v, r, err := c.Get(context.Background(), "k", u.fetch); err != nil || r != cache.Hit || v != 1 {
+			t.Fatalf("Get while refreshing = %d %s %v, want the held 1 as a hit", v, r, err)
+		}
+		c.Wait()
+	}
+	if u.calls.Load() != 2 {
+		t.Fatalf("upstream calls = %d, want 2 (the first fetch and one refresh for both replicas)", u.calls.Load())
+	}
+	for i, c := range cs {
+		if v, _, _ := c.Get(context.Background(), "k", u.fetch); v != 2 {
+			t.Fatalf("replica %d serves %d after the refresh, want 2", i, v)
+		}
+	}
+}
+
+func TestSharedValueBelowMinRemainingIsNotTaken(t *testing.T) {
+	clk := start()
+	sh := newTier()
+	cs, u := replicas(t, 2, clk, sh, nil), &upstream{clk: clk}
+	cs[0].Get(context.Background(), "k", u.fetch)
+	clk.Add(50 * time.Minute) // 10 minutes left of 60: under a quarter
+	v, r, err := cs[1].Get(context.Background(), "k", u.fetch)
+	want(t, v, r, err, 2, cache.Miss)
+}
+
+func TestSharedHitDoesNotReachTheTier(t *testing.T) {
+	clk := start()
+	sh := newTier()
+	cs, u := replicas(t, 1, clk, sh, nil), &upstream{clk: clk}
+	cs[0].Get(context.Background(), "k", u.fetch)
+	loads := sh.loads.Load()
+	for range 100 {
+		cs[0].Get(context.Background(), "k", u.fetch)
+	}
+	if sh.loads.Load() != loads {
+		t.Fatalf("100 hits made %d loads from the shared tier, want 0", sh.loads.Load()-loads)
+	}
+}
+
+func TestSharedTierDownEachReplicaFetchesAlone(t *testing.T) {
+	clk := start()
+	sh := newTier()
+	sh.down.Store(true)
+	cs, u := replicas(t, 2, clk, sh, nil), &upstream{clk: clk}
+	for i, c := range cs {
+		v, r, err := c.Get(context.Background(), "k", u.fetch)
+		want(t, v, r, err, int64(i+1), cache.Miss)
+	}
+	sh.down.Store(false)
+	cs2 := replicas(t, 1, clk, sh, nil)
+	cs2[0].Get(context.Background(), "k", u.fetch)
+	if sh.stores.Load() != 1 {
+		t.Fatalf("stores = %d once the tier is back, want 1", sh.stores.Load())
+	}
+}
+
+func TestSharedLeaseNeverDeliveredFetchesAloneAfterWait(t *testing.T) {
+	clk := start()
+	sh := newTier()
+	sh.holdLeases.Store(true)
+	cs := replicas(t, 1, clk, sh, func(c *cache.Config) { c.SharedWait = 50 * time.Millisecond })
+	u := &upstream{clk: clk}
+	v, r, err := cs[0].Get(context.Background(), "k", u.fetch)
+	want(t, v, r, err, 1, cache.Miss)
+	if sh.loads.Load() < 2 {
+		t.Fatalf("loads = %d: the replica did not look again while the lease was held", sh.loads.Load())
+	}
+	if sh.stores.Load() != 1 {
+		t.Fatalf("stores = %d, want 1: a value fetched alone is shared too", sh.stores.Load())
+	}
+}
+
+func TestSharedFailureIsNotStored(t *testing.T) {
+	clk := start()
+	sh := newTier()
+	cs, u := replicas(t, 1, clk, sh, nil), &upstream{clk: clk}
+	u.fail(errDenied)
+	if _, _, err := cs[0].Get(context.Background(), "k", u.fetch); err != errDenied {
+		t.Fatalf("err = %v, want %v", err, errDenied)
+	}
+	if sh.stores.Load() != 0 {
+		t.Fatalf("a failed fetch stored %d values", sh.stores.Load())
+	}
+	if len(sh.leases) != 0 {
+		t.Fatalf("a failed fetch kept its lease: %v", sh.leases)
+	}
+}
