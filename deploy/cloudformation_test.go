@@ -22,6 +22,7 @@ const iamTemplate = "cloudformation/iam.yaml"
 // compares plain values.
 type template struct {
 	Parameters map[string]struct {
+		Type           string
 		Default        any
 		AllowedPattern any
 	}
@@ -34,6 +35,11 @@ type template struct {
 	}
 	Conditions map[string]any
 	Resources  map[string]resource
+	Outputs    map[string]struct {
+		Condition   string
+		Description string
+		Value       any
+	}
 }
 
 type resource struct {
@@ -68,13 +74,19 @@ func loadTemplate(t *testing.T) template {
 }
 
 // stack is the template as CloudFormation would create it for some
-// parameters: conditions evaluated, resources whose condition is false left
-// out, Fn::If resolved and AWS::NoValue removed.
+// parameters: conditions evaluated, resources and outputs whose condition
+// is false left out, Fn::If resolved and AWS::NoValue removed.
 type stack struct {
 	name       string
 	params     map[string]string
 	conditions map[string]bool
 	Resources  map[string]resource
+	Outputs    map[string]output
+}
+
+type output struct {
+	Description string
+	Value       any
 }
 
 // stacks are the parameter sets the IAM tests check; each must pass the
@@ -87,13 +99,44 @@ var stacks = []map[string]string{
 	{"Sidecars": "PodIdentity", "ClusterName": "prod", "ExternalId": "eks-external-id-0123456789abcdef0123"},
 	{"Platform": "ECS", "ExternalId": "ecs-external-id-0123456789abcdef0123"},
 	{"Platform": "ECS", "ExternalId": "ecs-external-id-0123456789abcdef0123", "SourceIdentity": "false"},
+	redisParams,
+	with(redisParams, "RedisNodes", "1"),
+	with(redisParams, "Platform", "ECS", "ExternalId", "ecs-external-id-0123456789abcdef0123"),
+}
+
+// redisParams create the Redis the standalone replicas share.
+var redisParams = map[string]string{
+	"Redis":                  "ElastiCache",
+	"RedisVpcId":             "vpc-0123456789abcdef0",
+	"RedisSubnetIds":         "subnet-0123456789abcdef0,subnet-0fedcba9876543210",
+	"ServiceSecurityGroupId": "sg-0123456789abcdef0",
+}
+
+// with returns a copy of params with the name, value pairs kv set.
+func with(params map[string]string, kv ...string) map[string]string {
+	out := maps.Clone(params)
+	for i := 0; i+1 < len(kv); i += 2 {
+		out[kv[i]] = kv[i+1]
+	}
+	return out
 }
 
 // deploy evaluates the template for the parameters (the rest at their
 // defaults), failing when a rule refuses them.
 func deploy(t *testing.T, tpl template, params map[string]string) stack {
 	t.Helper()
-	s := stack{name: fmt.Sprint(params), params: map[string]string{}, conditions: map[string]bool{}, Resources: map[string]resource{}}
+	s, err := plan(t, tpl, params)
+	if err != nil {
+		t.Fatalf("parameters %s: %v", s.name, err)
+	}
+	return s
+}
+
+// plan evaluates the template for the parameters, or returns the first
+// rule that refuses them.
+func plan(t *testing.T, tpl template, params map[string]string) (stack, error) {
+	t.Helper()
+	s := stack{name: fmt.Sprint(params), params: map[string]string{}, conditions: map[string]bool{}, Resources: map[string]resource{}, Outputs: map[string]output{}}
 	for name, p := range tpl.Parameters {
 		s.params[name] = fmt.Sprint(p.Default)
 		if p.Default == nil {
@@ -110,7 +153,7 @@ func deploy(t *testing.T, tpl template, params map[string]string) stack {
 		s.condition(t, tpl, name)
 	}
 	if err := s.checkRules(t, tpl); err != nil {
-		t.Fatalf("parameters %s: %v", s.name, err)
+		return s, err
 	}
 	for name, r := range tpl.Resources {
 		if r.Condition != "" && !s.condition(t, tpl, r.Condition) {
@@ -120,7 +163,14 @@ func deploy(t *testing.T, tpl template, params map[string]string) stack {
 		r.Properties, _ = props.(map[string]any)
 		s.Resources[name] = r
 	}
-	return s
+	for name, o := range tpl.Outputs {
+		if o.Condition != "" && !s.condition(t, tpl, o.Condition) {
+			continue
+		}
+		v, _ := s.resolve(t, o.Value)
+		s.Outputs[name] = output{Description: o.Description, Value: v}
+	}
+	return s, nil
 }
 
 // checkRules returns the first failing assertion of a rule that applies.
@@ -177,6 +227,9 @@ func (s stack) eval(t *testing.T, tpl template, v any) bool {
 			return and
 		case "Condition", "Fn::Condition":
 			return s.condition(t, tpl, arg.(string))
+		case "Fn::Contains":
+			// A CommaDelimitedList parameter is its values joined by commas.
+			return len(args) == 2 && slices.Contains(strings.Split(s.value(t, args[0]), ","), s.value(t, args[1]))
 		}
 		t.Fatalf("condition function %s is not known to the test", fn)
 	}
@@ -755,5 +808,294 @@ func TestExternalIDMustBeLong(t *testing.T) {
 	}
 	if m[1] != "32" || m[2] != "1224" {
 		t.Errorf("ExternalId length %s..%s, want 32..1224 (a guessable ExternalId is no barrier)", m[1], m[2])
+	}
+}
+
+// redisTypes are the resources of the shared Redis: all of them with
+// Redis=ElastiCache, none without.
+var redisTypes = []string{
+	"AWS::ElastiCache::ReplicationGroup",
+	"AWS::ElastiCache::SubnetGroup",
+	"AWS::EC2::SecurityGroup",
+	"AWS::SecretsManager::Secret",
+}
+
+// ofType returns the logical names of the stack's resources of a type.
+func ofType(st stack, typ string) []string {
+	var names []string
+	for name, r := range st.Resources {
+		if r.Type == typ {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// replicationGroup returns the stack's one ElastiCache replication group.
+func replicationGroup(t *testing.T, st stack) (string, resource) {
+	t.Helper()
+	groups := ofType(st, "AWS::ElastiCache::ReplicationGroup")
+	if len(groups) != 1 {
+		t.Fatalf("%s: replication groups %v, want one", st.name, groups)
+	}
+	return groups[0], st.Resources[groups[0]]
+}
+
+// redisStacks are the stacks of stacks that create Redis.
+func redisStacks(t *testing.T, tpl template) []stack {
+	t.Helper()
+	var out []stack
+	for _, params := range stacks {
+		if params["Redis"] == "ElastiCache" {
+			out = append(out, deploy(t, tpl, params))
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no stack of the tests creates Redis")
+	}
+	return out
+}
+
+var subVariable = regexp.MustCompile(`\$\{([A-Za-z0-9]+)(\.[A-Za-z0-9.]+)?\}`)
+
+// references lists the parameters and resources v names: Ref, Fn::GetAtt
+// and the ${Name} of Fn::Sub, not pseudo parameters.
+func references(v any) []string {
+	var out []string
+	switch v := v.(type) {
+	case map[string]any:
+		for fn, arg := range v {
+			switch fn {
+			case "Ref":
+				if name, ok := arg.(string); ok && !strings.HasPrefix(name, "AWS::") {
+					out = append(out, name)
+				}
+				continue
+			case "Fn::GetAtt":
+				if l, ok := arg.([]any); ok && len(l) > 0 {
+					if name, ok := l[0].(string); ok {
+						out = append(out, name)
+					}
+				}
+				continue
+			case "Fn::Sub":
+				text, local := arg, map[string]any{}
+				if l, ok := arg.([]any); ok && len(l) == 2 {
+					text = l[0]
+					local, _ = l[1].(map[string]any)
+					out = append(out, references(l[1])...)
+				}
+				if s, ok := text.(string); ok {
+					for _, m := range subVariable.FindAllStringSubmatch(s, -1) {
+						if _, ok := local[m[1]]; !ok {
+							out = append(out, m[1])
+						}
+					}
+				}
+				continue
+			}
+			out = append(out, references(arg)...)
+		}
+	case []any:
+		for _, e := range v {
+			out = append(out, references(e)...)
+		}
+	}
+	return out
+}
+
+// The template's existing use (roles and example data) must not change:
+// Redis is created only when asked for, and then only inside the network
+// it is given.
+func TestRedisIsCreatedOnlyWhenAskedFor(t *testing.T) {
+	tpl := loadTemplate(t)
+	for _, tc := range []struct {
+		name     string
+		params   map[string]string
+		accepted bool
+		redis    bool
+		failover bool
+	}{
+		{name: "the defaults", params: nil, accepted: true},
+		{name: "Redis=None ignores the network", params: with(redisParams, "Redis", "None"), accepted: true},
+		{name: "ElastiCache, two nodes", params: redisParams, accepted: true, redis: true, failover: true},
+		{name: "ElastiCache, six nodes", params: with(redisParams, "RedisNodes", "6"), accepted: true, redis: true, failover: true},
+		{name: "ElastiCache, one node", params: with(redisParams, "RedisNodes", "1"), accepted: true, redis: true, failover: false},
+		{name: "ElastiCache without a VPC", params: with(redisParams, "RedisVpcId", ""), accepted: false},
+		{name: "ElastiCache without subnets", params: with(redisParams, "RedisSubnetIds", ""), accepted: false},
+		{name: "ElastiCache with an empty subnet", params: with(redisParams, "RedisSubnetIds", "subnet-0123456789abcdef0,"), accepted: false},
+		{name: "ElastiCache without the service's security group", params: with(redisParams, "ServiceSecurityGroupId", ""), accepted: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := plan(t, tpl, tc.params)
+			if (err == nil) != tc.accepted {
+				t.Fatalf("rules: %v, want accepted %v", err, tc.accepted)
+			}
+			if err != nil {
+				return
+			}
+			for _, typ := range redisTypes {
+				if got, want := len(ofType(st, typ)), map[bool]int{true: 1, false: 0}[tc.redis]; got != want {
+					t.Errorf("%d %s, want %d", got, typ, want)
+				}
+			}
+			// What exists names only what exists, whatever the condition.
+			for name, r := range st.Resources {
+				for _, ref := range references(r.Properties) {
+					if _, param := st.params[ref]; !param && st.Resources[ref].Type == "" {
+						t.Errorf("resource %s refers to %s, which this stack does not have", name, ref)
+					}
+				}
+			}
+			for name, o := range st.Outputs {
+				for _, ref := range references(o.Value) {
+					if _, param := st.params[ref]; !param && st.Resources[ref].Type == "" {
+						t.Errorf("output %s refers to %s, which this stack does not have", name, ref)
+					}
+				}
+			}
+			if !tc.redis {
+				return
+			}
+			group, rg := replicationGroup(t, st)
+			if !reflect.DeepEqual(rg.Properties["NumCacheClusters"], ref("RedisNodes")) {
+				t.Errorf("NumCacheClusters %v, want RedisNodes", rg.Properties["NumCacheClusters"])
+			}
+			for _, p := range []string{"AutomaticFailoverEnabled", "MultiAZEnabled"} {
+				if rg.Properties[p] != tc.failover {
+					t.Errorf("%s %v with RedisNodes %s, want %v", p, rg.Properties[p], st.params["RedisNodes"], tc.failover)
+				}
+			}
+			// The user builds redis.url from these.
+			secret := ofType(st, "AWS::SecretsManager::Secret")[0]
+			want := map[string]bool{}
+			for _, v := range []any{getAtt(group, "PrimaryEndPoint.Address"), getAtt(group, "PrimaryEndPoint.Port"), ref(secret)} {
+				raw, _ := json.Marshal(v)
+				want[string(raw)] = false
+			}
+			url := false
+			for _, o := range st.Outputs {
+				raw, _ := json.Marshal(o.Value)
+				if _, ok := want[string(raw)]; ok {
+					want[string(raw)] = true
+				}
+				url = url || strings.Contains(o.Description, "rediss://")
+			}
+			for v, found := range want {
+				if !found {
+					t.Errorf("no output gives %s", v)
+				}
+			}
+			if !url {
+				t.Error("no output's description says how to build the rediss:// URL")
+			}
+		})
+	}
+}
+
+// The replicas' Redis speaks TLS only, encrypts its disk, and admits only
+// clients with the AUTH token Secrets Manager generated for it.
+func TestRedisIsEncryptedAndNeedsItsGeneratedAuthToken(t *testing.T) {
+	authToken := regexp.MustCompile(`^\{\{resolve:secretsmanager:\$\{([A-Za-z0-9]+)\}(:SecretString)?\}\}$`)
+	for _, st := range redisStacks(t, loadTemplate(t)) {
+		_, rg := replicationGroup(t, st)
+		p := rg.Properties
+		if p["TransitEncryptionEnabled"] != true || (p["TransitEncryptionMode"] != nil && p["TransitEncryptionMode"] != "required") {
+			t.Errorf("%s: TransitEncryptionEnabled %v, TransitEncryptionMode %v: want TLS required", st.name, p["TransitEncryptionEnabled"], p["TransitEncryptionMode"])
+		}
+		if p["AtRestEncryptionEnabled"] != true {
+			t.Errorf("%s: AtRestEncryptionEnabled %v, want true", st.name, p["AtRestEncryptionEnabled"])
+		}
+		sub, _ := p["AuthToken"].(map[string]any)
+		text, _ := sub["Fn::Sub"].(string)
+		m := authToken.FindStringSubmatch(text)
+		if len(sub) != 1 || m == nil {
+			t.Errorf("%s: AuthToken %v, want the whole SecretString of a secret of the template: {{resolve:secretsmanager:${Secret}:SecretString}}", st.name, p["AuthToken"])
+			continue
+		}
+		secret, ok := st.Resources[m[1]]
+		if !ok || secret.Type != "AWS::SecretsManager::Secret" {
+			t.Errorf("%s: AuthToken resolves %s, not a secret of the stack", st.name, m[1])
+			continue
+		}
+		raw, _ := json.Marshal(secret.Properties)
+		var sp struct {
+			SecretString         *string
+			GenerateSecretString *struct {
+				SecretStringTemplate *string
+				PasswordLength       *int
+				ExcludeCharacters    string
+				ExcludePunctuation   bool
+				IncludeSpace         bool
+			}
+		}
+		if err := json.Unmarshal(raw, &sp); err != nil {
+			t.Fatalf("%s: secret %s: %v", st.name, m[1], err)
+		}
+		g := sp.GenerateSecretString
+		if sp.SecretString != nil || g == nil || g.SecretStringTemplate != nil {
+			t.Errorf("%s: secret %s %s: want a token Secrets Manager generates, alone in the SecretString", st.name, m[1], raw)
+			continue
+		}
+		length := 32 // Secrets Manager's default
+		if g.PasswordLength != nil {
+			length = *g.PasswordLength
+		}
+		if length < 16 || length > 128 {
+			t.Errorf("%s: secret %s generates %d characters; ElastiCache takes 16 to 128", st.name, m[1], length)
+		}
+		// ElastiCache refuses / " @, and the token goes unescaped into the
+		// rediss:// URL.
+		for _, c := range `/"@:%#?[]` {
+			if !g.ExcludePunctuation && !strings.ContainsRune(g.ExcludeCharacters, c) {
+				t.Errorf("%s: secret %s may generate %q, which ElastiCache or the URL refuses", st.name, m[1], c)
+			}
+		}
+		if g.IncludeSpace && !strings.ContainsRune(g.ExcludeCharacters, ' ') {
+			t.Errorf("%s: secret %s may generate a space, which ElastiCache refuses", st.name, m[1])
+		}
+	}
+}
+
+// Redis keeps the replicas' leases and limits: whoever reaches it could
+// spend or clear them. Its security group admits the service's alone, on
+// its one port.
+func TestRedisAdmitsOnlyTheServiceSecurityGroup(t *testing.T) {
+	for _, st := range redisStacks(t, loadTemplate(t)) {
+		_, rg := replicationGroup(t, st)
+		port := fmt.Sprint(rg.Properties["Port"])
+		if port != "6379" {
+			t.Errorf("%s: Port %s, want 6379, which the NetworkPolicy opens", st.name, port)
+		}
+		groups, _ := rg.Properties["SecurityGroupIds"].([]any)
+		sgs := ofType(st, "AWS::EC2::SecurityGroup")
+		if len(groups) != 1 || len(sgs) != 1 || !reflect.DeepEqual(groups[0], getAtt(sgs[0], "GroupId")) {
+			t.Fatalf("%s: SecurityGroupIds %v, want the template's own group %v alone", st.name, groups, sgs)
+		}
+		sg := st.Resources[sgs[0]]
+		rules, _ := sg.Properties["SecurityGroupIngress"].([]any)
+		// The template has no other security group a separate rule could
+		// be for.
+		for _, r := range st.Resources {
+			if r.Type == "AWS::EC2::SecurityGroupIngress" {
+				rules = append(rules, r.Properties)
+			}
+		}
+		if len(rules) != 1 {
+			t.Fatalf("%s: %d ingress rules, want one: %v", st.name, len(rules), rules)
+		}
+		rule, _ := rules[0].(map[string]any)
+		for k := range rule {
+			if !slices.Contains([]string{"Description", "IpProtocol", "FromPort", "ToPort", "SourceSecurityGroupId"}, k) {
+				t.Errorf("%s: ingress rule sets %s (%v): want the service's security group as the only source", st.name, k, rule[k])
+			}
+		}
+		if rule["IpProtocol"] != "tcp" || fmt.Sprint(rule["FromPort"]) != port || fmt.Sprint(rule["ToPort"]) != port {
+			t.Errorf("%s: ingress %v %v-%v, want tcp %s alone", st.name, rule["IpProtocol"], rule["FromPort"], rule["ToPort"], port)
+		}
+		if !reflect.DeepEqual(rule["SourceSecurityGroupId"], ref("ServiceSecurityGroupId")) {
+			t.Errorf("%s: ingress from %v, want ServiceSecurityGroupId", st.name, rule["SourceSecurityGroupId"])
+		}
 	}
 }

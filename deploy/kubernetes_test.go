@@ -2,8 +2,10 @@ package deploy_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -67,6 +69,7 @@ type podSpec struct {
 type securityContext struct {
 	RunAsNonRoot             *bool `yaml:"runAsNonRoot"`
 	RunAsUser                *int  `yaml:"runAsUser"`
+	FSGroup                  *int  `yaml:"fsGroup"`
 	AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
 	ReadOnlyRootFilesystem   *bool `yaml:"readOnlyRootFilesystem"`
 	Capabilities             struct {
@@ -121,8 +124,9 @@ type volume struct {
 		Name string `yaml:"name"`
 	} `yaml:"configMap"`
 	Secret *struct {
-		SecretName string      `yaml:"secretName"`
-		Items      []keyToPath `yaml:"items"`
+		SecretName  string      `yaml:"secretName"`
+		DefaultMode *int        `yaml:"defaultMode"`
+		Items       []keyToPath `yaml:"items"`
 	} `yaml:"secret"`
 	Projected *struct {
 		Sources []struct {
@@ -138,6 +142,7 @@ type volume struct {
 type keyToPath struct {
 	Key  string `yaml:"key"`
 	Path string `yaml:"path"`
+	Mode *int   `yaml:"mode"`
 }
 
 type ingressRule struct {
@@ -246,27 +251,33 @@ func podTemplateOf(t *testing.T, m manifest) podTemplate {
 }
 
 // mounted finds the volume a container sees at path: the read-only mount
-// holding it, the volume, and the path inside the volume.
+// holding it, the volume, and the path inside the volume. Of nested mounts
+// (the Redis Secret inside the config's directory) the deepest one holds
+// the path, as in the container.
 func mounted(pod podTemplate, c container, path string) (v volume, readOnly bool, rel string, ok bool) {
+	deepest := -1
 	for _, mnt := range c.VolumeMounts {
-		rest, found := strings.CutPrefix(path, strings.TrimSuffix(mnt.MountPath, "/")+"/")
-		if !found {
+		dir := strings.TrimSuffix(mnt.MountPath, "/") + "/"
+		rest, found := strings.CutPrefix(path, dir)
+		if !found || len(dir) <= deepest {
 			continue
 		}
-		for _, v := range pod.Spec.Volumes {
-			if v.Name == mnt.Name {
-				return v, mnt.ReadOnly, rest, true
+		for _, vol := range pod.Spec.Volumes {
+			if vol.Name == mnt.Name {
+				v, readOnly, rel, ok = vol, mnt.ReadOnly, rest, true
+				deepest = len(dir)
 			}
 		}
 	}
-	return volume{}, false, "", false
+	return v, readOnly, rel, ok
 }
 
 // standIns points the files a config names (TLS certificate, key and
-// client CA, tenant registry), which live on the pod's volumes, at empty
-// files here, so that config.Parse, which checks they exist, can load it.
-// Each must be on a read-only mount of the container. It returns the config
-// to parse and the settings' real values.
+// client CA, tenant registry, Redis URL, password, keys and CA), which live
+// on the pod's volumes, at files here, so that config.Parse, which checks
+// they exist, can load it. They are empty but for standInContent. Each must
+// be on a read-only mount of the container. It returns the config to parse
+// and the settings' real values.
 func standIns(t *testing.T, raw string, pod podTemplate, c container) ([]byte, map[string]string) {
 	t.Helper()
 	var doc yaml.Node
@@ -286,7 +297,11 @@ func standIns(t *testing.T, raw string, pod podTemplate, c container) ([]byte, m
 	}
 	root := doc.Content[0]
 	real := map[string]string{}
-	for section, keys := range map[string][]string{"tls": {"cert_file", "key_file", "client_ca_file"}, "tenants": {"file"}} {
+	for section, keys := range map[string][]string{
+		"tls":     {"cert_file", "key_file", "client_ca_file"},
+		"tenants": {"file"},
+		"redis":   {"url_file", "password_file", "key_file", "ca_file"},
+	} {
 		for _, key := range keys {
 			n := value(value(root, section), key)
 			if n == nil || n.Value == "" {
@@ -298,7 +313,7 @@ func standIns(t *testing.T, raw string, pod podTemplate, c container) ([]byte, m
 			}
 			real[setting] = n.Value
 			n.Value = filepath.Join(t.TempDir(), filepath.Base(n.Value))
-			if err := os.WriteFile(n.Value, nil, 0o600); err != nil {
+			if err := os.WriteFile(n.Value, []byte(standInContent[setting]), 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -310,10 +325,17 @@ func standIns(t *testing.T, raw string, pod podTemplate, c container) ([]byte, m
 	return out, real
 }
 
-// tokenvendorConfig finds the config the tokenvendor container is started
-// with: the ConfigMap volume mounted where --config points. The files it
-// names keep their paths in the pod.
-func tokenvendorConfig(t *testing.T, ms []manifest, pod podTemplate, c container) *config.Config {
+// standInContent is what a stand-in file holds where an empty one would
+// not load: tokenvendor reads the Redis URL and keys at start.
+var standInContent = map[string]string{
+	"redis.url_file": "rediss://redis.example.com:6379/0\n",
+	"redis.key_file": base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("k"), 32)) + "\n",
+}
+
+// configText finds the config the tokenvendor container is started with:
+// the ConfigMap volume mounted where --config points. It returns the
+// ConfigMap's name and the file's text.
+func configText(t *testing.T, ms []manifest, pod podTemplate, c container) (configMap, text string) {
 	t.Helper()
 	i := slices.Index(c.Args, "--config")
 	if i < 0 || i+1 >= len(c.Args) {
@@ -336,24 +358,34 @@ func tokenvendorConfig(t *testing.T, ms []manifest, pod podTemplate, c container
 			if !ok {
 				t.Fatalf("ConfigMap %s has no %s", v.ConfigMap.Name, file)
 			}
-			parsable, real := standIns(t, raw, pod, c)
-			cfg, err := config.Parse(parsable)
-			if err != nil {
-				t.Fatalf("the config in ConfigMap %s does not load (tokenvendor check would refuse it): %v", v.ConfigMap.Name, err)
-			}
-			for setting, field := range map[string]*string{
-				"tls.cert_file": &cfg.TLS.CertFile, "tls.key_file": &cfg.TLS.KeyFile,
-				"tls.client_ca_file": &cfg.TLS.ClientCAFile, "tenants.file": &cfg.Tenants.File,
-			} {
-				if path, ok := real[setting]; ok {
-					*field = path
-				}
-			}
-			return cfg
+			return v.ConfigMap.Name, raw
 		}
 	}
 	t.Fatalf("container %s: nothing from a ConfigMap is mounted at %s", c.Name, dir)
-	return nil
+	return "", ""
+}
+
+// tokenvendorConfig loads the config the tokenvendor container is started
+// with (configText). The files it names keep their paths in the pod.
+func tokenvendorConfig(t *testing.T, ms []manifest, pod podTemplate, c container) *config.Config {
+	t.Helper()
+	name, raw := configText(t, ms, pod, c)
+	parsable, real := standIns(t, raw, pod, c)
+	cfg, err := config.Parse(parsable)
+	if err != nil {
+		t.Fatalf("the config in ConfigMap %s does not load (tokenvendor check would refuse it): %v", name, err)
+	}
+	for setting, field := range map[string]*string{
+		"tls.cert_file": &cfg.TLS.CertFile, "tls.key_file": &cfg.TLS.KeyFile,
+		"tls.client_ca_file": &cfg.TLS.ClientCAFile, "tenants.file": &cfg.Tenants.File,
+		"redis.url_file": &cfg.Redis.URLFile, "redis.password_file": &cfg.Redis.PasswordFile,
+		"redis.key_file": &cfg.Redis.KeyFile, "redis.ca_file": &cfg.Redis.CAFile,
+	} {
+		if path, ok := real[setting]; ok {
+			*field = path
+		}
+	}
+	return cfg
 }
 
 // tagsTheTenant checks that every profile tags its sessions with the
@@ -771,5 +803,233 @@ func TestSidecarWiresTheAppToTokenvendorOnLoopback(t *testing.T) {
 	}
 	if cfg.Auth.TenantClaim != "kubernetes.io.namespace" || cfg.Auth.OverrideScope != "" {
 		t.Errorf("tenant_claim %q, override_scope %q: the sidecar serves its namespace's tenant alone, which is all the access role lets it tag", cfg.Auth.TenantClaim, cfg.Auth.OverrideScope)
+	}
+}
+
+// redisSecret is the Secret the standalone replicas read Redis's URL and
+// keys from; the user creates it, the repository never holds it.
+const redisSecret = "tokenvendor-redis"
+
+// redisOf decodes the redis section of a config; nil when it has none.
+func redisOf(t *testing.T, where, raw string) *config.Redis {
+	t.Helper()
+	var doc struct {
+		Redis yaml.Node `yaml:"redis"`
+	}
+	if err := yaml.Unmarshal([]byte(raw), &doc); err != nil {
+		t.Fatalf("%s: %v", where, err)
+	}
+	if doc.Redis.Kind == 0 {
+		return nil
+	}
+	b, err := yaml.Marshal(&doc.Redis)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var r config.Redis
+	if err := dec.Decode(&r); err != nil && !errors.Is(err, io.EOF) {
+		t.Fatalf("%s: redis: %v", where, err)
+	}
+	return &r
+}
+
+// tokenvendorContainer returns the container named tokenvendor, among the
+// init containers too (a native sidecar).
+func tokenvendorContainer(t *testing.T, pod podTemplate) container {
+	t.Helper()
+	for _, c := range append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...) {
+		if c.Name == "tokenvendor" {
+			return c
+		}
+	}
+	t.Fatal("no tokenvendor container")
+	return container{}
+}
+
+func octal(mode *int) string {
+	if mode == nil {
+		return "unset (0644)"
+	}
+	return fmt.Sprintf("%#o", *mode)
+}
+
+// The standalone replicas share Redis. Its URL may carry the AUTH token and
+// its keys open every cached credential: both are files of the Secret
+// tokenvendor-redis, mounted read-only, readable by the pod's non-root
+// group and no one else.
+func TestStandaloneReadsRedisFromTheSecretItMounts(t *testing.T) {
+	ms := renderOverlay(t, "standalone")
+	pod := podTemplateOf(t, find(t, ms, "Deployment", "tokenvendor"))
+	c := tokenvendorContainer(t, pod)
+	name, raw := configText(t, ms, pod, c)
+	r := redisOf(t, "ConfigMap "+name, raw)
+	if r == nil {
+		t.Fatal("the standalone config has no redis section: each of its 2-10 replicas would call STS and count limits alone")
+	}
+	if r.URL != "" || r.URLFile == "" {
+		t.Errorf("redis url %q, url_file %q: the URL may carry the AUTH token, so it comes from the Secret %s (url_file)", r.URL, r.URLFile, redisSecret)
+	}
+	fsGroup := pod.Spec.SecurityContext.FSGroup
+	for _, tc := range []struct {
+		setting  string
+		path     string
+		key      string // the Secret's key the file must hold; "" for any
+		required bool
+	}{
+		{setting: "redis.url_file", path: r.URLFile, key: "url", required: true},
+		{setting: "redis.key_file", path: r.KeyFile, key: "key", required: true},
+		{setting: "redis.password_file", path: r.PasswordFile},
+		// Not redis.ca_file: a CA bundle is no secret, and may come from
+		// any read-only mount (standIns checks that).
+	} {
+		t.Run(tc.setting, func(t *testing.T) {
+			if tc.path == "" {
+				if tc.required {
+					t.Fatalf("%s is not set", tc.setting)
+				}
+				return
+			}
+			v, readOnly, rel, ok := mounted(pod, c, tc.path)
+			switch {
+			case !ok || v.Secret == nil:
+				t.Fatalf("%s %s is not on a Secret volume of container %s", tc.setting, tc.path, c.Name)
+			case v.Secret.SecretName != redisSecret:
+				t.Errorf("%s %s comes from Secret %s, want %s", tc.setting, tc.path, v.Secret.SecretName, redisSecret)
+			case !readOnly:
+				t.Errorf("%s %s is on a writable mount", tc.setting, tc.path)
+			}
+			key, mode := rel, v.Secret.DefaultMode
+			if len(v.Secret.Items) > 0 {
+				i := slices.IndexFunc(v.Secret.Items, func(i keyToPath) bool { return i.Path == rel })
+				if i < 0 {
+					t.Fatalf("%s %s: the Secret volume projects no %s", tc.setting, tc.path, rel)
+				}
+				key = v.Secret.Items[i].Key
+				if m := v.Secret.Items[i].Mode; m != nil {
+					mode = m
+				}
+			}
+			if tc.key != "" && key != tc.key {
+				t.Errorf("%s %s is the Secret's key %q, want %q", tc.setting, tc.path, key, tc.key)
+			}
+			// The kubelet gives the files the pod's fsGroup, which the
+			// non-root process has; without one they belong to root.
+			if mode == nil || *mode&0o007 != 0 || *mode&0o040 == 0 || fsGroup == nil || *fsGroup == 0 {
+				group := "unset"
+				if fsGroup != nil {
+					group = strconv.Itoa(*fsGroup)
+				}
+				t.Errorf("%s %s: mode %s, fsGroup %s: want it readable by the pod's fsGroup and by no other user", tc.setting, tc.path, octal(mode), group)
+			}
+		})
+	}
+}
+
+// Nothing committed holds the Redis URL (it may carry the AUTH token) or a
+// key sealing its entries: not a ConfigMap, which whoever may read the
+// namespace's configuration reads, nor a Secret rendered from the
+// repository.
+func TestNoManifestCarriesARedisURLOrKey(t *testing.T) {
+	redisURL := regexp.MustCompile(`(?i)rediss?://`)
+	base64Key := regexp.MustCompile(`[A-Za-z0-9+/]{43}=`)
+	for _, overlay := range overlays {
+		t.Run(overlay, func(t *testing.T) {
+			for _, m := range renderOverlay(t, overlay) {
+				switch m.Kind {
+				case "Secret":
+					if m.Metadata.Name == redisSecret {
+						t.Errorf("the Secret %s is rendered from the repository: its URL and key would be committed; the user creates it", redisSecret)
+					}
+				case "ConfigMap":
+					var cm struct {
+						Data map[string]string `yaml:"data"`
+					}
+					m.decode(t, &cm)
+					for file, text := range cm.Data {
+						where := "ConfigMap " + m.Metadata.Name + " " + file
+						if redisURL.MatchString(text) {
+							t.Errorf("%s holds a Redis URL, which may carry the AUTH token: it belongs in the Secret %s", where, redisSecret)
+						}
+						for _, k := range base64Key.FindAllString(text, -1) {
+							if b, err := base64.StdEncoding.DecodeString(k); err == nil && len(b) == 32 {
+								t.Errorf("%s holds a 32-byte key (%.8s…): it belongs in the Secret %s", where, k, redisSecret)
+							}
+						}
+						if strings.HasSuffix(file, ".yaml") {
+							if r := redisOf(t, where, text); r != nil && r.URL != "" {
+								t.Errorf("%s sets redis.url, which may carry the AUTH token: use url_file and the Secret %s", where, redisSecret)
+							}
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// Redis (ElastiCache) is outside the cluster, on the port the template
+// gives it and its security group opens to the pods.
+func TestNetworkPolicyLetsTheReplicasReachRedis(t *testing.T) {
+	_, rg := replicationGroup(t, deploy(t, loadTemplate(t), redisParams))
+	port := fmt.Sprint(rg.Properties["Port"])
+	var np struct {
+		Spec struct {
+			PolicyTypes []string `yaml:"policyTypes"`
+			Egress      []struct {
+				Ports []struct {
+					Port     string `yaml:"port"`
+					Protocol string `yaml:"protocol"`
+				} `yaml:"ports"`
+			} `yaml:"egress"`
+		} `yaml:"spec"`
+	}
+	find(t, renderOverlay(t, "standalone"), "NetworkPolicy", "tokenvendor").decode(t, &np)
+	if !slices.Contains(np.Spec.PolicyTypes, "Egress") {
+		t.Fatalf("NetworkPolicy types %v: want Egress", np.Spec.PolicyTypes)
+	}
+	for _, rule := range np.Spec.Egress {
+		for _, p := range rule.Ports {
+			if p.Port == port && (p.Protocol == "" || p.Protocol == "TCP") {
+				return
+			}
+		}
+	}
+	t.Errorf("NetworkPolicy egress opens no TCP %s: the replicas could not reach Redis and would each serve alone", port)
+}
+
+// A sidecar serves its own pod or task, and the app beside it shares its
+// network: a Redis the sidecar reached, the app would reach too, and could
+// spend or clear every tenant's leases and limits there.
+func TestSidecarsShareNoRedis(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		config func(t *testing.T) string
+	}{
+		{name: "kubernetes sidecar", config: func(t *testing.T) string {
+			ms := renderOverlay(t, "sidecar")
+			pod := podTemplateOf(t, find(t, ms, "Deployment", ""))
+			for _, v := range pod.Spec.Volumes {
+				if v.Secret != nil && v.Secret.SecretName == redisSecret {
+					t.Errorf("the pod mounts the Secret %s", redisSecret)
+				}
+			}
+			_, raw := configText(t, ms, pod, tokenvendorContainer(t, pod))
+			return raw
+		}},
+		{name: "ECS task", config: func(t *testing.T) string {
+			b, err := os.ReadFile("ecs/config.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return string(b)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if r := redisOf(t, tc.name, tc.config(t)); r != nil {
+				t.Errorf("the config has a redis section %+v", *r)
+			}
+		})
 	}
 }
