@@ -79,11 +79,21 @@ func loopback(w io.Writer, hey string, duration time.Duration) ([]row, error) {
 	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/tokenvendor").CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("build: %v\n%s", err, out)
 	}
-	port, err := freePort()
+	redis, err := startRedis()
 	if err != nil {
 		return nil, err
 	}
-	cfg := fmt.Sprintf(`listen: 127.0.0.1:%d
+	defer redis.stop()
+	keys, _, err := keyFile(tmp)
+	if err != nil {
+		return nil, err
+	}
+	run := func(name, extra string) (string, func(), error) {
+		port, err := freePort()
+		if err != nil {
+			return "", nil, err
+		}
+		cfg := fmt.Sprintf(`listen: 127.0.0.1:%d
 auth:
   issuer: https://idp.bench/
   jwks_url: %s/jwks
@@ -96,25 +106,41 @@ profiles:
     role_arn: arn:aws:iam::123456789012:role/TenantData
     policy: '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject","s3:PutObject"],"Resource":"arn:aws:s3:::data/{{ .TenantID }}/*"}]}'
     tags: {TenantID: "{{ .TenantID }}"}
-`, port, jwks.URL, stsStub.URL)
-	cfgPath := filepath.Join(tmp, "config.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+`, port, jwks.URL, stsStub.URL) + extra
+		cfgPath := filepath.Join(tmp, name+".yaml")
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+			return "", nil, err
+		}
+		tv := exec.Command(bin, "serve", "--config", cfgPath)
+		tv.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=AKIDBENCH", "AWS_SECRET_ACCESS_KEY=bench", "AWS_REGION=us-east-1",
+			"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true")
+		tv.Stderr = io.Discard
+		if err := tv.Start(); err != nil {
+			return "", nil, err
+		}
+		stop := func() { _ = tv.Process.Kill(); _ = tv.Wait() }
+		u := fmt.Sprintf("http://127.0.0.1:%d", port)
+		if err := waitReady(u + "/readyz"); err != nil {
+			stop()
+			return "", nil, err
+		}
+		return u, stop, nil
+	}
+	tvURL, stopTV, err := run("alone", "")
+	if err != nil {
 		return nil, err
 	}
-	tv := exec.Command(bin, "serve", "--config", cfgPath)
-	tv.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=AKIDBENCH", "AWS_SECRET_ACCESS_KEY=bench", "AWS_REGION=us-east-1",
-		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true")
-	tv.Stderr = io.Discard
-	if err := tv.Start(); err != nil {
+	defer stopTV()
+	sharedURL, stopShared, err := run("shared", fmt.Sprintf("redis:\n  url: redis://%s\n  key_file: %s\n", redis.addr, keys))
+	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = tv.Process.Kill(); _ = tv.Wait() }()
-	tvURL := fmt.Sprintf("http://127.0.0.1:%d", port)
-	if err := waitReady(tvURL + "/readyz"); err != nil {
-		return nil, err
-	}
+	defer stopShared()
 	size, err := warm(tvURL+"/credentials", string(signed))
 	if err != nil {
+		return nil, err
+	}
+	if _, err := warm(sharedURL+"/credentials", string(signed)); err != nil {
 		return nil, err
 	}
 
@@ -127,22 +153,24 @@ profiles:
 	defer bare.Close()
 	bareURL := "http://" + bareLn.Addr().String()
 
-	var best [2]loadResult
+	names := []string{"bare", "tokenvendor", "tv+redis"}
+	var best [3]loadResult
 	for round := range 2 {
-		for i, target := range []string{bareURL, tvURL} {
+		for i, target := range []string{bareURL, tvURL, sharedURL} {
 			r, err := runHey(w, hey, target+"/credentials", string(signed), duration)
 			if err != nil {
 				return nil, err
 			}
-			fmt.Fprintf(w, "round %d %-9s %8.0f req/s  p50 %.2f ms  p99 %.2f ms\n", round+1, []string{"bare", "tokenvendor"}[i], r.rps, r.p50*1000, r.p99*1000)
+			fmt.Fprintf(w, "round %d %-11s %8.0f req/s  p50 %.2f ms  p99 %.2f ms\n", round+1, names[i], r.rps, r.p50*1000, r.p99*1000)
 			if r.rps > best[i].rps {
 				best[i] = r
 			}
 		}
 	}
-	b, t := best[0], best[1]
+	b, t, sh := best[0], best[1], best[2]
 	return []row{
 		{"loopback, 32 conns", "cache-hit req/s / bare handler req/s", ratio(t.rps, b.rps), ">= 0.6"},
+		{"loopback, 32 conns", "cache-hit req/s with redis configured / bare handler req/s", ratio(sh.rps, b.rps), ">= 0.6"},
 		{"loopback, 32 conns", "tokenvendor req/s (context)", fmt.Sprintf("%.0f", t.rps), ""},
 		{"loopback, 32 conns", "p50 latency / bare handler p50", ratio(t.p50, b.p50), ""},
 		{"loopback, 32 conns", "p99 latency / bare handler p99", ratio(t.p99, b.p99), ""},

@@ -5,8 +5,11 @@
 //   - in-process: go test -bench of a cache hit through the handler against
 //     a bare chi handler, and the cost split (verify, render, cache lookup);
 //   - loopback: the real binary under a real load generator (hey) against a
-//     bare handler, 32 connections;
+//     bare handler, 32 connections, alone and with a redis section (a hit
+//     must not touch Redis);
 //   - STS economy: a cold burst of 10 requests each for 1,000 tenants;
+//   - replicas sharing a real redis-server: the same burst over 1 and 3
+//     replicas, and a local miss served from Redis against a local hit;
 //   - a simulated day: 1,000 tenants, Poisson arrivals, a fake clock;
 //   - memory per cached entry at 100,000 entries.
 //
@@ -48,6 +51,7 @@ func run(w io.Writer, hey string, duration time.Duration, tenants int) error {
 		{"go test -bench (benchstat input)", func() ([]row, error) { return inProcess(w) }},
 		{"loopback load with hey", func() ([]row, error) { return loopback(w, hey, duration) }},
 		{"STS economy", func() ([]row, error) { return economy(tenants) }},
+		{"replicas sharing Redis", func() ([]row, error) { return replicas(tenants) }},
 		{"simulated day", func() ([]row, error) { return simulatedDay(tenants) }},
 		{"memory", func() ([]row, error) { return memory(100_000) }},
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"os"
@@ -146,5 +147,34 @@ func TestRenderShowsTheSessionNameAndSourceIdentityOfACaller(t *testing.T) {
 	}
 	if !strings.HasPrefix(got.RoleSessionName, "acme.system-serviceaccount-orders-api-") || !strings.HasPrefix(got.SourceIdentity, "system-serviceaccount-orders-api-") {
 		t.Fatalf("got %+v", got)
+	}
+}
+
+func TestCheckValidatesTheRedisSectionWithoutContactingRedis(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.key")
+	short := filepath.Join(dir, "short.key")
+	if err := os.WriteFile(good, []byte(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(short, []byte(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 16))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withRedis := func(keyFile string) string {
+		path := writeConfig(t, scopedPolicy)
+		b, _ := os.ReadFile(path)
+		// Nothing listens on port 1: check must not try.
+		cfg := "redis:\n  url: redis://127.0.0.1:1/0\n  key_file: " + keyFile + "\n" + string(b)
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	out, err := runCLI("check", "--config", withRedis(good))
+	if err != nil || !strings.Contains(out, "redis: 1 key(s)") {
+		t.Fatalf("check = %q, %v", out, err)
+	}
+	if _, err := runCLI("check", "--config", withRedis(short)); err == nil || !strings.Contains(err.Error(), "redis.key_file: line 1") {
+		t.Fatalf("check with a 16-byte key = %v", err)
 	}
 }

@@ -125,6 +125,14 @@ func serve(ctx context.Context, path string, stdout, stderr io.Writer) error {
 		sharedCreds = shared.NewCache[vend.Credentials](tier)
 	}
 
+	callerLimiter, err := limiter(tier, "caller", callerLimit)
+	if err != nil {
+		return err
+	}
+	tenantLimiter, err := limiter(tier, "tenant", tenantLimit)
+	if err != nil {
+		return err
+	}
 	vendor, err := vend.New(vend.Config{
 		Profiles:      vendProfiles(cfg),
 		Tenants:       cfg.TenantRule,
@@ -132,8 +140,8 @@ func serve(ctx context.Context, path string, stdout, stderr io.Writer) error {
 		STS:           stsClient,
 		MaxDuration:   maxDuration,
 		Registry:      tenantRegistry,
-		CallerLimit:   limiter(tier, "caller", callerLimit),
-		TenantLimit:   limiter(tier, "tenant", tenantLimit),
+		CallerLimit:   callerLimiter,
+		TenantLimit:   tenantLimiter,
 		Sessions:      cfg.SessionNamer,
 		Cache: cache.Config{
 			MaxEntries:     cfg.Cache.MaxEntries,
@@ -143,7 +151,6 @@ func serve(ctx context.Context, path string, stdout, stderr io.Writer) error {
 			StaleFloor:     cfg.Cache.StaleFloor,
 			BackgroundRate: cfg.Cache.BackgroundRefreshRate,
 			FetchTimeout:   cfg.STS.Timeout,
-			SharedWait:     cfg.STS.Timeout,
 		},
 		Shared:     sharedCreds,
 		Registerer: reg,
@@ -223,6 +230,7 @@ func sharedTier(ctx context.Context, cfg *config.Config, reg prometheus.Register
 	if cfg.Shared == nil {
 		return nil, nil
 	}
+	shared.SetClientLogger(log)
 	tier, err := shared.New(shared.Config{
 		URL:        cfg.Shared.URL,
 		Cluster:    cfg.Redis.Cluster,
@@ -253,12 +261,12 @@ func isLoopback(host string) bool {
 
 // limiter counts local's budget in Redis when the replicas share one, and
 // is nil when there is no limit.
-func limiter(tier *shared.Tier, name string, local *limit.Limiter) vend.Limiter {
+func limiter(tier *shared.Tier, name string, local *limit.Limiter) (vend.Limiter, error) {
 	switch {
 	case local == nil:
-		return nil
+		return nil, nil
 	case tier == nil:
-		return local
+		return local, nil
 	}
 	return shared.NewLimiter(tier, name, local)
 }
@@ -312,7 +320,7 @@ func restartOnly(a, b *config.Config) []string {
 		"session":          a.Session == b.Session,
 		"tenants":          reflect.DeepEqual(a.Tenants, b.Tenants),
 		"tls":              a.TLS == b.TLS,
-		"redis":            a.Redis == b.Redis,
+		"redis":            a.Redis == b.Redis && a.Shared.Same(b.Shared),
 	} {
 		if !same {
 			changed = append(changed, name)

@@ -57,22 +57,44 @@ const (
 // tier is unreachable is granted, so that each process fetches alone; a
 // Store that fails is dropped.
 type Shared[V any] interface {
-	// Load returns the value stored under key, if any.
+	// Load returns what is stored under key: a value, the note that the
+	// latest fetch failed, or both.
 	Load(ctx context.Context, key string) (Stored[V], bool)
-	// Store keeps s under key until it expires.
+	// Store keeps s under key: its value until s.Expires, and replaces any
+	// note; or, with s.Failure, the note alone, leaving the value in place.
 	Store(ctx context.Context, key string, s Stored[V])
-	// Lease takes key's fetch lease for at most ttl. It returns false while
+	// Lease takes key's fetch lease for at least ttl. It returns false while
 	// another process holds it; release gives it back early.
 	Lease(ctx context.Context, key string, ttl time.Duration) (release func(), ok bool)
 }
 
-// Stored is a value as the shared tier keeps it: with the time it was
-// fetched, so that every process plans its refresh on the same lifetime.
+// Stored is what the shared tier keeps for a key: a value (when Expires is
+// set) with the time it was fetched, so that every process plans its
+// refresh on the same lifetime; and the note of a fetch that failed since,
+// so that other processes do not repeat it at once.
 type Stored[V any] struct {
 	Value   V
 	Fetched time.Time
 	Expires time.Time
+	Failure *Failure
 }
+
+// Failure is the note of a failed fetch, kept until Until.
+type Failure struct {
+	Recoverable bool
+	Until       time.Time
+}
+
+// ElsewhereError is what a process gets that waited on another process's
+// fetch of a key: that fetch failed, or did not deliver within the
+// FetchTimeout of the process that waited. Recoverable says whether it
+// counts as a recoverable failure (served stale, retried after a backoff).
+type ElsewhereError struct {
+	Recoverable bool
+	Reason      string
+}
+
+func (e *ElsewhereError) Error() string { return "fetch in another process: " + e.Reason }
 
 // Pauses between looks at the shared tier while another process fetches.
 const (
@@ -102,10 +124,6 @@ type Config struct {
 	StaleFloor time.Duration
 	// FetchTimeout bounds one fetch, shared by every caller waiting on it. Default 10 s.
 	FetchTimeout time.Duration
-	// SharedWait bounds how long a process waits for the value of a fetch
-	// another process holds the lease for, before it fetches alone. Default
-	// FetchTimeout. Only used with a shared tier.
-	SharedWait time.Duration
 	// Recoverable says whether a fetch error is transient (throttling, a
 	// timeout, a refused connection). Default: no error is.
 	Recoverable func(error) bool
@@ -164,7 +182,6 @@ func New[V any](cfg Config, shared Shared[V]) (*Cache[V], error) {
 	setDefault(&cfg.Jitter, 0.1)
 	setDefault(&cfg.StaleFloor, DefaultStaleFloor)
 	setDefault(&cfg.FetchTimeout, 10*time.Second)
-	setDefault(&cfg.SharedWait, cfg.FetchTimeout)
 	setDefault(&cfg.RetryBase, time.Second)
 	setDefault(&cfg.RetryMax, 30*time.Second)
 	setDefault(&cfg.NegativeBase, 5*time.Second)
@@ -183,7 +200,7 @@ func New[V any](cfg Config, shared Shared[V]) (*Cache[V], error) {
 		cfg.OnEvict = func() {}
 	}
 	var errs []error
-	if cfg.MaxEntries < 0 || cfg.MinRemaining < 0 || cfg.StaleFloor < 0 || cfg.FetchTimeout < 0 || cfg.SharedWait < 0 || cfg.BackgroundRate < 0 {
+	if cfg.MaxEntries < 0 || cfg.MinRemaining < 0 || cfg.StaleFloor < 0 || cfg.FetchTimeout < 0 || cfg.BackgroundRate < 0 {
 		errs = append(errs, errors.New("negative setting"))
 	}
 	if cfg.RefreshAhead < 0 || cfg.RefreshAhead > 1 || cfg.Jitter < 0 || cfg.RefreshAhead+cfg.Jitter > 1 {
@@ -242,7 +259,7 @@ func (c *Cache[V]) Get(ctx context.Context, key string, fetch Fetch[V]) (V, Resu
 			switch {
 			case err == nil:
 				return v, Miss, nil
-			case c.cfg.Recoverable(err) && ctx.Err() == nil:
+			case c.recoverable(err) && ctx.Err() == nil:
 				return e.value, Stale, nil
 			default:
 				return zero, Miss, err
@@ -284,6 +301,9 @@ func (cfg Config) CheckLifetime(life time.Duration) error {
 
 // CheckLifetime is Config.CheckLifetime for this cache's settings.
 func (c *Cache[V]) CheckLifetime(life time.Duration) error { return c.cfg.CheckLifetime(life) }
+
+// Remove drops key's value, so that the next Get fetches.
+func (c *Cache[V]) Remove(key string) { c.entries.Remove(key) }
 
 // Len is the number of keys held.
 func (c *Cache[V]) Len() int { return c.entries.Len() }
@@ -363,67 +383,92 @@ func (c *Cache[V]) fetchOne(ctx context.Context, fetch Fetch[V]) (*entry[V], err
 }
 
 // fetchShared is one fetch coordinated with the other processes through the
-// shared tier. A value another process stored is taken when it is better
-// than held (the process's own value, nil on a miss). Otherwise the process
-// that takes the key's lease looks once more, fetches and stores; the others
-// look again, with growing pauses, and fetch alone only when the lease
-// holder has not stored a value within SharedWait.
+// shared tier, within one FetchTimeout in all. A value another process
+// stored is taken when it is better than held (the process's own value, nil
+// on a miss), and a note that its fetch failed is that failure. Otherwise
+// the process that takes the key's lease looks once more, fetches, and
+// stores the value or the note of its failure; the others look again, with
+// growing pauses, until one of them is there or the time is up.
 func (c *Cache[V]) fetchShared(ctx context.Context, key string, fetch Fetch[V], held *entry[V]) (*entry[V], error) {
-	wctx, cancel := context.WithTimeout(ctx, c.cfg.SharedWait)
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.FetchTimeout)
 	defer cancel()
 	for pause := sharedPollMin; ; pause = min(2*pause, sharedPollMax) {
-		if e := c.loadShared(wctx, key, held); e != nil {
-			return e, nil
+		if e, err := c.loadShared(ctx, key, held); e != nil || err != nil {
+			return e, err
 		}
-		// The holder's fetch ends within FetchTimeout; the lease outlives
-		// it by a margin for the look before and the store after.
-		release, ok := c.shared.Lease(wctx, key, c.cfg.FetchTimeout+sharedPollMax)
+		release, ok := c.shared.Lease(ctx, key, c.cfg.FetchTimeout)
 		if ok {
 			defer release()
-			if e := c.loadShared(wctx, key, held); e != nil {
-				return e, nil
+			if e, err := c.loadShared(ctx, key, held); e != nil || err != nil {
+				return e, err
 			}
 			return c.fetchAndStore(ctx, key, fetch)
 		}
 		select {
-		case <-wctx.Done():
-			return c.fetchAndStore(ctx, key, fetch)
+		case <-ctx.Done():
+			return nil, &ElsewhereError{Recoverable: true, Reason: "no value within the fetch timeout"}
 		case <-time.After(pause):
 		}
 	}
 }
 
 // loadShared returns the shared tier's value for key as an entry, when it
-// can be served and, if the process holds a value, expires later than it.
-func (c *Cache[V]) loadShared(ctx context.Context, key string, held *entry[V]) *entry[V] {
+// can be served and, if the process holds a value, expires later than it;
+// otherwise the failure another process noted, if any. A note does not hide
+// a value a process without one can serve.
+func (c *Cache[V]) loadShared(ctx context.Context, key string, held *entry[V]) (*entry[V], error) {
 	s, ok := c.shared.Load(ctx, key)
 	if !ok {
-		return nil
+		return nil, nil
 	}
-	e := c.newEntry(s.Value, s.Fetched, s.Expires)
-	if e.expires.Sub(c.cfg.Now()) <= e.minRemaining {
-		return nil
+	if !s.Expires.IsZero() {
+		e := c.newEntry(s.Value, s.Fetched, s.Expires)
+		if e.expires.Sub(c.cfg.Now()) > e.minRemaining && (held == nil || e.expires.After(held.expires)) {
+			return e, nil
+		}
 	}
-	if held != nil && !e.expires.After(held.expires) {
-		return nil
+	if f := s.Failure; f != nil {
+		reason := "refused"
+		if f.Recoverable {
+			reason = "failed recoverably"
+		}
+		return nil, &ElsewhereError{Recoverable: f.Recoverable, Reason: reason}
 	}
-	return e
+	return nil, nil
 }
 
-// fetchAndStore fetches and leaves the value in the shared tier.
+// fetchAndStore fetches and leaves the value, or the note of its failure,
+// in the shared tier. The store outlives ctx: a fetch that used up the
+// time still shares its value.
 func (c *Cache[V]) fetchAndStore(ctx context.Context, key string, fetch Fetch[V]) (*entry[V], error) {
 	e, err := c.fetchOne(ctx, fetch)
+	sctx := context.WithoutCancel(ctx)
 	if err != nil {
+		f := &Failure{Recoverable: c.recoverable(err), Until: c.cfg.Now().Add(c.cfg.NegativeBase)}
+		if f.Recoverable {
+			f.Until = c.cfg.Now().Add(c.cfg.RetryBase)
+		}
+		c.shared.Store(sctx, key, Stored[V]{Failure: f})
 		return nil, err
 	}
-	c.shared.Store(ctx, key, Stored[V]{Value: e.value, Fetched: e.fetched, Expires: e.expires})
+	c.shared.Store(sctx, key, Stored[V]{Value: e.value, Fetched: e.fetched, Expires: e.expires})
 	return e, nil
+}
+
+// recoverable says whether err is transient: the caller's rule, or a
+// recoverable failure in another process.
+func (c *Cache[V]) recoverable(err error) bool {
+	var elsewhere *ElsewhereError
+	if errors.As(err, &elsewhere) {
+		return elsewhere.Recoverable
+	}
+	return c.cfg.Recoverable(err)
 }
 
 // recordFailure backs a cached value off after a recoverable failure, and
 // otherwise evicts it and remembers the failure.
 func (c *Cache[V]) recordFailure(key string, err error, now time.Time) {
-	recoverable := c.cfg.Recoverable(err)
+	recoverable := c.recoverable(err)
 	if e, ok := c.entries.Peek(key); ok {
 		if recoverable && e.expires.Sub(now) > c.cfg.StaleFloor {
 			e.mu.Lock()

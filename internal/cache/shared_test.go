@@ -2,6 +2,7 @@ package cache_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +18,7 @@ import (
 type tier struct {
 	mu     sync.Mutex
 	values map[string]cache.Stored[int64]
+	notes  map[string]*cache.Failure
 	leases map[string]bool
 	loads  atomic.Int64
 	stores atomic.Int64
@@ -26,7 +28,7 @@ type tier struct {
 }
 
 func newTier() *tier {
-	return &tier{values: map[string]cache.Stored[int64]{}, leases: map[string]bool{}}
+	return &tier{values: map[string]cache.Stored[int64]{}, notes: map[string]*cache.Failure{}, leases: map[string]bool{}}
 }
 
 func (t *tier) Load(_ context.Context, key string) (cache.Stored[int64], bool) {
@@ -37,6 +39,9 @@ func (t *tier) Load(_ context.Context, key string) (cache.Stored[int64], bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s, ok := t.values[key]
+	if f, noted := t.notes[key]; noted {
+		s.Failure, ok = f, true
+	}
 	return s, ok
 }
 
@@ -44,10 +49,15 @@ func (t *tier) Store(_ context.Context, key string, s cache.Stored[int64]) {
 	if t.down.Load() {
 		return
 	}
-	t.stores.Add(1)
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if s.Failure != nil {
+		t.notes[key] = s.Failure
+		return
+	}
+	t.stores.Add(1)
 	t.values[key] = s
+	delete(t.notes, key)
 }
 
 func (t *tier) Lease(_ context.Context, key string, _ time.Duration) (func(), bool) {
@@ -199,34 +209,112 @@ func TestSharedTierDownEachReplicaFetchesAlone(t *testing.T) {
 	}
 }
 
-func TestSharedLeaseNeverDeliveredFetchesAloneAfterWait(t *testing.T) {
+func TestSharedLeaseNeverDeliveredFailsRecoverablyWithoutFetching(t *testing.T) {
 	clk := start()
 	sh := newTier()
 	sh.holdLeases.Store(true)
-	cs := replicas(t, 1, clk, sh, func(c *cache.Config) { c.SharedWait = 50 * time.Millisecond })
+	cs := replicas(t, 1, clk, sh, func(c *cache.Config) { c.FetchTimeout = 50 * time.Millisecond })
 	u := &upstream{clk: clk}
-	v, r, err := cs[0].Get(context.Background(), "k", u.fetch)
-	want(t, v, r, err, 1, cache.Miss)
+	_, _, err := cs[0].Get(context.Background(), "k", u.fetch)
+	var elsewhere *cache.ElsewhereError
+	if !errors.As(err, &elsewhere) || !elsewhere.Recoverable {
+		t.Fatalf("err = %v, want a recoverable ElsewhereError", err)
+	}
+	if u.calls.Load() != 0 {
+		t.Fatalf("upstream calls = %d: the waiter fetched while another process held the lease", u.calls.Load())
+	}
 	if sh.loads.Load() < 2 {
 		t.Fatalf("loads = %d: the replica did not look again while the lease was held", sh.loads.Load())
 	}
-	if sh.stores.Load() != 1 {
-		t.Fatalf("stores = %d, want 1: a value fetched alone is shared too", sh.stores.Load())
+}
+
+func TestSharedFailureIsNotedNotRepeated(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		err         error
+		recoverable bool
+	}{
+		{name: "recoverable", err: errTransient, recoverable: true},
+		{name: "refused", err: errDenied, recoverable: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := start()
+			sh := newTier()
+			cs, u := replicas(t, 2, clk, sh, nil), &upstream{clk: clk}
+			u.fail(tc.err)
+			if _, _, err := cs[0].Get(context.Background(), "k", u.fetch); !errors.Is(err, tc.err) {
+				t.Fatalf("the fetching replica got %v, want %v", err, tc.err)
+			}
+			_, _, err := cs[1].Get(context.Background(), "k", u.fetch)
+			var elsewhere *cache.ElsewhereError
+			if !errors.As(err, &elsewhere) || elsewhere.Recoverable != tc.recoverable {
+				t.Fatalf("the other replica got %v, want an ElsewhereError, recoverable %v", err, tc.recoverable)
+			}
+			if u.calls.Load() != 1 {
+				t.Fatalf("upstream calls = %d, want 1: the failure was repeated", u.calls.Load())
+			}
+			if sh.stores.Load() != 0 || len(sh.leases) != 0 {
+				t.Fatalf("after a failure: %d values stored, leases %v", sh.stores.Load(), sh.leases)
+			}
+			// A replica holding nothing takes a value despite the note.
+			// Once the note and the backoff are over, a value is shared again.
+			u.fail(nil)
+			clk.Add(10 * time.Minute)
+			sh.mu.Lock()
+			delete(sh.notes, "k") // a real tier lets the note expire
+			sh.mu.Unlock()
+			if _, _, err := cs[0].Get(context.Background(), "k", u.fetch); err != nil {
+				t.Fatal(err)
+			}
+			if v, _, err := cs[1].Get(context.Background(), "k", u.fetch); err != nil || v != 2 {
+				t.Fatalf("after recovery the other replica gets %d, %v; want 2", v, err)
+			}
+		})
 	}
 }
 
-func TestSharedFailureIsNotStored(t *testing.T) {
+func TestSharedConcurrentRefreshAheadFetchesOnce(t *testing.T) {
 	clk := start()
 	sh := newTier()
-	cs, u := replicas(t, 1, clk, sh, nil), &upstream{clk: clk}
-	u.fail(errDenied)
-	if _, _, err := cs[0].Get(context.Background(), "k", u.fetch); err != errDenied {
-		t.Fatalf("err = %v, want %v", err, errDenied)
+	cs := replicas(t, 3, clk, sh, nil)
+	u := &slowUpstream{upstream: upstream{clk: clk}, delay: 50 * time.Millisecond}
+	for _, c := range cs {
+		c.Get(context.Background(), "k", u.fetch)
 	}
-	if sh.stores.Load() != 0 {
-		t.Fatalf("a failed fetch stored %d values", sh.stores.Load())
+	clk.Add(31 * time.Minute) // every replica is due at once
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.Get(context.Background(), "k", u.fetch)
+			c.Wait()
+		}()
 	}
-	if len(sh.leases) != 0 {
-		t.Fatalf("a failed fetch kept its lease: %v", sh.leases)
+	wg.Wait()
+	if u.calls.Load() != 2 {
+		t.Fatalf("upstream calls = %d, want 2: the first fetch and one refresh for three replicas refreshing at once", u.calls.Load())
+	}
+}
+
+func TestSharedFailureNoteDoesNotHideAServableValue(t *testing.T) {
+	clk := start()
+	sh := newTier()
+	cs, u := replicas(t, 2, clk, sh, nil), &upstream{clk: clk}
+	cs[0].Get(context.Background(), "k", u.fetch)
+	clk.Add(31 * time.Minute) // due for refresh, still servable
+	u.fail(errTransient)
+	cs[0].Get(context.Background(), "k", u.fetch) // its refresh fails: a note
+	cs[0].Wait()
+	if len(sh.notes) != 1 {
+		t.Fatalf("notes = %v, want the failed refresh noted", sh.notes)
+	}
+	// A replica holding nothing takes the value the note sits beside.
+	v, _, err := cs[1].Get(context.Background(), "k", u.fetch)
+	if err != nil || v != 1 {
+		t.Fatalf("a replica without the value got %d, %v; want the stored 1", v, err)
+	}
+	if u.calls.Load() != 2 {
+		t.Fatalf("upstream calls = %d, want 2 (the fetch and the failed refresh)", u.calls.Load())
 	}
 }

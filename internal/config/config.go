@@ -107,6 +107,15 @@ type SharedTier struct {
 	RootCAs  *x509.CertPool
 }
 
+// Same reports whether s and o read the same URL, password and keys, so
+// that a reload can tell that files it does not re-apply have changed.
+func (s *SharedTier) Same(o *SharedTier) bool {
+	if s == nil || o == nil {
+		return s == o
+	}
+	return s.URL == o.URL && s.Password == o.Password && s.Keys.Equal(o.Keys)
+}
+
 // String keeps the URL and password out of formatted output.
 func (SharedTier) String() string { return "REDACTED" }
 
@@ -441,23 +450,24 @@ func (r *Redis) validate(stsTimeout time.Duration, bad func(setting, format stri
 	if r.URL != "" && r.URLFile != "" {
 		bad("redis", "url and url_file: set one")
 	}
+	at := "redis.url"
+	urlRead := true
 	if r.URLFile != "" {
+		at = "redis.url_file"
 		b, err := os.ReadFile(r.URLFile)
 		if err != nil {
-			bad("redis.url_file", "%v", err)
-			return nil
+			bad(at, "%v", err)
+			urlRead = false
 		}
 		s.URL = strings.TrimSpace(string(b))
 	}
-	at := "redis.url"
-	if r.URLFile != "" {
-		at = "redis.url_file"
-	}
 	var u *url.URL
-	if err := shared.CheckURL(s.URL, r.Cluster); err != nil {
-		bad(at, "%v", err)
-	} else {
-		u, _ = url.Parse(s.URL)
+	if urlRead {
+		if err := shared.CheckURL(s.URL, r.Cluster); err != nil {
+			bad(at, "%v", err)
+		} else {
+			u, _ = url.Parse(s.URL)
+		}
 	}
 	if r.PasswordFile != "" {
 		b, err := os.ReadFile(r.PasswordFile)

@@ -132,6 +132,22 @@ func keyID(k []byte) [idSize]byte {
 	return id
 }
 
+// Equal reports whether r and o hold the same keys in the same order.
+func (r *Keyring) Equal(o *Keyring) bool {
+	if r == nil || o == nil {
+		return r == o
+	}
+	if len(r.keys) != len(o.keys) {
+		return false
+	}
+	for i := range r.keys {
+		if r.keys[i].id != o.keys[i].id {
+			return false
+		}
+	}
+	return true
+}
+
 // Len is the number of keys.
 func (r *Keyring) Len() int { return len(r.keys) }
 

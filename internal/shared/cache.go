@@ -24,10 +24,11 @@ return 0`)
 
 // Cache keeps values of type V in Redis, sealed: it is the cache.Shared of
 // the credential cache. Each value is one Redis key, the prefix and the
-// cache key inside a hash tag, and its lease is the same key with ":lease"
-// after it, so both land in one cluster slot while different keys spread
-// over the cluster. The value is the sealed JSON of the cache.Stored, bound
-// to its Redis key.
+// cache key inside a hash tag; its lease and the note of a failed fetch are
+// the same key with ":lease" and ":failed" after it, so all three land in
+// one cluster slot while different keys spread over the cluster. The value
+// is the sealed JSON of the value with its times, bound to its Redis key. A
+// note holds only "recoverable" or "refused".
 type Cache[V any] struct {
 	t *Tier
 }
@@ -41,31 +42,37 @@ func (c *Cache[V]) entryKey(key string) string { return c.t.cfg.Prefix + "{" + k
 
 func (c *Cache[V]) leaseKey(key string) string { return c.entryKey(key) + ":lease" }
 
+func (c *Cache[V]) failedKey(key string) string { return c.entryKey(key) + ":failed" }
+
 // Load returns the value under key when there is one that opens and has
-// not expired. A value that does not open (moved under another key, altered,
-// or sealed with a key no longer in the ring) is counted as rejected and
-// treated as a miss.
+// not expired, and the note of a failed fetch when there is one. A value
+// that does not open (moved under another key, altered, or sealed with a
+// key no longer in the ring) is counted as rejected and left out.
 func (c *Cache[V]) Load(ctx context.Context, key string) (cache.Stored[V], bool) {
-	var none cache.Stored[V]
-	rkey := c.entryKey(key)
-	var sealed []byte
+	var s cache.Stored[V]
+	rkey, fkey := c.entryKey(key), c.failedKey(key)
+	var got []any
 	err := c.t.do(ctx, "get", func(ctx context.Context) error {
 		var err error
-		sealed, err = c.t.rdb.Get(ctx, rkey).Bytes()
+		got, err = c.t.rdb.MGet(ctx, rkey, fkey).Result()
 		return err
 	})
-	switch {
-	case errors.Is(err, goredis.Nil):
-		c.t.lookups.WithLabelValues("miss").Inc()
-		return none, false
-	case err != nil:
+	if err != nil {
 		c.t.lookups.WithLabelValues("error").Inc()
-		return none, false
+		return s, false
 	}
-	plain, err := c.t.cfg.Keys.Open(sealed, []byte(rkey))
-	var s cache.Stored[V]
+	if note, ok := got[1].(string); ok {
+		s.Failure = &cache.Failure{Recoverable: note == noteRecoverable}
+	}
+	sealed, ok := got[0].(string)
+	if !ok {
+		c.t.lookups.WithLabelValues("miss").Inc()
+		return s, s.Failure != nil
+	}
+	plain, err := c.t.cfg.Keys.Open([]byte(sealed), []byte(rkey))
+	var v cache.Stored[V]
 	if err == nil {
-		err = json.Unmarshal(plain, &s)
+		err = json.Unmarshal(plain, &v)
 	}
 	if err != nil {
 		c.t.lookups.WithLabelValues("rejected").Inc()
@@ -73,25 +80,46 @@ func (c *Cache[V]) Load(ctx context.Context, key string) (cache.Stored[V], bool)
 		if errors.Is(err, seal.ErrUnknownKey) {
 			reason = "sealed with a key not in key_file"
 		}
-		c.t.log.Warn("shared cache entry rejected; fetching instead", "key", rkey, "reason", reason)
-		return none, false
+		c.t.rejected(rkey, reason)
+		return s, s.Failure != nil
 	}
-	if !s.Expires.After(c.t.cfg.Now()) {
+	if !v.Expires.After(c.t.cfg.Now()) {
 		c.t.lookups.WithLabelValues("miss").Inc()
-		return none, false
+		return s, s.Failure != nil
 	}
 	c.t.lookups.WithLabelValues("hit").Inc()
+	s.Value, s.Fetched, s.Expires = v.Value, v.Fetched, v.Expires
 	return s, true
 }
 
-// Store seals s and keeps it under key until it expires: the Redis TTL is
-// its remaining life, never more.
+// Notes of a failed fetch.
+const (
+	noteRecoverable = "recoverable"
+	noteRefused     = "refused"
+)
+
+// Store seals s's value and keeps it under key until it expires, the Redis
+// TTL its remaining life and never more, and drops the note of an earlier
+// failure; or, for a failure, writes the note alone, for as long as it says.
 func (c *Cache[V]) Store(ctx context.Context, key string, s cache.Stored[V]) {
+	if f := s.Failure; f != nil {
+		ttl := f.Until.Sub(c.t.cfg.Now())
+		note := noteRefused
+		if f.Recoverable {
+			note = noteRecoverable
+		}
+		if ttl > 0 {
+			_ = c.t.do(ctx, "set", func(ctx context.Context) error {
+				return c.t.rdb.Set(ctx, c.failedKey(key), note, ttl).Err()
+			})
+		}
+		return
+	}
 	ttl := s.Expires.Sub(c.t.cfg.Now())
 	if ttl <= 0 {
 		return
 	}
-	plain, err := json.Marshal(s)
+	plain, err := json.Marshal(cache.Stored[V]{Value: s.Value, Fetched: s.Fetched, Expires: s.Expires})
 	if err != nil {
 		c.t.log.Error("shared cache entry not encodable; not stored", "err", err)
 		return
@@ -103,13 +131,19 @@ func (c *Cache[V]) Store(ctx context.Context, key string, s cache.Stored[V]) {
 		return
 	}
 	_ = c.t.do(ctx, "set", func(ctx context.Context) error {
-		return c.t.rdb.Set(ctx, rkey, sealed, ttl).Err()
+		_, err := c.t.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			p.Set(ctx, rkey, sealed, ttl)
+			p.Del(ctx, c.failedKey(key))
+			return nil
+		})
+		return err
 	})
 }
 
 // Lease takes key's lease (SET NX PX) with a token of its own, released by
-// compare-and-delete. When Redis cannot say, the lease is granted: the
-// replica fetches alone.
+// compare-and-delete. It lasts ttl and two Redis timeouts more, for the
+// holder's look before its fetch and its store after. When Redis cannot
+// say, the lease is granted: the replica fetches alone.
 func (c *Cache[V]) Lease(ctx context.Context, key string, ttl time.Duration) (func(), bool) {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
@@ -118,7 +152,7 @@ func (c *Cache[V]) Lease(ctx context.Context, key string, ttl time.Duration) (fu
 	var taken bool
 	err := c.t.do(ctx, "lease", func(ctx context.Context) error {
 		var err error
-		taken, err = c.t.rdb.SetNX(ctx, lkey, token, ttl).Result()
+		taken, err = c.t.rdb.SetNX(ctx, lkey, token, ttl+2*c.t.cfg.Timeout).Result()
 		return err
 	})
 	switch {

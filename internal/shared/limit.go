@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -14,7 +15,9 @@ import (
 // Limiter counts a budget per key (a caller, a tenant) in Redis, across
 // replicas, with GCRA (go-redis/redis_rate): the same sustained rate and
 // burst as its local limiter, which counts instead whenever Redis does not
-// answer. Keys in Redis are hashes, so no caller's subject is stored.
+// answer. Keys in Redis hold a SHA-256 of the caller's subject or the
+// tenant, not the name itself (a guessable name can still be confirmed by
+// hashing it).
 type Limiter struct {
 	t     *Tier
 	name  string
@@ -23,16 +26,19 @@ type Limiter struct {
 }
 
 // NewLimiter returns a limiter named name (it keeps its keys apart from
-// other limiters') with local's rate and burst; local must not be nil.
-func NewLimiter(t *Tier, name string, local *limit.Limiter) *Limiter {
+// other limiters') with local's rate and burst.
+func NewLimiter(t *Tier, name string, local *limit.Limiter) (*Limiter, error) {
 	rps, burst := local.Rate()
+	if rps <= 0 {
+		return nil, errors.New("redis: a shared limiter needs a local one with a positive rate")
+	}
 	return &Limiter{
 		t:    t,
 		name: name,
 		// One request every 1/rps, which keeps fractional rates exact.
 		limit: redis_rate.Limit{Rate: 1, Period: time.Duration(float64(time.Second) / rps), Burst: burst},
 		local: local,
-	}
+	}, nil
 }
 
 // Allow takes one request from key's budget. When there is none it returns

@@ -79,6 +79,8 @@ type Tier struct {
 	log  *slog.Logger
 	brk  breaker
 
+	lastRejectedLog atomic.Int64 // unix nanoseconds
+
 	errors  *prometheus.CounterVec
 	lookups *prometheus.CounterVec
 }
@@ -149,7 +151,7 @@ func CheckURL(url string, cluster bool) error {
 	} else {
 		_, err = goredis.ParseURL(url)
 	}
-	if err != nil {
+	if err != nil || !(strings.HasPrefix(url, "redis://") || strings.HasPrefix(url, "rediss://")) {
 		return errors.New("not a redis:// or rediss:// URL (user:password@host:port, /db, known query parameters only)")
 	}
 	return nil
@@ -187,6 +189,20 @@ func client(cfg Config) (goredis.UniversalClient, error) {
 	return goredis.NewUniversalClient(o), nil
 }
 
+// clientLog passes the Redis client's own messages (pool and cluster
+// chatter, repeated on every failed dial) to the log at debug level, so
+// that an outage is still logged once.
+type clientLog struct{ log *slog.Logger }
+
+func (l clientLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis client", "msg", fmt.Sprintf(format, v...))
+}
+
+// SetClientLogger sends the Redis client library's messages to log at
+// debug level. The library keeps one logger for the process, so the
+// composition root calls this once.
+func SetClientLogger(log *slog.Logger) { goredis.SetLogger(clientLog{log}) }
+
 // Close closes the connections.
 func (t *Tier) Close() error { return t.rdb.Close() }
 
@@ -208,11 +224,16 @@ func (t *Tier) do(ctx context.Context, op string, f func(context.Context) error)
 	err := f(octx)
 	switch {
 	case err == nil || errors.Is(err, goredis.Nil):
-		if t.brk.success(probe) {
+		if t.brk.success(t.cfg.Now(), probe) {
 			t.log.Info("redis answers again; replicas share once more")
 		}
 	case ctx.Err() != nil:
 		// The caller stopped waiting; that says nothing about Redis.
+		t.brk.abandon(probe)
+	case errors.Is(err, goredis.ErrPoolTimeout):
+		// Every connection busy: this replica is congested, not Redis
+		// down. This operation goes without; the others carry on.
+		t.errors.WithLabelValues(op).Inc()
 		t.brk.abandon(probe)
 	default:
 		t.errors.WithLabelValues(op).Inc()
@@ -224,17 +245,45 @@ func (t *Tier) do(ctx context.Context, op string, f func(context.Context) error)
 	return err
 }
 
+// rejectedLogEvery spaces the warnings about entries that do not open: a
+// key file missing a key makes one per lookup.
+const rejectedLogEvery = time.Minute
+
+// rejected logs an entry that does not open, at most once a rejectedLogEvery.
+func (t *Tier) rejected(key, reason string) {
+	now := t.cfg.Now()
+	last := t.lastRejectedLog.Load()
+	if last != 0 && now.Sub(time.Unix(0, last)) < rejectedLogEvery {
+		return
+	}
+	if t.lastRejectedLog.CompareAndSwap(last, now.UnixNano()) {
+		t.log.Warn("shared cache entry rejected and fetched anew (logged at most once a minute; tokenvendor_shared_cache_requests_total{result=\"rejected\"} counts them all)",
+			"key", key, "reason", reason)
+	}
+}
+
+// quietPeriod is how long Redis must go without a failure for an outage to
+// be over; a failure after it is a new outage, logged again.
+const quietPeriod = 10 * time.Second
+
 // breaker keeps Redis out after a failure. Closed, every operation runs.
 // Open, none does until the wait has passed; then one probe at a time runs,
 // and only a probe's success closes it again, so answers to operations that
-// started before the failure do not make it flap.
+// started before the failure do not make it flap. Each opening within one
+// outage doubles the wait, so a Redis that fails only in part (full, it
+// answers reads and refuses writes) is asked less and less often. An
+// outage is logged when it starts and when Redis first answers again; it
+// ends after quietPeriod without a failure.
 type breaker struct {
-	open atomic.Bool // read on every operation without the lock
+	open   atomic.Bool // read on every operation without the lock
+	outage atomic.Bool
 
-	mu      sync.Mutex
-	until   time.Time
-	probing bool
-	trips   int // failed probes since it opened
+	mu          sync.Mutex
+	until       time.Time
+	probing     bool
+	openings    int // in this outage
+	announced   bool
+	lastFailure time.Time
 }
 
 func (b *breaker) isOpen() bool { return b.open.Load() }
@@ -256,36 +305,51 @@ func (b *breaker) allow(now time.Time) (probe, ok bool) {
 	return true, true
 }
 
-// success reports whether it closed the breaker.
-func (b *breaker) success(probe bool) bool {
-	if !probe {
+// success reports whether this is the first answer of an outage.
+func (b *breaker) success(now time.Time, probe bool) bool {
+	if !probe && !b.outage.Load() {
 		return false
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.probing, b.trips = false, 0
-	b.open.Store(false)
+	if probe {
+		b.probing = false
+		b.open.Store(false)
+	}
+	if b.outage.Load() && b.announced && now.Sub(b.lastFailure) >= quietPeriod {
+		b.outage.Store(false)
+	}
+	if !b.outage.Load() || b.announced {
+		return false
+	}
+	b.announced = true
 	return true
 }
 
-// failure reports whether it opened the breaker.
+// failure reports whether it starts an outage.
 func (b *breaker) failure(now time.Time, probe bool) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	switch {
-	case probe:
-		b.probing = false
-		b.trips++
-		wait := breakerBase << min(b.trips, 8)
-		b.until = now.Add(min(wait, breakerMax))
-		return false
-	case b.open.Load():
-		return false
-	default:
-		b.until = now.Add(breakerBase)
-		b.open.Store(true)
-		return true
+	if b.outage.Load() && now.Sub(b.lastFailure) >= quietPeriod {
+		b.outage.Store(false) // the last one is long over
 	}
+	b.lastFailure = now
+	if probe {
+		b.probing = false
+	}
+	if probe || !b.open.Load() {
+		if !b.outage.Load() {
+			b.openings, b.announced = 0, false
+		}
+		b.until = now.Add(min(breakerBase<<min(b.openings, 8), breakerMax))
+		b.openings++
+		b.open.Store(true)
+	}
+	if b.outage.Load() {
+		return false
+	}
+	b.outage.Store(true)
+	return true
 }
 
 // abandon lets another probe run when this one ended for its caller's sake.

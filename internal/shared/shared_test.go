@@ -68,6 +68,15 @@ func (r *replica) lookups(t *testing.T, result string) float64 {
 	return metrictest.Counter(t, r.reg, "tokenvendor_shared_cache_requests_total", "result", result)
 }
 
+// sumErrors is tokenvendor_redis_errors_total over every operation.
+func (r *replica) sumErrors(t *testing.T) float64 {
+	var sum float64
+	for _, op := range []string{"get", "set", "lease", "release", "limit", "ping"} {
+		sum += metrictest.Counter(t, r.reg, "tokenvendor_redis_errors_total", "op", op)
+	}
+	return sum
+}
+
 func stored(clk *clock.Fake) cache.Stored[creds] {
 	return cache.Stored[creds]{Value: example, Fetched: clk.Now(), Expires: clk.Now().Add(time.Hour)}
 }
@@ -132,6 +141,30 @@ func TestEntryKeyAndLeaseShareAHashTag(t *testing.T) {
 	}
 }
 
+func TestFailureNoteSitsBesideTheValueUntilAValueReplacesIt(t *testing.T) {
+	m, clk := setup(t)
+	a, b := newReplica(t, "redis://"+m.Addr(), clk), newReplica(t, "redis://"+m.Addr(), clk)
+	a.c.Store(ctx, key, cache.Stored[creds]{Failure: &cache.Failure{Recoverable: true, Until: clk.Now().Add(time.Second)}})
+	got, ok := b.c.Load(ctx, key)
+	if !ok || got.Failure == nil || !got.Failure.Recoverable || !got.Expires.IsZero() {
+		t.Fatalf("Load = %+v %v, want the recoverable failure note and no value", got, ok)
+	}
+	if ttl := m.TTL("tokenvendor:{" + key + "}:failed"); ttl <= 0 || ttl > time.Second {
+		t.Fatalf("note TTL = %s, want at most 1s", ttl)
+	}
+	a.c.Store(ctx, key, stored(clk))
+	if got, ok := b.c.Load(ctx, key); !ok || got.Failure != nil || got.Value != example {
+		t.Fatalf("Load after a value = %+v %v, want the value and no note", got, ok)
+	}
+	a.c.Store(ctx, key, cache.Stored[creds]{Failure: &cache.Failure{Until: clk.Now().Add(5 * time.Second)}})
+	if got, _ := b.c.Load(ctx, key); got.Failure == nil || got.Failure.Recoverable || got.Value != example {
+		t.Fatalf("Load = %+v, want the value and the refusal note beside it", got)
+	}
+	if v, _ := m.Get("tokenvendor:{" + key + "}:failed"); v != "refused" {
+		t.Fatalf("note = %q, want only the word refused", v)
+	}
+}
+
 func TestTTLIsTheRemainingLife(t *testing.T) {
 	m, clk := setup(t)
 	a := newReplica(t, "redis://"+m.Addr(), clk)
@@ -158,8 +191,14 @@ func TestEntryMovedUnderAnotherKeyIsRejected(t *testing.T) {
 	if got, ok := a.c.Load(ctx, other); ok {
 		t.Fatalf("an entry moved under another key was served: %+v", got)
 	}
-	if a.lookups(t, "rejected") != 1 {
-		t.Fatalf("rejected = %v, want 1", a.lookups(t, "rejected"))
+	for range 4 {
+		a.c.Load(ctx, other)
+	}
+	if a.lookups(t, "rejected") != 5 {
+		t.Fatalf("rejected = %v, want 5", a.lookups(t, "rejected"))
+	}
+	if n := strings.Count(a.log.String(), "entry rejected"); n != 1 {
+		t.Fatalf("5 rejections logged %d times, want once a minute", n)
 	}
 	if strings.Contains(a.log.String(), example.SecretAccessKey) {
 		t.Fatal("the log holds a secret")
@@ -277,7 +316,14 @@ func TestLimiterHoldsAcrossReplicasAndFallsBackToLocal(t *testing.T) {
 		}
 		return l
 	}
-	la, lb := shared.NewLimiter(a.tier, "caller", local()), shared.NewLimiter(b.tier, "caller", local())
+	la, err := shared.NewLimiter(a.tier, "caller", local())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, _ := shared.NewLimiter(b.tier, "caller", local())
+	if _, err := shared.NewLimiter(a.tier, "caller", nil); err == nil {
+		t.Fatal("NewLimiter accepted no local limiter")
+	}
 	allowed := 0
 	for i := range 12 {
 		l := la
@@ -339,5 +385,41 @@ func TestNewRefuses(t *testing.T) {
 				t.Fatalf("the error shows the password: %v", err)
 			}
 		})
+	}
+}
+
+func TestPartlyFailingRedisIsOneOutageAskedLessAndLess(t *testing.T) {
+	m, clk := setup(t)
+	a := newReplica(t, "redis://"+m.Addr(), clk)
+	const oom = "OOM command not allowed when used memory > 'maxmemory'."
+	errs := func() float64 { return a.sumErrors(t) }
+	count := func(msg string) int { return strings.Count(a.log.String(), msg) }
+
+	m.SetError(oom) // as a full Redis refuses writes
+	a.c.Store(ctx, key, stored(clk))
+	m.SetError("") // and answers reads
+	clk.Add(time.Second)
+	a.c.Load(ctx, key) // the probe: Redis answers
+	m.SetError(oom)
+	a.c.Store(ctx, key, stored(clk)) // refused again: the breaker opens for longer
+	before := errs()
+	clk.Add(600 * time.Millisecond)
+	a.c.Store(ctx, key, stored(clk))
+	if errs() != before {
+		t.Fatal("the second opening of one outage was no longer than the first")
+	}
+	if count("redis unavailable") != 1 || count("redis answers again") != 1 {
+		t.Fatalf("one outage of a partly failing Redis logged:\n%s", a.log.String())
+	}
+
+	m.SetError("")
+	clk.Add(11 * time.Second)
+	a.c.Load(ctx, key) // Redis answers, and goes on answering
+	clk.Add(11 * time.Second)
+	a.c.Load(ctx, key)
+	m.SetError(oom)
+	a.c.Store(ctx, key, stored(clk))
+	if count("redis unavailable") != 2 {
+		t.Fatalf("a failure after the quiet period was not logged as a new outage:\n%s", a.log.String())
 	}
 }

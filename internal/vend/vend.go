@@ -314,22 +314,38 @@ func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (Gr
 	for _, t := range r.Tags {
 		in.Tags = append(in.Tags, ststypes.Tag{Key: aws.String(t.Key), Value: aws.String(t.Value)})
 	}
-	creds, result, err := s.creds.Get(ctx, cacheKey(prof.Name, in), func(ctx context.Context) (Credentials, time.Time, error) {
+	key := cacheKey(prof.Name, in)
+	creds, result, err := s.creds.Get(ctx, key, func(ctx context.Context) (Credentials, time.Time, error) {
 		return s.assumeRole(ctx, in, prof.Name, tenant)
 	})
 	s.cacheRequests.WithLabelValues(string(result)).Inc()
 	g.Cache = result
 	if err != nil {
-		return g, err
+		return g, elsewhere(err, tenant)
 	}
 	// The key holds the tenant and profile, and a shared entry is bound to
 	// its key; this is the last line of defence, should either ever fail.
 	if creds.TenantID != tenant || creds.Profile != prof.Name {
-		s.log.Error("cached credentials are another tenant's or profile's; refused", "profile", prof.Name, "tenant", tenant)
+		s.creds.Remove(key)
+		s.log.Error("cached credentials are another tenant's or profile's; refused and dropped", "profile", prof.Name, "tenant", tenant)
 		return g, fmt.Errorf("cached credentials for tenant %s of profile %s belong to another", tenant, prof.Name)
 	}
 	g.Credentials = creds
 	return g, nil
+}
+
+// elsewhere gives the failure of another replica's AssumeRole, which this
+// one waited on, the sentinel its own failure would have had.
+func elsewhere(err error, tenant string) error {
+	var e *cache.ElsewhereError
+	if !errors.As(err, &e) {
+		return err
+	}
+	sentinel := ErrUpstream
+	if e.Recoverable {
+		sentinel = ErrUpstreamUnavailable
+	}
+	return fmt.Errorf("%w: assume role for tenant %s: %w", sentinel, tenant, err)
 }
 
 // allow asks l, when there is one, for a request of key.

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/cache"
+	"github.com/tokenvendor/tokenvendor/internal/seal"
+	"github.com/tokenvendor/tokenvendor/internal/shared"
+	"github.com/tokenvendor/tokenvendor/internal/vend"
+)
+
+// redisServer is a redis-server the bench starts for itself.
+type redisServer struct {
+	cmd  *exec.Cmd
+	addr string
+}
+
+func startRedis() (*redisServer, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("redis-server", "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("redis-server (make tools installs it): %w", err)
+	}
+	r := &redisServer{cmd: cmd, addr: fmt.Sprintf("127.0.0.1:%d", port)}
+	c := goredis.NewClient(&goredis.Options{Addr: r.addr, DisableIdentity: true})
+	defer c.Close()
+	for i := 0; c.Ping(context.Background()).Err() != nil; i++ {
+		if i > 100 {
+			r.stop()
+			return nil, fail("redis-server not answering on %s", r.addr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return r, nil
+}
+
+func (r *redisServer) stop() { _ = r.cmd.Process.Kill(); _ = r.cmd.Wait() }
+
+// keyFile writes a key file of one fresh key into dir.
+func keyFile(dir string) (string, *seal.Keyring, error) {
+	k := make([]byte, seal.KeySize)
+	if _, err := rand.Read(k); err != nil {
+		return "", nil, err
+	}
+	ring, err := seal.New(k)
+	if err != nil {
+		return "", nil, err
+	}
+	path := dir + "/redis.key"
+	return path, ring, os.WriteFile(path, []byte(encodeKey(k)+"\n"), 0o600)
+}
+
+func encodeKey(k []byte) string { return base64.StdEncoding.EncodeToString(k) }
+
+// replicaServices are n vendors over one fake STS, each with its own
+// connection to Redis under prefix, as n processes would have.
+func replicaServices(n int, fake *countingSTS, addr, prefix string, keys *seal.Keyring, maxEntries int) ([]*vend.Service, func(), error) {
+	var services []*vend.Service
+	var tiers []*shared.Tier
+	closeAll := func() {
+		for _, t := range tiers {
+			t.Close()
+		}
+	}
+	for range n {
+		reg := prometheus.NewRegistry()
+		t, err := shared.New(shared.Config{URL: "redis://" + addr, Keys: keys, Prefix: prefix, Registerer: reg})
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		tiers = append(tiers, t)
+		var sh cache.Shared[vend.Credentials] = shared.NewCache[vend.Credentials](t)
+		s, err := newService(fake, time.Now, maxEntries, reg, sh)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		services = append(services, s)
+	}
+	return services, closeAll, nil
+}
+
+// replicas measures the shared tier in process against a real redis-server:
+// AssumeRole calls of a cold burst over 1 and 3 replicas, and what a local
+// miss served from Redis costs against a local hit.
+func replicas(tenants int) ([]row, error) {
+	r, err := startRedis()
+	if err != nil {
+		return nil, err
+	}
+	defer r.stop()
+	tmp, err := os.MkdirTemp("", "tokenvendor-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	_, keys, err := keyFile(tmp)
+	if err != nil {
+		return nil, err
+	}
+
+	var rows []row
+	used := func() (float64, error) {
+		c := goredis.NewClient(&goredis.Options{Addr: r.addr, DisableIdentity: true})
+		defer c.Close()
+		info, err := c.InfoMap(context.Background(), "memory").Result()
+		if err != nil {
+			return 0, err
+		}
+		var n float64
+		_, err = fmt.Sscan(info["Memory"]["used_memory"], &n)
+		return n, err
+	}
+	memBefore, err := used()
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range []int{1, 3} {
+		fake := &countingSTS{latency: 30 * time.Millisecond, now: time.Now}
+		services, closeAll, err := replicaServices(n, fake, r.addr, fmt.Sprintf("burst%d:", n), keys, 2*tenants)
+		if err != nil {
+			return nil, err
+		}
+		err = coldBurst(services, tenants, 10)
+		closeAll()
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, row{"replicas (Redis)", fmt.Sprintf("AssumeRole calls, cold burst of 10 x %d tenants over %d replica(s)", tenants, n),
+			fmt.Sprint(fake.calls.Load()), fmt.Sprintf("= %d", tenants)})
+		if n == 1 {
+			memAfter, err := used()
+			if err != nil {
+				return nil, err
+			}
+			rows = append(rows, row{"replicas (Redis)", fmt.Sprintf("Redis used_memory per entry (%d-byte session tokens)", sessionTokenLength),
+				fmt.Sprintf("%.0f", (memAfter-memBefore)/float64(tenants)), ""})
+		}
+	}
+
+	// One replica fills Redis; a second, started after, serves each tenant
+	// once from Redis (a local miss), then once from its own cache.
+	fake := &countingSTS{now: time.Now}
+	services, closeAll, err := replicaServices(2, fake, r.addr, "cost:", keys, 2*tenants)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll()
+	if err := coldBurst(services[:1], tenants, 1); err != nil {
+		return nil, err
+	}
+	calls := fake.calls.Load()
+	timeEach := func(s *vend.Service) ([]time.Duration, error) {
+		var took []time.Duration
+		for i := range tenants {
+			start := time.Now()
+			if _, err := s.Vend(context.Background(), auth.Caller{TenantID: tenantID(i)}, vend.Request{}); err != nil {
+				return nil, err
+			}
+			took = append(took, time.Since(start))
+		}
+		slices.Sort(took)
+		return took, nil
+	}
+	fromRedis, err := timeEach(services[1])
+	if err != nil {
+		return nil, err
+	}
+	hits, err := timeEach(services[1])
+	if err != nil {
+		return nil, err
+	}
+	if fake.calls.Load() != calls {
+		return nil, fail("the second replica called STS %d times for warm tenants", fake.calls.Load()-calls)
+	}
+	q := func(d []time.Duration, p int) time.Duration { return d[len(d)*p/100] }
+	us := func(d time.Duration) string { return fmt.Sprintf("%.1f us", float64(d)/1e3) }
+	rows = append(rows,
+		row{"replicas (Redis)", "local miss served from Redis, p50 / p99", us(q(fromRedis, 50)) + " / " + us(q(fromRedis, 99)), ""},
+		row{"replicas (Redis)", "local hit, p50 / p99", us(q(hits, 50)) + " / " + us(q(hits, 99)), ""},
+		row{"replicas (Redis)", "local miss from Redis / local hit, p50", ratio(float64(q(fromRedis, 50)), float64(q(hits, 50))), ""},
+	)
+	return rows, nil
+}

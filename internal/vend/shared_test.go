@@ -1,0 +1,77 @@
+package vend_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/cache"
+	"github.com/tokenvendor/tokenvendor/internal/vend"
+)
+
+// swappingTier is a broken shared tier: whatever key it is asked for, it
+// answers with another tenant's credentials.
+type swappingTier struct{ now func() time.Time }
+
+func (s swappingTier) Load(context.Context, string) (cache.Stored[vend.Credentials], bool) {
+	c := vend.Credentials{AccessKeyID: "ASIAGLOBEX", SecretAccessKey: "globex-secret", SessionToken: "globex-token",
+		Expiration: s.now().Add(time.Hour), TenantID: "globex", Profile: "objects"}
+	return cache.Stored[vend.Credentials]{Value: c, Fetched: s.now(), Expires: c.Expiration}, true
+}
+
+func (swappingTier) Store(context.Context, string, cache.Stored[vend.Credentials]) {}
+
+func (swappingTier) Lease(context.Context, string, time.Duration) (func(), bool) {
+	return func() {}, true
+}
+
+func TestAnotherTenantsCredentialsFromTheSharedTierAreNeverServed(t *testing.T) {
+	fake := &fakeSTS{}
+	s := newService(t, fake, func(c *vend.Config) { c.Shared = swappingTier{now: time.Now} })
+	for range 2 {
+		g, err := s.Vend(context.Background(), auth.Caller{Subject: "svc-acme", TenantID: "acme"}, vend.Request{})
+		if err == nil || g.AccessKeyID != "" {
+			t.Fatalf("Vend(acme) = %s, %v; want an error and no credentials", g.AccessKeyID, err)
+		}
+		for _, sentinel := range []error{vend.ErrForbidden, vend.ErrUpstream, vend.ErrUpstreamUnavailable} {
+			if errors.Is(err, sentinel) {
+				t.Fatalf("err = %v: a broken tier is an internal error, not %v", err, sentinel)
+			}
+		}
+	}
+}
+
+// failedTier says another replica's AssumeRole for every key just failed.
+type failedTier struct{ recoverable bool }
+
+func (f failedTier) Load(context.Context, string) (cache.Stored[vend.Credentials], bool) {
+	return cache.Stored[vend.Credentials]{Failure: &cache.Failure{Recoverable: f.recoverable}}, true
+}
+
+func (failedTier) Store(context.Context, string, cache.Stored[vend.Credentials]) {}
+
+func (failedTier) Lease(context.Context, string, time.Duration) (func(), bool) {
+	return func() {}, true
+}
+
+func TestAnotherReplicasFailureMapsToTheSentinelItsOwnWould(t *testing.T) {
+	for _, tc := range []struct {
+		recoverable bool
+		want        error
+	}{
+		{recoverable: true, want: vend.ErrUpstreamUnavailable},
+		{recoverable: false, want: vend.ErrUpstream},
+	} {
+		fake := &fakeSTS{}
+		s := newService(t, fake, func(c *vend.Config) { c.Shared = failedTier{recoverable: tc.recoverable} })
+		_, err := s.Vend(context.Background(), auth.Caller{Subject: "svc-acme", TenantID: "acme"}, vend.Request{})
+		if !errors.Is(err, tc.want) {
+			t.Errorf("recoverable %v: err = %v, want %v", tc.recoverable, err, tc.want)
+		}
+		if fake.calls() != 0 {
+			t.Errorf("recoverable %v: %d AssumeRole calls, want 0: the failure elsewhere was repeated", tc.recoverable, fake.calls())
+		}
+	}
+}
