@@ -26,6 +26,7 @@ const usage = `usage:
   tokenvendor serve  --config FILE
   tokenvendor check  --config FILE
   tokenvendor render --config FILE --profile P --tenant T [--subject S]
+  tokenvendor canary --config FILE
   tokenvendor credential-process --url BASE_URL --profile P (--token-file F | --token-env VAR) [--tenant T] [--timeout 10s]
   tokenvendor healthcheck [--url http://127.0.0.1:8080/readyz] [--timeout 2s]
   tokenvendor version
@@ -65,6 +66,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		return check(path, stdout)
+	case "canary":
+		path, _, err := parseFlags(cmd, args, getenv, false)
+		if err != nil {
+			return err
+		}
+		return runCanary(ctx, path, stdout, stderr)
 	case "render":
 		path, sel, err := parseFlags(cmd, args, getenv, true)
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -65,6 +66,7 @@ type Config struct {
 	Tenants         Tenants       `yaml:"tenants"`
 	TLS             TLS           `yaml:"tls"`
 	Redis           Redis         `yaml:"redis"`
+	Canary          Canary        `yaml:"canary"`
 	Profiles        []Profile     `yaml:"profiles"`
 
 	// TenantRule is the compiled tenant pattern, and SessionNamer the
@@ -96,6 +98,47 @@ type Redis struct {
 	CAFile  string        `yaml:"ca_file"`
 	Prefix  string        `yaml:"prefix"`
 	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Canary configures the isolation canary: for two tenants kept for it, it
+// vends each one's credentials as a caller would get them and checks they
+// read the tenant's own object or item and are denied the other's.
+type Canary struct {
+	// Interval between runs in serve; zero: serve runs none.
+	Interval time.Duration `yaml:"interval"`
+	// Tenants are the two canary tenants, which callers never use.
+	Tenants []string `yaml:"tenants"`
+	// Endpoints override the services' endpoints (MinIO, moto in tests);
+	// S3 is then addressed path-style.
+	Endpoints CanaryEndpoints `yaml:"endpoints"`
+	Probes    []CanaryProbe   `yaml:"probes"`
+}
+
+// CanaryEndpoints are optional endpoint overrides.
+type CanaryEndpoints struct {
+	S3       string `yaml:"s3"`
+	DynamoDB string `yaml:"dynamodb"`
+}
+
+// CanaryProbe reads one object or one item with a profile's credentials.
+// Key templates use {{ .TenantID }}.
+type CanaryProbe struct {
+	Profile  string               `yaml:"profile"`
+	S3       *CanaryS3Probe       `yaml:"s3"`
+	DynamoDB *CanaryDynamoDBProbe `yaml:"dynamodb"`
+}
+
+// CanaryS3Probe is an object per tenant.
+type CanaryS3Probe struct {
+	Bucket string `yaml:"bucket"`
+	Key    string `yaml:"key"`
+}
+
+// CanaryDynamoDBProbe is an item per tenant: its key's attributes, all
+// strings.
+type CanaryDynamoDBProbe struct {
+	Table string            `yaml:"table"`
+	Key   map[string]string `yaml:"key"`
 }
 
 // SharedTier is what the redis section's files hold. It carries secrets:
@@ -388,6 +431,7 @@ func (c *Config) Validate() error {
 	}
 
 	c.Shared = c.Redis.validate(c.STS.Timeout, bad)
+	c.Canary.validate(c, bad)
 
 	if len(c.Profiles) == 0 {
 		bad("profiles", "at least one required")
@@ -434,6 +478,85 @@ func (c *Config) Validate() error {
 		p.Template = tmpl
 	}
 	return errors.Join(errs...)
+}
+
+// validate checks the canary section against the rest of the config.
+func (cn *Canary) validate(c *Config, bad func(setting, format string, args ...any)) {
+	if cn.Interval == 0 && len(cn.Tenants) == 0 && len(cn.Probes) == 0 && cn.Endpoints == (CanaryEndpoints{}) {
+		return
+	}
+	if cn.Interval < 0 {
+		bad("canary.interval", "negative")
+	} else if cn.Interval > 0 && cn.Interval < time.Minute {
+		// A run reads from S3 and DynamoDB with every canary tenant's
+		// credentials: more often than a minute only adds cost.
+		bad("canary.interval", "at least 1m, or 0 for no runs in serve")
+	}
+	if len(cn.Tenants) != 2 || cn.Tenants[0] == cn.Tenants[1] {
+		bad("canary.tenants", "two different tenant ids")
+	}
+	for i, id := range cn.Tenants {
+		if c.TenantRule == nil {
+			break
+		}
+		if err := c.TenantRule.Check(id); err != nil {
+			bad(fmt.Sprintf("canary.tenants[%d]", i), "%v", err)
+		} else if len(c.Tenants.Allow) > 0 && !slices.Contains(c.Tenants.Allow, id) {
+			bad(fmt.Sprintf("canary.tenants[%d]", i), "not in tenants.allow: the canary vends as a caller would")
+		}
+	}
+	for name, u := range map[string]string{"canary.endpoints.s3": cn.Endpoints.S3, "canary.endpoints.dynamodb": cn.Endpoints.DynamoDB} {
+		if u == "" {
+			continue
+		}
+		if err := checkFetchURL(u); err != nil {
+			bad(name, "%v", err)
+		}
+	}
+	if len(cn.Probes) == 0 {
+		bad("canary.probes", "at least one")
+	}
+	profiles := map[string]bool{}
+	for _, p := range c.Profiles {
+		profiles[p.Name] = true
+	}
+	for i, p := range cn.Probes {
+		at := fmt.Sprintf("canary.probes[%d]", i)
+		if !profiles[p.Profile] {
+			bad(at+".profile", "no such profile")
+		}
+		switch {
+		case (p.S3 == nil) == (p.DynamoDB == nil):
+			bad(at, "one of s3 or dynamodb")
+		case p.S3 != nil:
+			if p.S3.Bucket == "" {
+				bad(at+".s3.bucket", "required")
+			}
+			if _, err := policy.CompileKey(p.S3.Key); err != nil {
+				bad(at+".s3.key", "%v", err)
+			}
+		default:
+			if p.DynamoDB.Table == "" {
+				bad(at+".dynamodb.table", "required")
+			}
+			if n := len(p.DynamoDB.Key); n < 1 || n > 2 {
+				bad(at+".dynamodb.key", "the partition key and, for a composite key, the sort key")
+			}
+			var perTenant bool
+			for name, v := range p.DynamoDB.Key {
+				_, err := policy.CompileKey(v)
+				switch {
+				case err == nil:
+					perTenant = true
+				case !errors.Is(err, policy.ErrKeyWithoutTenant):
+					bad(at+".dynamodb.key."+name, "%v", err)
+				}
+			}
+			if !perTenant {
+				bad(at+".dynamodb.key", "no attribute holds {{ .TenantID }}: both tenants would read one item")
+			}
+		}
+	}
 }
 
 // validate fills the redis section's defaults, reads its files and reports

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenvendor/tokenvendor/internal/cache"
+	"github.com/tokenvendor/tokenvendor/internal/config"
+	"github.com/tokenvendor/tokenvendor/internal/limit"
+	"github.com/tokenvendor/tokenvendor/internal/registry"
+	"github.com/tokenvendor/tokenvendor/internal/shared"
+	"github.com/tokenvendor/tokenvendor/internal/vend"
+)
+
+// newVendor builds the use case from cfg: the tenant registry (watched
+// until ctx ends), the limits, the STS client, the tier the replicas share
+// and the credential cache. serve and canary vend through it alike.
+// release closes the shared tier's connections.
+func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) (vendor *vend.Service, release func(), err error) {
+	release = func() {}
+	tenantRegistry, err := registry.New(registry.Config{
+		Allow: cfg.Tenants.Allow, File: cfg.Tenants.File, Check: cfg.TenantRule.Check, Logger: log,
+	})
+	if err != nil {
+		return nil, release, err
+	}
+	go tenantRegistry.Run(ctx)
+	callerLimit, err := limit.New(limit.Config{RPS: cfg.Limits.PerCallerRPS, Burst: cfg.Limits.PerCallerBurst})
+	if err != nil {
+		return nil, release, err
+	}
+	tenantLimit, err := limit.New(limit.Config{RPS: cfg.Limits.PerTenantRPS, Burst: cfg.Limits.PerTenantBurst})
+	if err != nil {
+		return nil, release, err
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(cfg.STS.Region))
+	if err != nil {
+		return nil, release, fmt.Errorf("load AWS credentials for the service: %w", err)
+	}
+	stsClient := sts.NewFromConfig(awsCfg, func(o *sts.Options) {
+		if cfg.STS.Endpoint != "" {
+			o.BaseEndpoint = &cfg.STS.Endpoint
+		}
+	})
+
+	var maxDuration time.Duration
+	if roleChaining(ctx, cfg.STS.RoleChaining, stsClient, log) {
+		maxDuration = config.ChainedMaxDuration
+	}
+
+	tier, err := sharedTier(ctx, cfg, reg, log)
+	if err != nil {
+		return nil, release, err
+	}
+	if tier != nil {
+		release = func() { tier.Close() }
+	}
+	var sharedCreds cache.Shared[vend.Credentials]
+	if tier != nil {
+		sharedCreds = shared.NewCache[vend.Credentials](tier)
+	}
+
+	callerLimiter, err := limiter(tier, "caller", callerLimit)
+	if err != nil {
+		return nil, release, err
+	}
+	tenantLimiter, err := limiter(tier, "tenant", tenantLimit)
+	if err != nil {
+		return nil, release, err
+	}
+	vendor, err = vend.New(vend.Config{
+		Profiles:      vendProfiles(cfg),
+		Tenants:       cfg.TenantRule,
+		OverrideScope: cfg.Auth.OverrideScope,
+		STS:           stsClient,
+		MaxDuration:   maxDuration,
+		Registry:      tenantRegistry,
+		CallerLimit:   callerLimiter,
+		TenantLimit:   tenantLimiter,
+		Sessions:      cfg.SessionNamer,
+		Cache: cache.Config{
+			MaxEntries:     cfg.Cache.MaxEntries,
+			RefreshAhead:   cfg.Cache.RefreshAhead,
+			Jitter:         cfg.Cache.RefreshJitter,
+			MinRemaining:   cfg.Cache.MinRemaining,
+			StaleFloor:     cfg.Cache.StaleFloor,
+			BackgroundRate: cfg.Cache.BackgroundRefreshRate,
+			FetchTimeout:   cfg.STS.Timeout,
+		},
+		Shared:     sharedCreds,
+		Registerer: reg,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, release, fmt.Errorf("vend: %w", err)
+	}
+
+	return vendor, release, nil
+}
+
+// sharedTier connects to the Redis the replicas share, when the config has
+// a redis section. Redis down at start-up is logged and bypassed, never
+// fatal: the replica acts alone until Redis answers.
+func sharedTier(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) (*shared.Tier, error) {
+	if cfg.Shared == nil {
+		return nil, nil
+	}
+	shared.SetClientLogger(log)
+	tier, err := shared.New(shared.Config{
+		URL:        cfg.Shared.URL,
+		Cluster:    cfg.Redis.Cluster,
+		Password:   cfg.Shared.Password,
+		RootCAs:    cfg.Shared.RootCAs,
+		Keys:       cfg.Shared.Keys,
+		Prefix:     cfg.Redis.Prefix,
+		Timeout:    cfg.Redis.Timeout,
+		Registerer: reg,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if u, err := url.Parse(cfg.Shared.URL); err == nil && u.Scheme == "redis" && !isLoopback(u.Hostname()) {
+		log.Warn("redis:// without TLS beyond loopback: the AUTH password, leases and rate-limit keys cross the network in clear (cached credentials stay sealed); use rediss://")
+	}
+	if err := tier.Ping(ctx); err == nil {
+		log.Info("sharing cache, leases and limits through redis", "cluster", cfg.Redis.Cluster, "prefix", cfg.Redis.Prefix, "keys", cfg.Shared.Keys.Len())
+	}
+	return tier, nil
+}
+
+func isLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// limiter counts local's budget in Redis when the replicas share one, and
+// is nil when there is no limit.
+func limiter(tier *shared.Tier, name string, local *limit.Limiter) (vend.Limiter, error) {
+	switch {
+	case local == nil:
+		return nil, nil
+	case tier == nil:
+		return local, nil
+	}
+	return shared.NewLimiter(tier, name, local)
+}
+
+func vendProfiles(cfg *config.Config) []vend.Profile {
+	profiles := make([]vend.Profile, 0, len(cfg.Profiles))
+	for _, p := range cfg.Profiles {
+		profiles = append(profiles, vend.Profile{
+			Name: p.Name, RoleARN: p.RoleARN, Duration: p.Duration, ExternalID: p.ExternalID, Template: p.Template,
+		})
+	}
+	return profiles
+}
+
+// roleChaining reports whether the service's own credentials are a role
+// session, in which case AWS caps AssumeRole at one hour. In "auto" mode it
+// asks STS who the service is; when STS cannot say, it assumes so and says so.
+func roleChaining(ctx context.Context, mode string, client *sts.Client, log *slog.Logger) bool {
+	switch mode {
+	case "on":
+		return true
+	case "off":
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	id, err := client.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	if err != nil {
+		// Clamping is harmless when not needed; not clamping when needed
+		// makes every AssumeRole over an hour fail.
+		log.Warn("cannot tell whether the service's credentials are a role session; assuming they are (durations clamped to 1h); set sts.role_chaining to be sure", "err", err)
+		return true
+	}
+	chained := strings.Contains(aws.ToString(id.Arn), ":assumed-role/")
+	log.Info("service identity", "arn", aws.ToString(id.Arn), "role_chaining", chained)
+	return chained
+}
