@@ -239,8 +239,22 @@ func ofKind(ms []manifest, kind string) []manifest {
 	return out
 }
 
+// podTemplateOf is a Deployment's pod template, or a CronJob's job's.
 func podTemplateOf(t *testing.T, m manifest) podTemplate {
 	t.Helper()
+	if m.Kind == "CronJob" {
+		var cj struct {
+			Spec struct {
+				JobTemplate struct {
+					Spec struct {
+						Template podTemplate `yaml:"template"`
+					} `yaml:"spec"`
+				} `yaml:"jobTemplate"`
+			} `yaml:"spec"`
+		}
+		m.decode(t, &cj)
+		return cj.Spec.JobTemplate.Spec.Template
+	}
 	var d struct {
 		Spec struct {
 			Template podTemplate `yaml:"template"`
@@ -441,11 +455,12 @@ func TestOverlaysRenderToTheirGoldenFiles(t *testing.T) {
 func TestEveryPodIsLockedDown(t *testing.T) {
 	for _, overlay := range overlays {
 		t.Run(overlay, func(t *testing.T) {
-			deployments := ofKind(renderOverlay(t, overlay), "Deployment")
+			ms := renderOverlay(t, overlay)
+			deployments := ofKind(ms, "Deployment")
 			if len(deployments) == 0 {
 				t.Fatal("no Deployment")
 			}
-			for _, d := range deployments {
+			for _, d := range append(deployments, ofKind(ms, "CronJob")...) {
 				pod := podTemplateOf(t, d)
 				ps := pod.Spec.SecurityContext
 				if !isTrue(ps.RunAsNonRoot) || ps.RunAsUser == nil || *ps.RunAsUser == 0 || ps.SeccompProfile.Type != "RuntimeDefault" {
@@ -1031,5 +1046,96 @@ func TestSidecarsShareNoRedis(t *testing.T) {
 				t.Errorf("the config has a redis section %+v", *r)
 			}
 		})
+	}
+}
+
+func TestStandaloneRunsTheIsolationCanaryAsACronJob(t *testing.T) {
+	ms := renderOverlay(t, "standalone")
+	cj := find(t, ms, "CronJob", "tokenvendor-canary")
+	var spec struct {
+		Spec struct {
+			Schedule          string `yaml:"schedule"`
+			ConcurrencyPolicy string `yaml:"concurrencyPolicy"`
+			JobTemplate       struct {
+				Spec struct {
+					BackoffLimit *int `yaml:"backoffLimit"`
+				} `yaml:"spec"`
+			} `yaml:"jobTemplate"`
+		} `yaml:"spec"`
+	}
+	cj.decode(t, &spec)
+	if spec.Spec.Schedule == "" || spec.Spec.ConcurrencyPolicy != "Forbid" || spec.Spec.JobTemplate.Spec.BackoffLimit == nil || *spec.Spec.JobTemplate.Spec.BackoffLimit != 0 {
+		t.Errorf("schedule %q, concurrencyPolicy %q, backoffLimit %v: want a schedule, Forbid and no retry (a failed run is a verdict)",
+			spec.Spec.Schedule, spec.Spec.ConcurrencyPolicy, spec.Spec.JobTemplate.Spec.BackoffLimit)
+	}
+	pod := podTemplateOf(t, cj)
+	if len(pod.Spec.Containers) != 1 {
+		t.Fatalf("%d containers, want the canary alone", len(pod.Spec.Containers))
+	}
+	c := pod.Spec.Containers[0]
+	if len(c.Args) < 1 || c.Args[0] != "canary" {
+		t.Errorf("args %q, want the canary command", c.Args)
+	}
+	service := podTemplateOf(t, find(t, ms, "Deployment", "tokenvendor"))
+	if pod.Spec.ServiceAccountName != service.Spec.ServiceAccountName || c.Image != tokenvendorContainer(t, service).Image {
+		t.Errorf("service account %q, image %q: want the service's, so the canary vends as the service does", pod.Spec.ServiceAccountName, c.Image)
+	}
+	serviceConfig, _ := configText(t, ms, service, tokenvendorContainer(t, service))
+	canaryConfig, _ := configText(t, ms, pod, c)
+	if canaryConfig != serviceConfig {
+		t.Errorf("the canary loads ConfigMap %s, the service %s", canaryConfig, serviceConfig)
+	}
+	cfg := tokenvendorConfig(t, ms, pod, c)
+	if len(cfg.Canary.Probes) == 0 || len(cfg.Canary.Tenants) != 2 {
+		t.Fatalf("the config has no canary probes or tenants: %+v", cfg.Canary)
+	}
+	if cfg.Canary.Interval != 0 {
+		t.Errorf("canary.interval %s: the CronJob runs it; the service need not as well", cfg.Canary.Interval)
+	}
+
+	// Nothing meant for the service selects the canary's pods.
+	for _, kind := range []string{"Service", "PodDisruptionBudget", "NetworkPolicy"} {
+		for _, m := range ofKind(ms, kind) {
+			var sel struct {
+				Spec struct {
+					Selector    map[string]any `yaml:"selector"`
+					PodSelector struct {
+						MatchLabels map[string]string `yaml:"matchLabels"`
+					} `yaml:"podSelector"`
+				} `yaml:"spec"`
+			}
+			m.decode(t, &sel)
+			labels := sel.Spec.PodSelector.MatchLabels
+			if kind == "Service" {
+				labels = map[string]string{}
+				for k, v := range sel.Spec.Selector {
+					labels[k] = fmt.Sprint(v)
+				}
+			} else if ml, ok := sel.Spec.Selector["matchLabels"].(map[string]any); ok {
+				labels = map[string]string{}
+				for k, v := range ml {
+					labels[k] = fmt.Sprint(v)
+				}
+			}
+			selects := len(labels) > 0
+			for k, v := range labels {
+				if pod.Metadata.Labels[k] != v {
+					selects = false
+				}
+			}
+			if selects != (kind == "NetworkPolicy" && m.Metadata.Name == "tokenvendor-canary") {
+				t.Errorf("%s %s selects the canary's pods: %v", kind, m.Metadata.Name, selects)
+			}
+		}
+	}
+	var np struct {
+		Spec struct {
+			PolicyTypes []string    `yaml:"policyTypes"`
+			Ingress     []yaml.Node `yaml:"ingress"`
+		} `yaml:"spec"`
+	}
+	find(t, ms, "NetworkPolicy", "tokenvendor-canary").decode(t, &np)
+	if !slices.Contains(np.Spec.PolicyTypes, "Ingress") || len(np.Spec.Ingress) != 0 {
+		t.Errorf("the canary's NetworkPolicy: policyTypes %v, %d ingress rules; want Ingress denied", np.Spec.PolicyTypes, len(np.Spec.Ingress))
 	}
 }
