@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
 const iamTemplate = "cloudformation/iam.yaml"
@@ -58,7 +60,7 @@ func loadTemplate(t *testing.T) template {
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		t.Fatalf("%s: %v", iamTemplate, err)
 	}
-	doc, ok := longForm(&root).(map[string]any)
+	doc, ok := testsupport.LongForm(&root).(map[string]any)
 	if !ok {
 		t.Fatalf("%s is not a mapping", iamTemplate)
 	}
@@ -284,51 +286,6 @@ func (s stack) resolve(t *testing.T, v any) (out any, keep bool) {
 		return l, true
 	}
 	return v, true
-}
-
-// longForm decodes a YAML node, writing CloudFormation's short-form tags as
-// the long form: !Ref X is {"Ref": X}, !GetAtt A.B is {"Fn::GetAtt": [A, B]},
-// !Condition C is {"Condition": C}, !Name V is {"Fn::Name": V}.
-func longForm(n *yaml.Node) any {
-	if tag := n.Tag; strings.HasPrefix(tag, "!") && !strings.HasPrefix(tag, "!!") {
-		plain := *n
-		plain.Tag = ""
-		v := longForm(&plain)
-		switch name := tag[1:]; name {
-		case "Ref", "Condition":
-			return map[string]any{name: v}
-		case "GetAtt":
-			if s, ok := v.(string); ok {
-				res, attr, _ := strings.Cut(s, ".")
-				return map[string]any{"Fn::GetAtt": []any{res, attr}}
-			}
-			return map[string]any{"Fn::GetAtt": v}
-		default:
-			return map[string]any{"Fn::" + name: v}
-		}
-	}
-	switch n.Kind {
-	case yaml.DocumentNode:
-		return longForm(n.Content[0])
-	case yaml.AliasNode:
-		return longForm(n.Alias)
-	case yaml.MappingNode:
-		m := map[string]any{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			m[n.Content[i].Value] = longForm(n.Content[i+1])
-		}
-		return m
-	case yaml.SequenceNode:
-		s := make([]any, 0, len(n.Content))
-		for _, c := range n.Content {
-			s = append(s, longForm(c))
-		}
-		return s
-	default:
-		var v any
-		_ = n.Decode(&v)
-		return v
-	}
 }
 
 // statement is one IAM policy statement.
@@ -677,6 +634,28 @@ func TestOnlyTheStandaloneServiceAccountGetsTheServiceRole(t *testing.T) {
 	}
 }
 
+// accessGrants is everything a session of the access role may ever do: each
+// action with the one resource the permissions boundary allows it on.
+// Nothing else, and never dynamodb:Scan, which carries no leading keys.
+var accessGrants = map[string]any{
+	"dynamodb:GetItem":              getAtt("Table", "Arn"),
+	"dynamodb:PutItem":              getAtt("Table", "Arn"),
+	"dynamodb:UpdateItem":           getAtt("Table", "Arn"),
+	"dynamodb:DeleteItem":           getAtt("Table", "Arn"),
+	"dynamodb:Query":                getAtt("Table", "Arn"),
+	"dynamodb:BatchGetItem":         getAtt("Table", "Arn"),
+	"dynamodb:BatchWriteItem":       getAtt("Table", "Arn"),
+	"s3:GetObject":                  map[string]any{"Fn::Sub": "${Bucket.Arn}/*"},
+	"s3:PutObject":                  map[string]any{"Fn::Sub": "${Bucket.Arn}/*"},
+	"s3:DeleteObject":               map[string]any{"Fn::Sub": "${Bucket.Arn}/*"},
+	"s3:ListBucket":                 getAtt("Bucket", "Arn"),
+	"kms:Encrypt":                   getAtt("TenantKey", "Arn"),
+	"kms:Decrypt":                   getAtt("TenantKey", "Arn"),
+	"kms:GenerateDataKey":           getAtt("TenantKey", "Arn"),
+	"secretsmanager:GetSecretValue": map[string]any{"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:tenant/*"},
+	"secretsmanager:DescribeSecret": map[string]any{"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:tenant/*"},
+}
+
 func TestAccessRoleIsBoundedByTheDataAndScopedByTheTenantTag(t *testing.T) {
 	st := deploy(t, loadTemplate(t), nil)
 	access := role(t, st, "AccessRole")
@@ -689,26 +668,27 @@ func TestAccessRoleIsBoundedByTheDataAndScopedByTheTenantTag(t *testing.T) {
 	if boundary.Type != "AWS::IAM::ManagedPolicy" {
 		t.Fatalf("permissions boundary %v is not a managed policy of the template", boundaryRef)
 	}
-	dataResources := []any{getAtt("Table", "Arn"), getAtt("Bucket", "Arn"), map[string]any{"Fn::Sub": "${Bucket.Arn}/*"}}
-	data := map[string]bool{}
+	bounded := map[string]bool{}
 	for _, s := range statements(t, boundary.Properties["PolicyDocument"]) {
-		resources, ok := s.Resource.([]any)
-		if !ok {
-			resources = []any{s.Resource}
-		}
-		for _, r := range resources {
-			if !slices.ContainsFunc(dataResources, func(d any) bool { return reflect.DeepEqual(r, d) }) {
-				t.Errorf("boundary statement %s reaches beyond the table and the bucket: %v", s.Sid, r)
-			}
-		}
-		if s.Effect != "Allow" || s.NotAction != nil || s.NotResource != nil {
+		if s.Effect != "Allow" || s.NotAction != nil || s.NotResource != nil || s.Condition != nil {
 			t.Errorf("boundary statement %s: want a plain Allow", s.Sid)
 		}
 		for _, a := range strs(s.Action) {
-			if strings.Contains(a, "*") || !strings.HasPrefix(a, "dynamodb:") && !strings.HasPrefix(a, "s3:") {
-				t.Errorf("boundary statement %s allows %s", s.Sid, a)
+			want, ok := accessGrants[a]
+			switch {
+			case !ok:
+				t.Errorf("boundary statement %s allows %s, which no tenant needs", s.Sid, a)
+			case !reflect.DeepEqual(s.Resource, want):
+				t.Errorf("boundary statement %s allows %s on %v, want %v alone", s.Sid, a, s.Resource, want)
+			case bounded[a]:
+				t.Errorf("boundary allows %s twice", a)
 			}
-			data[a] = true
+			bounded[a] = true
+		}
+	}
+	for a := range accessGrants {
+		if !bounded[a] {
+			t.Errorf("boundary does not allow %s, which examples/profiles need", a)
 		}
 	}
 	docs, managed := attachedTo(st, access)
@@ -717,13 +697,18 @@ func TestAccessRoleIsBoundedByTheDataAndScopedByTheTenantTag(t *testing.T) {
 	}
 	// A session of the access role without any session policy (one that
 	// skipped tokenvendor) must still reach its own tenant alone: the key
-	// scheme of the table (pk = TENANT#<id>) and the bucket (<id>/...).
+	// scheme of the table (pk = TENANT#<id> or TENANT#<id>#...), the
+	// bucket (<id>/...), the key (encryption context tenant=<id>) and the
+	// secrets (tenant/<id>/...).
 	ownItems := map[string]any{
-		"ForAllValues:StringEquals": map[string]any{"dynamodb:LeadingKeys": []any{"TENANT#${aws:PrincipalTag/TenantID}"}},
-		"Null":                      map[string]any{"dynamodb:LeadingKeys": "false"},
+		"ForAllValues:StringLike": map[string]any{"dynamodb:LeadingKeys": []any{"TENANT#${aws:PrincipalTag/TenantID}", "TENANT#${aws:PrincipalTag/TenantID}#*"}},
+		"Null":                    map[string]any{"dynamodb:LeadingKeys": "false"},
 	}
 	ownObjects := map[string]any{"Fn::Sub": "${Bucket.Arn}/${!aws:PrincipalTag/TenantID}/*"}
 	ownPrefix := map[string]any{"StringLike": map[string]any{"s3:prefix": []any{"${aws:PrincipalTag/TenantID}/*"}}}
+	ownContext := map[string]any{"StringEquals": map[string]any{"kms:EncryptionContext:tenant": "${aws:PrincipalTag/TenantID}"}}
+	ownSecrets := map[string]any{"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:tenant/${!aws:PrincipalTag/TenantID}/*"}
+	granted := map[string]bool{}
 	for _, d := range docs {
 		for _, s := range statements(t, d) {
 			if s.Effect != "Allow" {
@@ -733,9 +718,10 @@ func TestAccessRoleIsBoundedByTheDataAndScopedByTheTenantTag(t *testing.T) {
 				t.Errorf("statement %s uses NotAction or NotResource", s.Sid)
 			}
 			for _, a := range strs(s.Action) {
-				if !data[a] {
+				if _, ok := accessGrants[a]; !ok {
 					t.Errorf("statement %s allows %s, which the boundary does not", s.Sid, a)
 				}
+				granted[a] = true
 				var scoped bool
 				switch {
 				case strings.HasPrefix(a, "dynamodb:"):
@@ -743,7 +729,11 @@ func TestAccessRoleIsBoundedByTheDataAndScopedByTheTenantTag(t *testing.T) {
 				case a == "s3:ListBucket":
 					scoped = reflect.DeepEqual(s.Resource, getAtt("Bucket", "Arn")) && reflect.DeepEqual(s.Condition, ownPrefix)
 				case strings.HasPrefix(a, "s3:"):
-					scoped = reflect.DeepEqual(s.Resource, ownObjects)
+					scoped = reflect.DeepEqual(s.Resource, ownObjects) && s.Condition == nil
+				case strings.HasPrefix(a, "kms:"):
+					scoped = reflect.DeepEqual(s.Resource, getAtt("TenantKey", "Arn")) && reflect.DeepEqual(s.Condition, ownContext)
+				case strings.HasPrefix(a, "secretsmanager:"):
+					scoped = reflect.DeepEqual(s.Resource, ownSecrets) && s.Condition == nil
 				}
 				if !scoped {
 					raw, _ := json.Marshal(map[string]any{"Resource": s.Resource, "Condition": s.Condition})
@@ -754,6 +744,38 @@ func TestAccessRoleIsBoundedByTheDataAndScopedByTheTenantTag(t *testing.T) {
 				t.Errorf("statement %s allows Scan, which carries no leading keys", s.Sid)
 			}
 		}
+	}
+	// The ABAC profiles (examples/profiles/*-abac.yaml) rely on the role
+	// itself granting every action by the tag.
+	for a := range accessGrants {
+		if !granted[a] {
+			t.Errorf("%s does not grant %s by the TenantID tag", access, a)
+		}
+	}
+}
+
+// The tenants' KMS key leaves its use to IAM (the access role's policy,
+// which binds the encryption context to the tag): its key policy trusts
+// the account alone, and it rotates.
+func TestTenantKeyTrustsTheAccountAlone(t *testing.T) {
+	st := deploy(t, loadTemplate(t), nil)
+	keys := ofType(st, "AWS::KMS::Key")
+	if len(keys) != 1 {
+		t.Fatalf("KMS keys %v, want one", keys)
+	}
+	k := st.Resources[keys[0]]
+	if k.Properties["EnableKeyRotation"] != true {
+		t.Errorf("%s: EnableKeyRotation %v, want true", keys[0], k.Properties["EnableKeyRotation"])
+	}
+	policy := statements(t, k.Properties["KeyPolicy"])
+	if len(policy) != 1 {
+		t.Fatalf("%s: %d key policy statements, want one", keys[0], len(policy))
+	}
+	s := policy[0]
+	root := map[string]any{"AWS": map[string]any{"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+	if s.Effect != "Allow" || !reflect.DeepEqual(s.Principal, root) || s.Condition != nil || s.NotAction != nil || s.NotResource != nil {
+		raw, _ := json.Marshal(s)
+		t.Errorf("%s: key policy %s, want an Allow for this account's IAM policies alone", keys[0], raw)
 	}
 }
 

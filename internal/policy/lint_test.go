@@ -164,6 +164,9 @@ func TestLintRefusesTemplatesThatReachAnotherTenant(t *testing.T) {
 		{name: "only a negated condition", policy: stmt(`"Resource":"*","Condition":{"StringNotEquals":{"aws:ResourceTag/TenantID":"{{ .TenantID }}"}}`), want: "positive condition operator"},
 		{name: "only an IfExists condition", policy: stmt(`"Resource":"*","Condition":{"StringEqualsIfExists":{"aws:ResourceTag/TenantID":"{{ .TenantID }}"}}`), want: "positive condition operator"},
 		{name: "only a case-insensitive condition", policy: stmt(`"Resource":"*","Condition":{"StringEqualsIgnoreCase":{"aws:ResourceTag/TenantID":"{{ .TenantID }}"}}`), want: "positive condition operator"},
+		// ForAllValues holds for a request without the key: GetObject carries
+		// no aws:TagKeys, so this grants every object.
+		{name: "only a ForAllValues condition without a Null guard", policy: stmt(`"Resource":"*","Condition":{"ForAllValues:StringEquals":{"aws:TagKeys":["{{ .TenantID }}"]}}`), want: "positive condition operator"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -188,5 +191,104 @@ func TestLintRefusesTemplatesThatReachAnotherTenant(t *testing.T) {
 		if err := tmpl.Lint(); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// A dynamodb:LeadingKeys condition holds a statement to the tenant only for
+// requests that carry leading keys, all of them the tenant's. The rows
+// follow the Service Authorization Reference (Scan carries none) and what
+// @cloud-copilot/iam-simulate decides (examples/profiles): ForAllValues
+// allows a request without keys, ForAnyValue a batch with one own key.
+func TestLintRefusesActionsALeadingKeysConditionCannotHold(t *testing.T) {
+	tenants, err := policy.NewTenantRule("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const (
+		table   = `"Resource":"arn:aws:dynamodb:us-east-1:123456789012:table/Orders"`
+		forAll  = `"ForAllValues:StringLike":{"dynamodb:LeadingKeys":["TENANT#{{ .TenantID }}","TENANT#{{ .TenantID }}#*"]}`
+		guard   = `"Null":{"dynamodb:LeadingKeys":"false"}`
+		carrier = `"dynamodb:GetItem","dynamodb:PutItem","dynamodb:UpdateItem","dynamodb:DeleteItem","dynamodb:Query","dynamodb:BatchGetItem","dynamodb:BatchWriteItem"`
+	)
+	stmt := func(actions, resource, cond string) string {
+		return `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":[` + actions + `],` + resource + `,"Condition":{` + cond + `}}]}`
+	}
+	tests := []struct {
+		name, policy string
+		want         []string // nil: accepted
+	}{
+		{name: "the seeds' shape", policy: stmt(carrier, table, forAll+","+guard)},
+		{name: "ForAllValues:StringEquals without a guard, actions that always carry the key", policy: stmt(carrier, table, `"ForAllValues:StringEquals":{"dynamodb:LeadingKeys":["TENANT#{{ .TenantID }}"]}`)},
+		{name: "action names in any case", policy: stmt(`"DynamoDB:getitem","dynamodb:QUERY"`, table, forAll)},
+		{name: "PartiQLSelect with a Null guard", policy: stmt(`"dynamodb:PartiQLSelect"`, table, forAll+","+guard)},
+		{name: "ForAllValues on another key with a Null guard", policy: stmt(`"s3:GetObject"`, `"Resource":"*"`, `"ForAllValues:StringEquals":{"aws:TagKeys":["{{ .TenantID }}"]},"Null":{"aws:TagKeys":"false"}`)},
+		{
+			name:   "Scan beside the condition",
+			policy: stmt(carrier+`,"dynamodb:Scan"`, table, forAll),
+			want:   []string{"policy.Statement[0].Action: dynamodb:Scan carries no dynamodb:LeadingKeys", "it reads every tenant's data"},
+		},
+		{
+			name:   "Scan beside a guarded condition",
+			policy: stmt(`"dynamodb:Query","dynamodb:Scan"`, table, forAll+","+guard),
+			want:   []string{"policy.Statement[0].Action: dynamodb:Scan carries no dynamodb:LeadingKeys"},
+		},
+		{
+			name:   "a table-wide action",
+			policy: stmt(`"dynamodb:Query","dynamodb:DescribeTable"`, table, forAll),
+			want:   []string{"dynamodb:DescribeTable carries no dynamodb:LeadingKeys"},
+		},
+		{
+			name:   "a service wildcard",
+			policy: stmt(`"dynamodb:*"`, table, forAll),
+			want:   []string{"dynamodb:* carries no dynamodb:LeadingKeys"},
+		},
+		{
+			name:   "a wildcard that matches only keyed actions is still refused",
+			policy: stmt(`"dynamodb:*Item"`, table, forAll),
+			want:   []string{"dynamodb:*Item carries no dynamodb:LeadingKeys"},
+		},
+		{
+			name:   "every action",
+			policy: stmt(`"*"`, table, forAll),
+			want:   []string{"policy.Statement[0].Action: * carries no dynamodb:LeadingKeys"},
+		},
+		{
+			name:   "another service's action on every resource",
+			policy: stmt(`"dynamodb:Query","s3:GetObject"`, `"Resource":"*"`, forAll),
+			want:   []string{"s3:GetObject carries no dynamodb:LeadingKeys"},
+		},
+		{
+			name:   "ForAnyValue lets a batch with one own key through",
+			policy: stmt(carrier, table, `"ForAnyValue:StringEquals":{"dynamodb:LeadingKeys":["TENANT#{{ .TenantID }}"]}`),
+			want:   []string{"policy.Statement[0].Condition: ForAnyValue on dynamodb:LeadingKeys", "use ForAllValues"},
+		},
+		{
+			name:   "PartiQLSelect without a guard scans",
+			policy: stmt(`"dynamodb:PartiQLSelect"`, table, forAll),
+			want:   []string{`policy.Statement[0].Condition: dynamodb:PartiQLSelect without the partition key scans the table`, `"Null": {"dynamodb:LeadingKeys": "false"}`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tmpl, err := policy.Compile(policy.Spec{Profile: "p", Policy: tt.policy}, tenants)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = tmpl.Lint()
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("Lint() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Lint() = nil, want an error containing %q", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Lint() error %q does not contain %q", err, w)
+				}
+			}
+		})
 	}
 }
