@@ -162,8 +162,8 @@ func (m *minioPeer) run(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.proc = p
-	if err := waitHTTP(m.url+"/minio/health/ready", 30*time.Second); err != nil {
-		t.Fatalf("MinIO: %v\n%s", err, p.out.String())
+	if err := waitMinIO(m.url); err != nil {
+		t.Fatalf("%v\n%s", err, p.out.String())
 	}
 }
 

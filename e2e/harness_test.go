@@ -27,6 +27,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awscreds "github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
@@ -109,8 +110,8 @@ func startPeers(tmp string) error {
 	if err != nil {
 		return err
 	}
-	if err := waitHTTP(peers.minio+"/minio/health/ready", 30*time.Second); err != nil {
-		return fmt.Errorf("MinIO: %w", err)
+	if err := waitMinIO(peers.minio); err != nil {
+		return err
 	}
 	if err := createBucket(); err != nil {
 		return err
@@ -146,6 +147,29 @@ func startPeers(tmp string) error {
 		return err
 	}
 	return waitHTTP(peers.moto+"/moto-api/data.json", 60*time.Second)
+}
+
+// waitMinIO waits until MinIO at base answers health checks and STS: its
+// STS answers "Server not initialized" for a while after it is healthy.
+func waitMinIO(base string) error {
+	if err := waitHTTP(base+"/minio/health/ready", 30*time.Second); err != nil {
+		return fmt.Errorf("MinIO: %w", err)
+	}
+	c := sts.New(sts.Options{Region: "us-east-1", BaseEndpoint: aws.String(base),
+		Credentials: awscreds.NewStaticCredentialsProvider(minioUser, minioPassword, "")})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := c.AssumeRole(context.Background(), &sts.AssumeRoleInput{
+			RoleArn: aws.String("arn:aws:iam::123456789012:role/TenantData"), RoleSessionName: aws.String("e2e-ready"),
+		})
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("MinIO STS not ready after 30 s: %w", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func createBucket() error {
