@@ -26,7 +26,7 @@ test: tools lint
 	$(GO) test -race -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 
-unit: lint
+unit: tools lint
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
 
 e2e: tools

@@ -142,8 +142,8 @@ func TestCanaryOnMotoWhichEnforcesNothingFindsABreachPerProbe(t *testing.T) {
 	}
 	out, code := runCanaryCommand(t, canaryConfig(t, peers.moto, peers.moto, peers.moto, true, ""), aws.Credentials{AccessKeyID: "test", SecretAccessKey: "test"})
 	t.Logf("tokenvendor canary on moto (exit %d):\n%s", code, out)
-	if code == 0 || verdicts(out)["breach"] != 4 || len(verdicts(out)) != 1 {
-		t.Fatalf("exit %d, verdicts %v; want non-zero and a breach for each probe in both directions", code, verdicts(out))
+	if code != 3 || verdicts(out)["breach"] != 4 || len(verdicts(out)) != 1 {
+		t.Fatalf("exit %d, verdicts %v; want 3 (a breach) and a breach for each probe in both directions", code, verdicts(out))
 	}
 	for _, want := range []string{"profile=s3 canary-a -> canary-b", "profile=orders canary-b -> canary-a", "read succeeded"} {
 		if !strings.Contains(out, want) {

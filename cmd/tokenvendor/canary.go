@@ -11,15 +11,16 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/internal/canary"
 	"github.com/tokenvendor/tokenvendor/internal/config"
-	"github.com/tokenvendor/tokenvendor/internal/policy"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
 // runCanary runs every canary probe once, prints a line per probe and
-// direction, and fails unless every one is isolated. The log goes to stderr.
+// direction, and fails unless every one is isolated: with errBreach when one
+// is a breach. The log goes to stderr. The config's listener settings (its
+// TLS files) are not loaded: the canary serves nothing.
 func runCanary(ctx context.Context, path string, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	cfg, err := config.Load(path)
+	cfg, err := config.LoadWithoutListeners(path)
 	if err != nil {
 		return err
 	}
@@ -36,15 +37,16 @@ func runCanary(ctx context.Context, path string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	failed := 0
+	count := map[canary.Verdict]int{}
 	for _, r := range c.Run(ctx) {
 		fmt.Fprintf(stdout, "%-8s profile=%s %s -> %s: %s\n", r.Verdict, r.Profile, r.From, r.To, r.Why)
-		if r.Verdict != canary.Isolated {
-			failed++
-		}
+		count[r.Verdict]++
 	}
-	if failed > 0 {
-		return fmt.Errorf("canary: %d probe(s) not isolated", failed)
+	switch {
+	case count[canary.Breach] > 0:
+		return fmt.Errorf("%w: canary: %d probe direction(s) breached, %d without a verdict", errBreach, count[canary.Breach], count[canary.Error])
+	case count[canary.Error] > 0:
+		return fmt.Errorf("canary: %d probe direction(s) without a verdict", count[canary.Error])
 	}
 	return nil
 }
@@ -53,29 +55,12 @@ func runCanary(ctx context.Context, path string, stdout, stderr io.Writer) error
 func newCanary(cfg *config.Config, vendor *vend.Service, reg prometheus.Registerer, log *slog.Logger) (*canary.Canary, error) {
 	cc := cfg.Canary
 	var probes []canary.Probe
-	key := func(text string) (*policy.Key, error) {
-		k, err := policy.CompileKey(text)
-		if errors.Is(err, policy.ErrKeyWithoutTenant) {
-			err = nil // a sort key may be the same for both; config checked the rest
-		}
-		return k, err
-	}
 	for _, p := range cc.Probes {
 		probe := canary.Probe{Profile: p.Profile}
-		var err error
 		if p.S3 != nil {
-			probe.Bucket = p.S3.Bucket
-			probe.Key, err = key(p.S3.Key)
+			probe.Bucket, probe.Key = p.S3.Bucket, p.S3.Compiled
 		} else {
-			probe.Table, probe.Item = p.DynamoDB.Table, map[string]*policy.Key{}
-			for name, text := range p.DynamoDB.Key {
-				if probe.Item[name], err = key(text); err != nil {
-					break
-				}
-			}
-		}
-		if err != nil {
-			return nil, fmt.Errorf("canary: probe of %s: %w", p.Profile, err)
+			probe.Table, probe.Item = p.DynamoDB.Table, p.DynamoDB.Compiled
 		}
 		probes = append(probes, probe)
 	}

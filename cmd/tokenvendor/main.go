@@ -22,6 +22,10 @@ var version = "dev"
 // errUsage marks a command line that could not be understood.
 var errUsage = errors.New("usage")
 
+// errBreach marks a canary run that found a breach: exit code 3, apart from
+// 1 for a run that could not decide.
+var errBreach = errors.New("isolation breach")
+
 const usage = `usage:
   tokenvendor serve  --config FILE
   tokenvendor check  --config FILE
@@ -41,9 +45,12 @@ func main() {
 		return
 	}
 	fmt.Fprintln(os.Stderr, "tokenvendor:", err)
-	if errors.Is(err, errUsage) {
+	switch {
+	case errors.Is(err, errUsage):
 		fmt.Fprintln(os.Stderr, usage)
 		os.Exit(2)
+	case errors.Is(err, errBreach):
+		os.Exit(3)
 	}
 	os.Exit(1)
 }

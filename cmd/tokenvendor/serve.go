@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"reflect"
 	"sort"
+	"sync"
 	"syscall"
 	"time"
 
@@ -84,7 +85,17 @@ func serve(ctx context.Context, path string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		go c.Loop(ctx, cfg.Canary.Interval, verifier.Ready)
+		// On the way out, the canary stops and its run in progress ends
+		// before the vendor closes (deferred calls run last first).
+		cctx, stopCanary := context.WithCancel(ctx)
+		var canaryDone sync.WaitGroup
+		canaryDone.Add(1)
+		defer canaryDone.Wait()
+		defer stopCanary()
+		go func() {
+			defer canaryDone.Done()
+			c.Loop(cctx, cfg.Canary.Interval, verifier.Ready)
+		}()
 	}
 
 	apiCfg := api.Config{

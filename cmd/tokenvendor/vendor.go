@@ -28,6 +28,11 @@ import (
 // release closes the shared tier's connections.
 func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) (vendor *vend.Service, release func(), err error) {
 	release = func() {}
+	defer func() {
+		if err != nil {
+			release() // the caller gets nothing to release
+		}
+	}()
 	tenantRegistry, err := registry.New(registry.Config{
 		Allow: cfg.Tenants.Allow, File: cfg.Tenants.File, Check: cfg.TenantRule.Check, Logger: log,
 	})

@@ -88,6 +88,22 @@ func loadAccess(src []byte) (*access, error) {
 	if len(a.Identity) == 0 {
 		return nil, fmt.Errorf("AccessRole has no inline policies")
 	}
+	// Policies attached any other way would grant what the proof never
+	// sees: refuse them rather than prove too little.
+	if _, ok := role["ManagedPolicyArns"]; ok {
+		return nil, fmt.Errorf("AccessRole has ManagedPolicyArns, which the proof does not read")
+	}
+	for name, res := range r.resources {
+		props, _ := res["Properties"].(map[string]any)
+		switch res["Type"] {
+		case "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy":
+			for _, field := range []string{"Roles", "RoleName"} {
+				if strings.Contains(fmt.Sprint(props[field]), "AccessRole") {
+					return nil, fmt.Errorf("%s attaches a policy to AccessRole, which the proof does not read", name)
+				}
+			}
+		}
+	}
 	ref, _ := role["PermissionsBoundary"].(map[string]any)
 	boundaryName, _ := ref["Ref"].(string)
 	boundary, err := r.resourceOfType(boundaryName, "AWS::IAM::ManagedPolicy")

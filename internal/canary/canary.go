@@ -25,8 +25,8 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
-// Subject is the caller the canary vends as: session names and the audit
-// log show it.
+// Subject is the caller the canary vends as: a session.name_template with
+// {{ .Subject }} shows it in CloudTrail, and per-caller limits count it.
 const Subject = "tokenvendor-canary"
 
 // Verdict is the outcome of a probe in one direction, or of a run.
@@ -50,12 +50,13 @@ func worse(a, b Verdict) Verdict {
 // Answer is how a read was answered.
 type Answer int
 
-// Answers of a read.
+// Answers of a read. The zero value is Failed, so that a reader that says
+// nothing is no verdict.
 const (
-	Found    Answer = iota // the object or item was returned
+	Failed   Answer = iota // anything else: throttled, timed out, no such table
+	Found                  // the object or item is there and readable
 	NotFound               // the read was allowed and found nothing
 	Denied                 // AccessDenied
-	Failed                 // anything else: throttled, timed out, no such table
 )
 
 // Vendor vends credentials; *vend.Service has it.
@@ -65,7 +66,9 @@ type Vendor interface {
 
 // Reader reads one object or item with the given credentials and says how
 // it was answered; err explains a Failed answer. The AWS reader is
-// NewAWSReader.
+// NewAWSReader. Its read must need exactly the permission the profile's
+// confinement is about, and nothing more that could deny it for another
+// reason (a KMS key's, say).
 type Reader interface {
 	Read(ctx context.Context, creds aws.Credentials, target Target) (Answer, error)
 }
@@ -77,6 +80,7 @@ type Target struct {
 	Item        map[string]string
 }
 
+// String names the operation and the object or item, for logs.
 func (t Target) String() string {
 	if t.Table != "" {
 		return fmt.Sprintf("dynamodb:GetItem %s %v", t.Table, t.Item)
@@ -172,17 +176,22 @@ type Result struct {
 	Why      string
 }
 
-// Run runs every probe in both directions once, records the metrics and
-// logs every verdict but isolated. Never a credential in a log line.
+// Run runs every probe in both directions once, records the metrics (a
+// profile's verdict is the worst of its probes') and logs every verdict but
+// isolated. Never a credential in a log line. A run cut short by ctx
+// records nothing.
 func (c *Canary) Run(ctx context.Context) []Result {
 	var results []Result
-	a, b := c.cfg.Tenants[0], c.cfg.Tenants[1]
+	verdicts := map[string]Verdict{}
+	var profiles []string
 	for _, p := range c.cfg.Probes {
-		verdict := Isolated
-		for _, dir := range [][2]string{{a, b}, {b, a}} {
-			r := c.probe(ctx, p, dir[0], dir[1])
+		if _, seen := verdicts[p.Profile]; !seen {
+			verdicts[p.Profile] = Isolated
+			profiles = append(profiles, p.Profile)
+		}
+		for _, r := range c.probe(ctx, p) {
 			results = append(results, r)
-			verdict = worse(verdict, r.Verdict)
+			verdicts[p.Profile] = worse(verdicts[p.Profile], r.Verdict)
 			switch r.Verdict {
 			case Breach:
 				c.cfg.Logger.Error("isolation canary: BREACH: one tenant's credentials reached another tenant's data",
@@ -192,49 +201,82 @@ func (c *Canary) Run(ctx context.Context) []Result {
 					"profile", r.Profile, "from", r.From, "to", r.To, "why", r.Why)
 			}
 		}
+	}
+	if ctx.Err() != nil {
+		return results
+	}
+	for _, profile := range profiles {
 		v := 0.0
-		if verdict == Isolated {
+		if verdicts[profile] == Isolated {
 			v = 1
 		}
-		c.isolated.WithLabelValues(p.Profile).Set(v)
-		c.runs.WithLabelValues(p.Profile, string(verdict)).Inc()
+		c.isolated.WithLabelValues(profile).Set(v)
+		c.runs.WithLabelValues(profile, string(verdicts[profile])).Inc()
 	}
 	return results
 }
 
-// probe vends from's credentials and reads from's own target, then to's.
-func (c *Canary) probe(ctx context.Context, p Probe, from, to string) Result {
-	r := Result{Profile: p.Profile, From: from, To: to, Verdict: Error}
+// side is one canary tenant of a probe: its credentials, its own object or
+// item, and how reading that with its credentials was answered.
+type side struct {
+	tenant string
+	creds  aws.Credentials
+	target Target
+	own    Answer
+	why    string // when own is not Found
+}
+
+// probe reads each tenant's own object or item with its credentials, then,
+// in both directions, the other's. A direction is judged only when the
+// reader can reach its own and the other tenant's is there: a denied read of
+// a missing object proves nothing.
+func (c *Canary) probe(ctx context.Context, p Probe) []Result {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	own, err := p.target(from)
-	if err != nil {
-		r.Why = err.Error()
-		return r
+	var sides [2]side
+	for i, tenant := range c.cfg.Tenants {
+		s := &sides[i]
+		s.tenant = tenant
+		target, err := p.target(tenant)
+		if err != nil {
+			s.own, s.why = Failed, err.Error()
+			continue
+		}
+		s.target = target
+		g, err := c.cfg.Vendor.Vend(ctx, auth.Caller{Subject: Subject, TenantID: tenant}, vend.Request{Profile: p.Profile, TenantID: tenant})
+		if err != nil {
+			s.own, s.why = Failed, fmt.Sprintf("vend %s's credentials: %v", tenant, err)
+			continue
+		}
+		s.creds = aws.Credentials{AccessKeyID: g.AccessKeyID, SecretAccessKey: g.SecretAccessKey, SessionToken: g.SessionToken,
+			CanExpire: true, Expires: g.Expiration}
+		answer, err := c.cfg.Reader.Read(ctx, s.creds, target)
+		s.own = answer
+		switch answer {
+		case Denied:
+			s.why = fmt.Sprintf("%s denied its own %s: the probe cannot tell isolation from a profile that reaches nothing", tenant, target)
+		case NotFound:
+			s.why = fmt.Sprintf("%s's own %s is missing: create it (README: Isolation canary)", tenant, target)
+		case Failed:
+			s.why = fmt.Sprintf("%s reading its own %s: %v", tenant, target, err)
+		}
 	}
-	foreign, err := p.target(to)
-	if err != nil {
-		r.Why = err.Error()
-		return r
+	var results []Result
+	for _, dir := range [][2]int{{0, 1}, {1, 0}} {
+		from, to := sides[dir[0]], sides[dir[1]]
+		r := Result{Profile: p.Profile, From: from.tenant, To: to.tenant, Verdict: Error}
+		switch {
+		case from.own != Found:
+			r.Why = from.why
+		case to.own != Found:
+			r.Why = to.why
+		default:
+			r.Verdict, r.Why = Judge(c.cfg.Reader.Read(ctx, from.creds, to.target))
+			r.Why = fmt.Sprintf("%s reading %s's %s: %s", from.tenant, to.tenant, to.target, r.Why)
+		}
+		results = append(results, r)
 	}
-	g, err := c.cfg.Vendor.Vend(ctx, auth.Caller{Subject: Subject, TenantID: from}, vend.Request{Profile: p.Profile, TenantID: from})
-	if err != nil {
-		r.Why = fmt.Sprintf("vend %s's credentials: %v", from, err)
-		return r
-	}
-	creds := aws.Credentials{AccessKeyID: g.AccessKeyID, SecretAccessKey: g.SecretAccessKey, SessionToken: g.SessionToken,
-		CanExpire: true, Expires: g.Expiration}
-	switch answer, err := c.cfg.Reader.Read(ctx, creds, own); answer {
-	case Denied:
-		r.Why = fmt.Sprintf("%s denied its own %s: the probe cannot tell isolation from a profile that reaches nothing", from, own)
-		return r
-	case Failed:
-		r.Why = fmt.Sprintf("%s reading its own %s: %v", from, own, err)
-		return r
-	}
-	r.Verdict, r.Why = Judge(c.cfg.Reader.Read(ctx, creds, foreign))
-	r.Why = fmt.Sprintf("%s reading %s's %s: %s", from, to, foreign, r.Why)
-	return r
+	return results
 }
 
 // Judge turns the answer to a read of another tenant's object or item into

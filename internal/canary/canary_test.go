@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
@@ -156,7 +157,7 @@ func TestEachAnswerToAForeignReadGetsItsVerdict(t *testing.T) {
 		{name: "success", s3: s3Object, ddb: ddbItem, want: canary.Breach, why: "read succeeded"},
 		{name: "not found", s3: s3Error(404, "NoSuchKey"), ddb: ddbEmpty, want: canary.Breach, why: "found nothing"},
 		{name: "throttled", s3: s3Error(503, "SlowDown"), ddb: ddbError(400, "ProvisionedThroughputExceededException"), want: canary.Error, why: "no verdict"},
-		{name: "no such table or bucket", s3: s3Error(404, "NoSuchBucket"), ddb: ddbError(400, "ResourceNotFoundException"), want: canary.Error, why: "no verdict"},
+		{name: "server error or no such table", s3: s3Error(500, "InternalError"), ddb: ddbError(400, "ResourceNotFoundException"), want: canary.Error, why: "no verdict"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			svc := newService()
@@ -254,5 +255,81 @@ func TestJudge(t *testing.T) {
 		if got, _ := canary.Judge(tc.answer, errors.New("x")); got != tc.want {
 			t.Errorf("Judge(%v) = %s, want %s", tc.answer, got, tc.want)
 		}
+	}
+}
+
+func TestAProfilesVerdictIsItsWorstProbes(t *testing.T) {
+	svc := newService()
+	srv := httptest.NewServer(svc)
+	t.Cleanup(srv.Close)
+	reg := prometheus.NewRegistry()
+	// Two probes of one profile: its S3 objects leak, its items do not.
+	c, err := canary.New(canary.Config{
+		Tenants: [2]string{"canary-a", "canary-b"},
+		Probes: []canary.Probe{
+			{Profile: "data", Bucket: "bucket", Key: key(t, "{{ .TenantID }}/canary")},
+			{Profile: "data", Table: "Orders", Item: map[string]*policy.Key{"pk": key(t, "TENANT#{{ .TenantID }}")}},
+		},
+		Vendor: vendor{}, Reader: canary.NewAWSReader("us-east-1", srv.URL, srv.URL), Timeout: 2 * time.Second, Registerer: reg,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.both([2]func(http.ResponseWriter){s3Object, ddbItem}, [2]func(http.ResponseWriter){s3Object, ddbError(400, "AccessDeniedException")})
+	c.Run(context.Background())
+	if got := metrictest.Value(t, reg, "tokenvendor_isolation_canary", map[string]string{"profile": "data"}); got != 0 {
+		t.Fatalf("tokenvendor_isolation_canary{profile=data} = %v after a breach in one of its probes, want 0", got)
+	}
+	if got := metrictest.Value(t, reg, "tokenvendor_isolation_canary_runs_total", map[string]string{"profile": "data", "result": "breach"}); got != 1 {
+		t.Fatalf("runs{data,breach} = %v, want 1 (one run, judged by its worst probe)", got)
+	}
+}
+
+func TestForeignObjectMissingIsNoVerdict(t *testing.T) {
+	svc := newService()
+	c, _, _ := newCanary(t, svc, vendor{})
+	// canary-b's object is gone: a denied read of it proves nothing.
+	svc.set("canary-a", "canary-a", s3Object, ddbItem)
+	svc.set("canary-b", "canary-b", s3Error(404, "NoSuchKey"), ddbEmpty)
+	svc.set("canary-a", "canary-b", s3Error(403, "AccessDenied"), ddbError(400, "AccessDeniedException"))
+	svc.set("canary-b", "canary-a", s3Error(403, "AccessDenied"), ddbError(400, "AccessDeniedException"))
+	for _, r := range c.Run(context.Background()) {
+		if r.Verdict != canary.Error || !strings.Contains(r.Why, "canary-b's own") || !strings.Contains(r.Why, "missing") {
+			t.Errorf("%s %s->%s: %s (%s), want error: canary-b's object is missing", r.Profile, r.From, r.To, r.Verdict, r.Why)
+		}
+	}
+}
+
+// silentReader answers nothing: its zero Answer must be no verdict.
+type silentReader struct{}
+
+func (silentReader) Read(context.Context, aws.Credentials, canary.Target) (canary.Answer, error) {
+	return 0, nil
+}
+
+func TestAReaderThatSaysNothingIsNoVerdict(t *testing.T) {
+	c, err := canary.New(canary.Config{
+		Tenants: [2]string{"canary-a", "canary-b"},
+		Probes:  []canary.Probe{{Profile: "objects", Bucket: "bucket", Key: key(t, "{{ .TenantID }}/canary")}},
+		Vendor:  vendor{}, Reader: silentReader{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range c.Run(context.Background()) {
+		if r.Verdict != canary.Error {
+			t.Errorf("%s->%s: %s, want error", r.From, r.To, r.Verdict)
+		}
+	}
+}
+
+func TestARunCutShortRecordsNothing(t *testing.T) {
+	svc := newService()
+	c, reg, _ := newCanary(t, svc, vendor{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	c.Run(ctx)
+	if got := metrictest.Value(t, reg, "tokenvendor_isolation_canary_runs_total", map[string]string{"profile": "objects", "result": "error"}); got != 0 {
+		t.Fatalf("a run cut short by shutdown counted %v errors", got)
 	}
 }

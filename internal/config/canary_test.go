@@ -1,6 +1,8 @@
 package config_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -69,5 +71,23 @@ func TestParseCanary(t *testing.T) {
 				t.Fatalf("canary = %+v", c.Canary)
 			}
 		})
+	}
+}
+
+func TestLoadWithoutListenersIgnoresTheAPIsTLSFiles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	y := "tls:\n  cert_file: /nonexistent/tls.crt\n  key_file: /nonexistent/tls.key\n" + validCanary + baseline + ordersProfile
+	if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.Load(path); err == nil || !strings.Contains(err.Error(), "tls.cert_file") {
+		t.Fatalf("Load = %v, want the missing certificate named", err)
+	}
+	c, err := config.LoadWithoutListeners(path)
+	if err != nil {
+		t.Fatalf("LoadWithoutListeners = %v", err)
+	}
+	if c.TLS.CertFile != "" || c.Canary.Probes[0].S3.Compiled == nil || c.Canary.Probes[1].DynamoDB.Compiled["sk"] == nil {
+		t.Fatalf("TLS %+v kept or canary keys not compiled", c.TLS)
 	}
 }

@@ -132,6 +132,8 @@ type CanaryProbe struct {
 type CanaryS3Probe struct {
 	Bucket string `yaml:"bucket"`
 	Key    string `yaml:"key"`
+	// Compiled is Key compiled, set by Validate.
+	Compiled *policy.Key `yaml:"-"`
 }
 
 // CanaryDynamoDBProbe is an item per tenant: its key's attributes, all
@@ -139,6 +141,8 @@ type CanaryS3Probe struct {
 type CanaryDynamoDBProbe struct {
 	Table string            `yaml:"table"`
 	Key   map[string]string `yaml:"key"`
+	// Compiled is Key compiled, set by Validate.
+	Compiled map[string]*policy.Key `yaml:"-"`
 }
 
 // SharedTier is what the redis section's files hold. It carries secrets:
@@ -251,6 +255,11 @@ type Profile struct {
 	Policy     string            `yaml:"policy"`
 	Tags       map[string]string `yaml:"tags"`
 	Vars       map[string]string `yaml:"vars"`
+	// Isolation says what confines a session to its tenant: "session" (the
+	// default: the session policy names the tenant in every Allow
+	// statement) or "role" (the access role's policy does, by the session's
+	// TenantID tag: ABAC).
+	Isolation string `yaml:"isolation"`
 
 	// Template is the compiled policy and tag template, set by Validate.
 	Template *policy.Template `yaml:"-"`
@@ -265,17 +274,45 @@ func Load(path string) (*Config, error) {
 	return Parse(b)
 }
 
+// LoadWithoutListeners is Load for a command that serves nothing (the
+// canary): the listeners' TLS files are neither checked nor kept, so it
+// runs where the service's certificate and key are not mounted.
+func LoadWithoutListeners(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := decode(b)
+	if err != nil {
+		return nil, err
+	}
+	c.TLS = TLS{}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
 // Parse decodes and validates a YAML document. Unknown keys are errors, so a
 // misspelt setting is not silently ignored.
 func Parse(b []byte) (*Config, error) {
+	c, err := decode(b)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// decode decodes a YAML document, refusing unknown keys.
+func decode(b []byte) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
 		return nil, fmt.Errorf("decode config: %w", err)
-	}
-	if err := c.Validate(); err != nil {
-		return nil, err
 	}
 	return &c, nil
 }
@@ -466,7 +503,14 @@ func (c *Config) Validate() error {
 		if tenants == nil {
 			continue
 		}
-		tmpl, err := policy.Compile(policy.Spec{Profile: p.Name, Policy: p.Policy, Tags: p.Tags, Vars: p.Vars}, tenants)
+		switch p.Isolation {
+		case "":
+			p.Isolation = "session"
+		case "session", "role":
+		default:
+			bad(at+".isolation", "session or role")
+		}
+		tmpl, err := policy.Compile(policy.Spec{Profile: p.Name, Policy: p.Policy, Tags: p.Tags, Vars: p.Vars, RoleIsolates: p.Isolation == "role"}, tenants)
 		if err != nil {
 			errs = append(errs, prefixed(at, err))
 			continue
@@ -532,9 +576,11 @@ func (cn *Canary) validate(c *Config, bad func(setting, format string, args ...a
 			if p.S3.Bucket == "" {
 				bad(at+".s3.bucket", "required")
 			}
-			if _, err := policy.CompileKey(p.S3.Key); err != nil {
+			k, err := policy.CompileKey(p.S3.Key)
+			if err != nil {
 				bad(at+".s3.key", "%v", err)
 			}
+			p.S3.Compiled = k
 		default:
 			if p.DynamoDB.Table == "" {
 				bad(at+".dynamodb.table", "required")
@@ -543,8 +589,10 @@ func (cn *Canary) validate(c *Config, bad func(setting, format string, args ...a
 				bad(at+".dynamodb.key", "the partition key and, for a composite key, the sort key")
 			}
 			var perTenant bool
+			p.DynamoDB.Compiled = map[string]*policy.Key{}
 			for name, v := range p.DynamoDB.Key {
-				_, err := policy.CompileKey(v)
+				k, err := policy.CompileKey(v)
+				p.DynamoDB.Compiled[name] = k // a sort key may be the same for both tenants
 				switch {
 				case err == nil:
 					perTenant = true

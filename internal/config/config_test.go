@@ -47,6 +47,11 @@ func TestParse(t *testing.T) {
 		wantErr string // "" means the configuration is accepted
 	}{
 		{
+			name:    "isolation neither session nor role",
+			mutate:  replace("    vars: {bucket: tenant-data}", "    isolation: ambient\n    vars: {bucket: tenant-data}"),
+			wantErr: "profiles[0] (objects).isolation: session or role",
+		},
+		{
 			name:    "unknown key",
 			mutate:  replace("  audiences:", "  audience_list: [x]\n  audiences:"),
 			wantErr: "field audience_list not found",

@@ -50,7 +50,7 @@ func (t *Template) Lint() error {
 		switch st["Effect"] {
 		case "Deny":
 		case "Allow":
-			errs = append(errs, lintAllow(i, st)...)
+			errs = append(errs, lintAllow(i, st, t.roleIsolates)...)
 		default:
 			errs = append(errs, fmt.Errorf("policy.Statement[%d].Effect: must be Allow or Deny", i))
 		}
@@ -68,11 +68,15 @@ func longProbe(n int) string {
 	return p[:max(1, n)]
 }
 
-// lintAllow checks that an Allow statement is confined to the tenant: the
-// tenant id appears in its Resource, or under a positive condition operator,
-// and never next to a wildcard or a character a tenant id may hold (with
-// "data/{{ .TenantID }}*", tenant acme would reach acme2's objects).
-func lintAllow(i int, st map[string]any) []error {
+// lintAllow checks that an Allow statement is confined to the tenant: every
+// one of its Resources names the tenant, or a condition under a positive
+// operator does, in every value it allows; never next to a wildcard or a
+// character a tenant id may hold (with "data/{{ .TenantID }}*", tenant acme
+// would reach acme2's objects). A condition on aws:PrincipalTag/* does not
+// count: tokenvendor sets the session's tags from the same tenant, so it
+// always holds. With roleIsolates the access role's policy confines the
+// session, and the statement need not name the tenant.
+func lintAllow(i int, st map[string]any, roleIsolates bool) []error {
 	var errs []error
 	at := fmt.Sprintf("policy.Statement[%d]", i)
 	for _, widening := range []string{"NotResource", "NotAction", "NotPrincipal"} {
@@ -80,11 +84,10 @@ func lintAllow(i int, st map[string]any) []error {
 			errs = append(errs, fmt.Errorf("%s: %s in an Allow statement grants everything it does not name", at, widening))
 		}
 	}
-	var scoped bool
-	for _, r := range stringValues(st["Resource"]) {
-		if strings.Contains(r, referenceProbe) {
-			scoped = true
-		}
+	resources := stringValues(st["Resource"])
+	scoped := len(resources) > 0
+	for _, r := range resources {
+		scoped = scoped && strings.Contains(r, referenceProbe)
 	}
 	cond, _ := st["Condition"].(map[string]any)
 	for op, block := range cond {
@@ -96,15 +99,19 @@ func lintAllow(i int, st map[string]any) []error {
 			if strings.HasPrefix(op, "ForAllValues:") && !strings.EqualFold(key, leadingKeys) && !nullGuarded(cond, key) {
 				continue
 			}
-			for _, value := range stringValues(v) {
-				if strings.Contains(value, referenceProbe) && positiveOperator(op) {
-					scoped = true
-				}
+			if !positiveOperator(op) || strings.HasPrefix(strings.ToLower(key), "aws:principaltag/") {
+				continue
 			}
+			values := stringValues(v)
+			all := len(values) > 0
+			for _, value := range values {
+				all = all && strings.Contains(value, referenceProbe)
+			}
+			scoped = scoped || all
 		}
 	}
-	if !scoped {
-		errs = append(errs, fmt.Errorf("%s: Allow statement does not reference the tenant in its Resource or under a positive condition operator (StringEquals, StringLike, ArnEquals, ArnLike; ForAllValues only beside a Null guard)", at))
+	if !scoped && !roleIsolates {
+		errs = append(errs, fmt.Errorf("%s: Allow statement does not reference the tenant in every Resource, nor in every value of a condition under a positive condition operator (StringEquals, StringLike, ArnEquals, ArnLike; ForAllValues only beside a Null guard; not on aws:PrincipalTag/*, which tokenvendor sets from the tenant itself); if the access role's policy isolates tenants by their tag, say so with isolation: role", at))
 	}
 	errs = append(errs, lintLeadingKeys(at, st, cond)...)
 	if b, err := json.Marshal(st); err == nil && !tenantBounded(string(b)) {
@@ -168,7 +175,11 @@ func lintLeadingKeys(at string, st, cond map[string]any) []error {
 		case service == "dynamodb" || strings.ContainsAny(service, "*?") || !onlyDynamoDBResources(st["Resource"]):
 			// Another service's action on a table ARN matches nothing; on
 			// any other resource the condition does not hold it either.
-			errs = append(errs, fmt.Errorf("%s.Action: %s carries no %s, so the statement's %s condition cannot hold it to the tenant (ForAllValues holds for a request without keys: it reads every tenant's data); beside a %s condition name only actions that carry the key, and allow others in a statement of their own", at, a, leadingKeys, leadingKeys, leadingKeys))
+			why := "ForAllValues holds for a request without keys: it reads every tenant's data"
+			if nullGuarded(cond, leadingKeys) {
+				why = "with the Null guard it is never allowed: a mistake either way"
+			}
+			errs = append(errs, fmt.Errorf("%s.Action: %s carries no %s, so the statement's %s condition cannot hold it to the tenant (%s); beside a %s condition name only actions that carry the key, and allow others in a statement of their own", at, a, leadingKeys, leadingKeys, why, leadingKeys))
 		}
 	}
 	return errs

@@ -167,6 +167,14 @@ func TestLintRefusesTemplatesThatReachAnotherTenant(t *testing.T) {
 		// ForAllValues holds for a request without the key: GetObject carries
 		// no aws:TagKeys, so this grants every object.
 		{name: "only a ForAllValues condition without a Null guard", policy: stmt(`"Resource":"*","Condition":{"ForAllValues:StringEquals":{"aws:TagKeys":["{{ .TenantID }}"]}}`), want: "positive condition operator"},
+		// Every element must be confined, not one of them.
+		{name: "the whole bucket beside the tenant's prefix", policy: stmt(`"Resource":["arn:aws:s3:::b/{{ .TenantID }}/*","arn:aws:s3:::b/*"]`), want: "in every Resource"},
+		{name: "a wildcard key beside the tenant's", policy: `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dynamodb:GetItem","Resource":"arn:aws:dynamodb:us-east-1:123456789012:table/Orders",` +
+			`"Condition":{"ForAllValues:StringLike":{"dynamodb:LeadingKeys":["TENANT#{{ .TenantID }}","TENANT#*"]},"Null":{"dynamodb:LeadingKeys":"false"}}}]}`, want: "every value of a condition"},
+		// tokenvendor tags the session with the tenant it renders for: a
+		// condition on that tag always holds.
+		{name: "only a condition on the session's own tag", policy: `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject"],"Resource":"*",` +
+			`"Condition":{"StringEquals":{"aws:PrincipalTag/TenantID":"{{ .TenantID }}"}}}]}`, want: "not on aws:PrincipalTag"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -290,5 +298,28 @@ func TestLintRefusesActionsALeadingKeysConditionCannotHold(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestLintLeavesTenantScopingToTheRoleWhenTheProfileSaysSo(t *testing.T) {
+	tenants, err := policy.NewTenantRule("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	broad := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*"}]}`
+	for _, roleIsolates := range []bool{false, true} {
+		tmpl, err := policy.Compile(policy.Spec{Profile: "p", Policy: broad, RoleIsolates: roleIsolates}, tenants)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tmpl.Lint(); (err == nil) != roleIsolates {
+			t.Errorf("RoleIsolates %v: Lint = %v", roleIsolates, err)
+		}
+	}
+	// The other checks still apply.
+	tmpl, _ := policy.Compile(policy.Spec{Profile: "p", RoleIsolates: true,
+		Policy: `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","NotResource":"arn:aws:s3:::b/x"}]}`}, tenants)
+	if err := tmpl.Lint(); err == nil || !strings.Contains(err.Error(), "NotResource") {
+		t.Errorf("RoleIsolates with NotResource: Lint = %v", err)
 	}
 }

@@ -38,16 +38,22 @@ type Spec struct {
 	Policy  string
 	Tags    map[string]string
 	Vars    map[string]string
+	// RoleIsolates says the access role's own policy, not the session
+	// policy, confines the session to its tenant (ABAC on the session's
+	// tags): the lint then does not require each Allow statement to name
+	// the tenant.
+	RoleIsolates bool
 }
 
 // Template is a profile's policy and tag templates, parsed and ready to
 // render for any valid tenant.
 type Template struct {
-	profile string
-	doc     any // map[string]any, []any, string, *template.Template, json.Number, bool or nil
-	tags    []tagTemplate
-	vars    map[string]string
-	tenants *TenantRule
+	profile      string
+	roleIsolates bool
+	doc          any // map[string]any, []any, string, *template.Template, json.Number, bool or nil
+	tags         []tagTemplate
+	vars         map[string]string
+	tenants      *TenantRule
 	// rendered remembers renderings by tenant: rendering is pure, and a
 	// profile's templates never change once compiled.
 	rendered *lru.Cache[string, Rendered]
@@ -86,7 +92,7 @@ func Compile(spec Spec, tenants *TenantRule) (*Template, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Template{profile: spec.Profile, vars: spec.Vars, tenants: tenants, rendered: rendered}
+	t := &Template{profile: spec.Profile, roleIsolates: spec.RoleIsolates, vars: spec.Vars, tenants: tenants, rendered: rendered}
 
 	if strings.TrimSpace(spec.Policy) == "" {
 		errs = append(errs, errors.New("policy: empty"))
