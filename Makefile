@@ -24,10 +24,17 @@ FUZZTIME ?= 1m
 # and a short run of each fuzz target.
 test: tools lint
 	$(GO) test -race -count=1 ./...
+	$(MAKE) --no-print-directory python
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
+
+# The Python client's unit tests (its end-to-end scenarios run in ./e2e/).
+.PHONY: python
+python:
+	cd clients/python && PYTHONPATH=.:tests python3 -m unittest discover -s tests
 
 unit: tools lint
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
+	$(MAKE) --no-print-directory python
 
 e2e: tools
 	$(GO) test -race -count=1 -v ./e2e/

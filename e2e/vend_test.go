@@ -142,14 +142,12 @@ func TestOverrideScopeOnMinIO(t *testing.T) {
 	if status != http.StatusForbidden {
 		t.Fatalf("worker without a tenant named: %d %s", status, body)
 	}
-	globex := v.vend(t, worker, `{"tenant_id":"globex"}`)
-	if globex.TenantID != "globex" {
-		t.Fatalf("tenant = %s", globex.TenantID)
-	}
-	if err := putGet(globex, "globex/by-worker.txt"); err != nil {
+	// The worker as a service serving many tenants would: the Go client.
+	globex := tenantS3(newTenantClient(t, v, worker).Provider("globex"))
+	if err := sdkPutGet(globex, "globex/by-worker.txt", "worker"); err != nil {
 		t.Errorf("worker's globex credentials on globex/: %v", err)
 	}
-	if err := putGet(globex, "acme/by-worker.txt"); !accessDenied(err) {
+	if err := sdkPutGet(globex, "acme/by-worker.txt", "worker"); !accessDenied(err) {
 		t.Errorf("worker's globex credentials on acme/: err = %v, want AccessDenied", err)
 	}
 	if n := v.metric(t, `tokenvendor_sts_requests_total{outcome="success"}`); n != 1 {

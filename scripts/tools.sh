@@ -70,6 +70,10 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
 fi
 
 missing=0
+if ! python3 -c 'import boto3, botocore' 2>/dev/null; then
+  echo "tools: python3 with boto3 and botocore is needed for the Python client's tests; it comes with the machine image" >&2
+  missing=1
+fi
 for cmd in moto_server aws node kubectl cfn-lint redis-server redis-cli; do
   if ! command -v "$cmd" >/dev/null; then
     echo "tools: $cmd is not on PATH; it comes with the machine image" >&2

@@ -1,0 +1,194 @@
+// Package client gets tenant-scoped AWS credentials from tokenvendor for Go
+// services that serve many tenants: one aws.CredentialsProvider per tenant,
+// shared by every request of that tenant, refreshed ahead of expiry, backed
+// by tokenvendor's cache instead of an AssumeRole per request.
+//
+//	c, _ := client.New(client.Config{URL: "https://tokenvendor.tokenvendor.svc", Profile: "orders",
+//		Token: client.TokenFile("/var/run/secrets/tokenvendor/token")})
+//	db := dynamodb.New(dynamodb.Options{Region: "us-east-1", Credentials: c.Provider(tenantID)})
+//
+// Each tenant's client reaches only that tenant's data: IAM enforces it
+// with the session policy tokenvendor rendered for the tenant.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+)
+
+// DefaultExpiryWindow is how long before Expires a provider's credentials
+// are refreshed: the AWS SDKs' own margin for container credentials.
+const DefaultExpiryWindow = 5 * time.Minute
+
+// maxBody bounds what is read of an answer.
+const maxBody = 64 << 10
+
+// Config configures a Client.
+type Config struct {
+	// URL is tokenvendor's base URL: https, or http on a loopback address.
+	URL string
+	// Profile names the profile; empty when tokenvendor has only one.
+	Profile string
+	// Token returns the caller's token for each request; see TokenFile and
+	// StaticToken.
+	Token func(context.Context) (string, error)
+	// HTTPClient sends the requests; default a client with a 10 s timeout.
+	HTTPClient *http.Client
+	// ExpiryWindow is how long before they expire credentials are
+	// refreshed; default DefaultExpiryWindow.
+	ExpiryWindow time.Duration
+}
+
+// Client hands out one credentials provider per tenant. It is safe for
+// concurrent use.
+type Client struct {
+	cfg      Config
+	endpoint string
+
+	mu        sync.Mutex
+	providers map[string]*aws.CredentialsCache
+}
+
+// New returns a Client.
+func New(cfg Config) (*Client, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil || u.Host == "" {
+		return nil, errors.New("client: URL is not an absolute URL")
+	}
+	switch host := u.Hostname(); {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && (host == "localhost" || host == "127.0.0.1" || host == "::1"):
+	default:
+		return nil, errors.New("client: URL must be https (http only on loopback): the answer holds credentials")
+	}
+	if cfg.Token == nil {
+		return nil, errors.New("client: no Token")
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if cfg.ExpiryWindow == 0 {
+		cfg.ExpiryWindow = DefaultExpiryWindow
+	}
+	return &Client{cfg: cfg, endpoint: strings.TrimSuffix(cfg.URL, "/") + "/credentials", providers: map[string]*aws.CredentialsCache{}}, nil
+}
+
+// Provider returns the credentials provider of tenantID ("" for the
+// token's own tenant). Every call for one tenant returns the same provider,
+// which caches its credentials and refreshes them ExpiryWindow before they
+// expire, so all of a tenant's clients share one set.
+func (c *Client) Provider(tenantID string) aws.CredentialsProvider {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.providers[tenantID]
+	if !ok {
+		p = aws.NewCredentialsCache(&provider{c: c, tenant: tenantID}, func(o *aws.CredentialsCacheOptions) {
+			o.ExpiryWindow = c.cfg.ExpiryWindow
+		})
+		c.providers[tenantID] = p
+	}
+	return p
+}
+
+// Error is tokenvendor's refusal: its status, and the stable code and
+// message of its JSON error body. It never holds the token.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("tokenvendor: %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// provider fetches one tenant's credentials.
+type provider struct {
+	c      *Client
+	tenant string
+}
+
+// Retrieve asks tokenvendor for the tenant's credentials.
+func (p *provider) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	token, err := p.c.cfg.Token(ctx)
+	if err != nil {
+		return aws.Credentials{}, fmt.Errorf("tokenvendor: token: %w", err)
+	}
+	body, _ := json.Marshal(struct {
+		Profile  string `json:"profile,omitempty"`
+		TenantID string `json:"tenant_id,omitempty"`
+	}{p.c.cfg.Profile, p.tenant})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.c.endpoint, bytes.NewReader(body))
+	if err != nil {
+		return aws.Credentials{}, fmt.Errorf("tokenvendor: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := p.c.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return aws.Credentials{}, fmt.Errorf("tokenvendor: %w", err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(res.Body, maxBody))
+	if err != nil {
+		return aws.Credentials{}, fmt.Errorf("tokenvendor: read answer: %w", err)
+	}
+	if res.StatusCode != http.StatusOK {
+		e := &Error{Status: res.StatusCode}
+		if json.Unmarshal(b, e) != nil || e.Code == "" {
+			e.Code, e.Message = "unexpected_answer", http.StatusText(res.StatusCode)
+		}
+		return aws.Credentials{}, e
+	}
+	var out struct {
+		AccessKeyID     string    `json:"AccessKeyId"`
+		SecretAccessKey string    `json:"SecretAccessKey"`
+		SessionToken    string    `json:"SessionToken"`
+		Expiration      time.Time `json:"Expiration"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil || out.AccessKeyID == "" || out.SecretAccessKey == "" || out.Expiration.IsZero() {
+		return aws.Credentials{}, &Error{Status: res.StatusCode, Code: "unexpected_answer", Message: "no credentials in the answer"}
+	}
+	return aws.Credentials{
+		AccessKeyID:     out.AccessKeyID,
+		SecretAccessKey: out.SecretAccessKey,
+		SessionToken:    out.SessionToken,
+		Source:          "tokenvendor",
+		CanExpire:       true,
+		Expires:         out.Expiration,
+	}, nil
+}
+
+// TokenFile returns a token source that reads path on every call, so that
+// a rotated token (a projected service-account token) is used at once.
+// Surrounding white space is trimmed.
+func TokenFile(path string) func(context.Context) (string, error) {
+	return func(context.Context) (string, error) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", err
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("token file %s is empty", path)
+		}
+		return t, nil
+	}
+}
+
+// StaticToken returns a token source that always returns token.
+func StaticToken(token string) func(context.Context) (string, error) {
+	return func(context.Context) (string, error) { return token, nil }
+}

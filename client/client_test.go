@@ -1,0 +1,208 @@
+package client_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/tokenvendor/tokenvendor/client"
+)
+
+// fakeVendor answers POST /credentials like tokenvendor: each request gets
+// credentials naming the tenant and the request number, unless status says
+// otherwise.
+type fakeVendor struct {
+	calls  atomic.Int64
+	status atomic.Int64 // 0: 200
+	mu     sync.Mutex
+	seen   []seen
+	life   time.Duration
+}
+
+type seen struct {
+	auth              string
+	profile, tenant   string
+	contentTypeIsJSON bool
+}
+
+func (f *fakeVendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n := f.calls.Add(1)
+	var body struct {
+		Profile  string `json:"profile"`
+		TenantID string `json:"tenant_id"`
+	}
+	_ = json.NewDecoder(r.Body).Decode(&body)
+	f.mu.Lock()
+	f.seen = append(f.seen, seen{r.Header.Get("Authorization"), body.Profile, body.TenantID, r.Header.Get("Content-Type") == "application/json"})
+	f.mu.Unlock()
+	if r.Method != http.MethodPost || r.URL.Path != "/credentials" {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if s := int(f.status.Load()); s != 0 {
+		w.WriteHeader(s)
+		fmt.Fprintf(w, `{"code":%q,"message":"refused by the fake"}`, map[int]string{401: "unauthenticated", 403: "forbidden", 503: "upstream_unavailable"}[s])
+		return
+	}
+	life := f.life
+	if life == 0 {
+		life = time.Hour
+	}
+	tenant := body.TenantID
+	if tenant == "" {
+		tenant = "own"
+	}
+	fmt.Fprintf(w, `{"Version":1,"AccessKeyId":"ASIA-%s-%d","SecretAccessKey":"secret","SessionToken":"token","Expiration":%q,"TenantId":%q,"Profile":"objects"}`,
+		tenant, n, time.Now().Add(life).UTC().Format(time.RFC3339), tenant)
+}
+
+func newClient(t *testing.T, f *fakeVendor, token func(context.Context) (string, error)) *client.Client {
+	t.Helper()
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	c, err := client.New(client.Config{URL: srv.URL, Profile: "objects", Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestProviderSendsTheTokenProfileAndTenantAndSetsExpiry(t *testing.T) {
+	f := &fakeVendor{}
+	c := newClient(t, f, client.StaticToken("the-token"))
+	creds, err := c.Provider("acme").Retrieve(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if creds.AccessKeyID != "ASIA-acme-1" || !creds.CanExpire || time.Until(creds.Expires) < 50*time.Minute {
+		t.Fatalf("credentials %+v: want acme's, CanExpire and Expires an hour away", creds)
+	}
+	if s := f.seen[0]; s.auth != "Bearer the-token" || s.profile != "objects" || s.tenant != "acme" || !s.contentTypeIsJSON {
+		t.Fatalf("request %+v", s)
+	}
+	if _, err := c.Provider("").Retrieve(context.Background()); err != nil || f.seen[1].tenant != "" {
+		t.Fatalf("the token's own tenant: %v, request %+v; want no tenant_id sent", err, f.seen[1])
+	}
+}
+
+func TestOneProviderPerTenantSharedByEveryGoroutine(t *testing.T) {
+	f := &fakeVendor{}
+	c := newClient(t, f, client.StaticToken("t"))
+	if c.Provider("acme") != c.Provider("acme") || c.Provider("acme") == c.Provider("globex") {
+		t.Fatal("Provider must return one provider per tenant")
+	}
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tenant := []string{"acme", "globex"}[i%2]
+			creds, err := c.Provider(tenant).Retrieve(context.Background())
+			if err != nil || !strings.HasPrefix(creds.AccessKeyID, "ASIA-"+tenant+"-") {
+				t.Errorf("%s got %s, %v", tenant, creds.AccessKeyID, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if f.calls.Load() != 2 {
+		t.Fatalf("%d requests for 50 retrievals of two tenants, want 2", f.calls.Load())
+	}
+}
+
+func TestRefreshesAheadOfExpiry(t *testing.T) {
+	f := &fakeVendor{life: client.DefaultExpiryWindow + time.Second}
+	c := newClient(t, f, client.StaticToken("t"))
+	p := c.Provider("acme")
+	fetched := time.Now()
+	first, _ := p.Retrieve(context.Background())
+	time.Sleep(1100 * time.Millisecond) // within the expiry window now
+	second, err := p.Retrieve(context.Background())
+	if err != nil || second.AccessKeyID == first.AccessKeyID {
+		t.Fatalf("after entering the expiry window: %s, %v; want fresh credentials", second.AccessKeyID, err)
+	}
+	if realExpiry := fetched.Add(f.life).Truncate(time.Second); !time.Now().Before(realExpiry) {
+		t.Fatal("the refresh came after the first credentials expired")
+	}
+}
+
+func TestRefusalIsAnErrorWithTheCodeAndNeverTheToken(t *testing.T) {
+	for _, status := range []int{401, 403, 503} {
+		f := &fakeVendor{}
+		f.status.Store(int64(status))
+		var tokens atomic.Int64
+		c := newClient(t, f, func(context.Context) (string, error) { tokens.Add(1); return "secret-token-value", nil })
+		for range 2 {
+			_, err := c.Provider("acme").Retrieve(context.Background())
+			var e *client.Error
+			if !errors.As(err, &e) || e.Status != status || e.Code == "" || e.Message != "refused by the fake" {
+				t.Fatalf("%d: err = %v (%#v), want a *client.Error with the code", status, err, e)
+			}
+			if strings.Contains(err.Error(), "secret-token-value") {
+				t.Fatalf("the error shows the token: %v", err)
+			}
+		}
+		if tokens.Load() != 2 {
+			t.Fatalf("%d: token asked %d times for two retrievals, want 2: a refusal is not cached", status, tokens.Load())
+		}
+	}
+}
+
+func TestRefusalSurfacesThroughAnAWSClient(t *testing.T) {
+	f := &fakeVendor{}
+	f.status.Store(403)
+	c := newClient(t, f, client.StaticToken("t"))
+	s3c := s3.New(s3.Options{Region: "us-east-1", Credentials: c.Provider("globex"), BaseEndpoint: aws.String("http://127.0.0.1:1"), UsePathStyle: true})
+	_, err := s3c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String("b"), Key: aws.String("k")})
+	var e *client.Error
+	if !errors.As(err, &e) || e.Code != "forbidden" {
+		t.Fatalf("err = %v, want a *client.Error forbidden inside the S3 client's error", err)
+	}
+}
+
+func TestTokenFileIsReadOnEveryRequest(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "token")
+	tok := client.TokenFile(path)
+	for _, want := range []string{"first", "second"} {
+		if err := os.WriteFile(path, []byte(want+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := tok(context.Background()); err != nil || got != want {
+			t.Fatalf("TokenFile = %q, %v; want %q, trimmed", got, err, want)
+		}
+	}
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tok(context.Background()); err == nil {
+		t.Fatal("an empty token file was accepted")
+	}
+}
+
+func TestNewRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  client.Config
+	}{
+		{"no token", client.Config{URL: "https://tokenvendor.example"}},
+		{"plain http beyond loopback", client.Config{URL: "http://tokenvendor.example", Token: client.StaticToken("t")}},
+		{"not a URL", client.Config{URL: "tokenvendor", Token: client.StaticToken("t")}},
+	} {
+		if _, err := client.New(tc.cfg); err == nil {
+			t.Errorf("%s: accepted", tc.name)
+		}
+	}
+}
