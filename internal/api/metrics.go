@@ -13,6 +13,7 @@ import (
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	inFlight prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -27,7 +28,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "HTTP request duration, by route pattern.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"route"}),
+		inFlight: f.NewGauge(prometheus.GaugeOpts{
+			Name: "tokenvendor_requests_in_flight",
+			Help: "Credentials requests being served (limits.max_in_flight caps them).",
+		}),
 	}
+}
+
+// countInFlight keeps tokenvendor_requests_in_flight.
+func (m *metrics) countInFlight(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.inFlight.Inc()
+		defer m.inFlight.Dec()
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (m *metrics) middleware(next http.Handler) http.Handler {

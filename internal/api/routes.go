@@ -76,7 +76,7 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { h.fail(w, r, errMethodNotAllowed) })
 
 	r.Group(func(r chi.Router) {
-		r.Use(h.inFlight(cfg.MaxInFlight))
+		r.Use(m.countInFlight, h.inFlight(cfg.MaxInFlight))
 		r.Post("/credentials", h.credentials)
 		r.Get("/v1/container-credentials/{profile}", h.containerCredentials)
 	})
