@@ -207,6 +207,14 @@ func New(cfg Config) (*Verifier, error) {
 		Name: "tokenvendor_jwks_refreshes_total",
 		Help: "Fetches of the identity provider's key set, by outcome.",
 	}, []string{"outcome"})
+	// Every series exists from the start, at 0, so that alerts on a rate
+	// see the first failure, and dashboards are not empty.
+	for _, reason := range failureReasons {
+		v.failures.WithLabelValues(reason)
+	}
+	for _, outcome := range []string{"success", "error"} {
+		v.fetches.WithLabelValues(outcome)
+	}
 
 	return v, nil
 }
@@ -305,6 +313,10 @@ func (v *Verifier) get(ctx context.Context) (jwk.Set, error) {
 func (v *Verifier) Ready() bool { return v.ready.Load() }
 
 // Verify checks token and returns its caller. Failures wrap
+// failureReasons are the values of tokenvendor_auth_failures_total's reason.
+var failureReasons = []string{"missing", "malformed", "too_large", "algorithm", "unknown_kid", "signature", "expired",
+	"not_yet_valid", "issuer", "audience", "claims", "jwks_unavailable"}
+
 // ErrUnauthenticated with a reason that never contains the token.
 func (v *Verifier) Verify(ctx context.Context, token string) (Caller, error) {
 	var sum [sha256.Size]byte

@@ -154,7 +154,7 @@ func New(cfg Config) (*Canary, error) {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
 	f := promauto.With(cfg.Registerer)
-	return &Canary{
+	c := &Canary{
 		cfg: cfg,
 		isolated: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tokenvendor_isolation_canary",
@@ -164,7 +164,15 @@ func New(cfg Config) (*Canary, error) {
 			Name: "tokenvendor_isolation_canary_runs_total",
 			Help: "Canary runs by profile and result (isolated, breach, error).",
 		}, []string{"profile", "result"}),
-	}, nil
+	}
+	// The runs' series exist from the start, at 0, so that "no run for a
+	// while" is visible; the gauge waits for the first run.
+	for _, p := range cfg.Probes {
+		for _, v := range []Verdict{Isolated, Error, Breach} {
+			c.runs.WithLabelValues(p.Profile, string(v))
+		}
+	}
+	return c, nil
 }
 
 // Result is one probe in one direction: the credentials of From reading

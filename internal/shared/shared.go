@@ -130,6 +130,12 @@ func New(cfg Config) (*Tier, error) {
 		Name: "tokenvendor_shared_cache_requests_total",
 		Help: "Lookups in the shared tier on a local miss or refresh, by result (hit, miss, rejected: sealed value that does not open, error: Redis failed or is being bypassed).",
 	}, []string{"result"})
+	for _, op := range []string{"get", "set", "lease", "release", "limit", "ping"} {
+		t.errors.WithLabelValues(op)
+	}
+	for _, result := range []string{"hit", "miss", "rejected", "error"} {
+		t.lookups.WithLabelValues(result)
+	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tokenvendor_redis_up",
 		Help: "1 while this replica uses Redis, 0 while it acts alone after a Redis failure.",

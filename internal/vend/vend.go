@@ -202,6 +202,13 @@ func New(cfg Config) (*Service, error) {
 		Name: "tokenvendor_sts_requests_total",
 		Help: "AssumeRole calls made to STS, by outcome (success, throttled, refused, unavailable).",
 	}, []string{"outcome"})
+	// Every series exists from the start, at 0, for alerts on rates.
+	for _, r := range []cache.Result{cache.Hit, cache.Miss, cache.Stale} {
+		s.cacheRequests.WithLabelValues(string(r))
+	}
+	for _, outcome := range []string{"success", "throttled", "refused", "unavailable"} {
+		s.stsRequests.WithLabelValues(outcome)
+	}
 	s.stsDuration = f.NewHistogram(prometheus.HistogramOpts{
 		Name:    "tokenvendor_sts_request_duration_seconds",
 		Help:    "Duration of AssumeRole calls.",
