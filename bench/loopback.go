@@ -88,7 +88,7 @@ func loopback(w io.Writer, hey string, duration time.Duration) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	run := func(name, extra string) (string, func(), error) {
+	run := func(name, extra string, env ...string) (string, func(), error) {
 		port, err := freePort()
 		if err != nil {
 			return "", nil, err
@@ -112,8 +112,8 @@ profiles:
 			return "", nil, err
 		}
 		tv := exec.Command(bin, "serve", "--config", cfgPath)
-		tv.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=AKIDBENCH", "AWS_SECRET_ACCESS_KEY=bench", "AWS_REGION=us-east-1",
-			"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true")
+		tv.Env = append(append(os.Environ(), "AWS_ACCESS_KEY_ID=AKIDBENCH", "AWS_SECRET_ACCESS_KEY=bench", "AWS_REGION=us-east-1",
+			"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true"), env...)
 		tv.Stderr = io.Discard
 		if err := tv.Start(); err != nil {
 			return "", nil, err
@@ -136,12 +136,25 @@ profiles:
 		return nil, err
 	}
 	defer stopShared()
+	// Every span exported over OTLP/HTTP to a sink that takes and drops it.
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer sink.Close()
+	tracedURL, stopTraced, err := run("traced", "", "OTEL_EXPORTER_OTLP_ENDPOINT="+sink.URL)
+	if err != nil {
+		return nil, err
+	}
+	defer stopTraced()
 	size, err := warm(tvURL+"/credentials", string(signed))
 	if err != nil {
 		return nil, err
 	}
-	if _, err := warm(sharedURL+"/credentials", string(signed)); err != nil {
-		return nil, err
+	for _, u := range []string{sharedURL, tracedURL} {
+		if _, err := warm(u+"/credentials", string(signed)); err != nil {
+			return nil, err
+		}
 	}
 
 	bareLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -153,10 +166,10 @@ profiles:
 	defer bare.Close()
 	bareURL := "http://" + bareLn.Addr().String()
 
-	names := []string{"bare", "tokenvendor", "tv+redis"}
-	var best [3]loadResult
+	names := []string{"bare", "tokenvendor", "tv+redis", "tv+tracing"}
+	var best [4]loadResult
 	for round := range 2 {
-		for i, target := range []string{bareURL, tvURL, sharedURL} {
+		for i, target := range []string{bareURL, tvURL, sharedURL, tracedURL} {
 			r, err := runHey(w, hey, target+"/credentials", string(signed), duration)
 			if err != nil {
 				return nil, err
@@ -167,10 +180,11 @@ profiles:
 			}
 		}
 	}
-	b, t, sh := best[0], best[1], best[2]
+	b, t, sh, tr := best[0], best[1], best[2], best[3]
 	return []row{
 		{"loopback, 32 conns", "cache-hit req/s / bare handler req/s", ratio(t.rps, b.rps), ">= 0.6"},
 		{"loopback, 32 conns", "cache-hit req/s with redis configured / bare handler req/s", ratio(sh.rps, b.rps), ">= 0.6"},
+		{"loopback, 32 conns", "cache-hit req/s with tracing on (OTLP/HTTP) / bare handler req/s", ratio(tr.rps, b.rps), ""},
 		{"loopback, 32 conns", "tokenvendor req/s (context)", fmt.Sprintf("%.0f", t.rps), ""},
 		{"loopback, 32 conns", "p50 latency / bare handler p50", ratio(t.p50, b.p50), ""},
 		{"loopback, 32 conns", "p99 latency / bare handler p99", ratio(t.p99, b.p99), ""},

@@ -388,15 +388,15 @@ func startVendor(t *testing.T, path, key, secret string) *vendor {
 }
 
 // startVendorAs runs tokenvendor with the config at path, its own STS calls
-// signed with creds.
-func startVendorAs(t *testing.T, path string, creds aws.Credentials) *vendor {
+// signed with creds, and env added to its environment.
+func startVendorAs(t *testing.T, path string, creds aws.Credentials, env ...string) *vendor {
 	t.Helper()
-	p, err := start("tokenvendor", peers.bin, []string{"serve", "--config", path}, []string{
+	p, err := start("tokenvendor", peers.bin, []string{"serve", "--config", path}, append([]string{
 		"AWS_ACCESS_KEY_ID=" + creds.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + creds.SecretAccessKey,
 		"AWS_SESSION_TOKEN=" + creds.SessionToken, "AWS_REGION=us-east-1",
 		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true",
 		"AWS_PROFILE=",
-	}, `"msg":"listening"`)
+	}, env...), `"msg":"listening"`)
 	if err != nil {
 		t.Fatal(err)
 	}

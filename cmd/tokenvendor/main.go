@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		return serve(ctx, path, stdout, stderr)
+		return serve(ctx, path, getenv, stdout, stderr)
 	case "check":
 		path, _, err := parseFlags(cmd, args, getenv, false)
 		if err != nil {

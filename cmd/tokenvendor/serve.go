@@ -30,7 +30,7 @@ import (
 
 // serve runs the service until ctx ends, then drains in-flight requests.
 // The operational log goes to stderr; an audit file of "-" to stdout.
-func serve(ctx context.Context, path string, stdout, stderr io.Writer) error {
+func serve(ctx context.Context, path string, getenv func(string) string, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -58,15 +58,22 @@ func serve(ctx context.Context, path string, stdout, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	tp, stopTracing, err := tracerProvider(ctx, getenv, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+
 	verifier, err := auth.New(auth.Config{
-		Issuer:      cfg.Auth.Issuer,
-		JWKSURL:     cfg.Auth.JWKSURL,
-		Audiences:   cfg.Auth.Audiences,
-		Algorithms:  cfg.Auth.Algorithms,
-		TenantClaim: cfg.Auth.TenantClaim,
-		Leeway:      cfg.Auth.Leeway,
-		Registerer:  reg,
-		Logger:      log,
+		Issuer:         cfg.Auth.Issuer,
+		JWKSURL:        cfg.Auth.JWKSURL,
+		Audiences:      cfg.Auth.Audiences,
+		Algorithms:     cfg.Auth.Algorithms,
+		TenantClaim:    cfg.Auth.TenantClaim,
+		Leeway:         cfg.Auth.Leeway,
+		Registerer:     reg,
+		Logger:         log,
+		TracerProvider: tp,
 	})
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
@@ -75,7 +82,7 @@ func serve(ctx context.Context, path string, stdout, stderr io.Writer) error {
 		log.Warn("identity provider key set not fetched yet; not ready", "err", err)
 	}
 
-	vendor, closeVendor, err := newVendor(ctx, cfg, reg, log)
+	vendor, closeVendor, err := newVendor(ctx, cfg, reg, log, tp)
 	if err != nil {
 		return err
 	}
@@ -99,16 +106,23 @@ func serve(ctx context.Context, path string, stdout, stderr io.Writer) error {
 	}
 
 	apiCfg := api.Config{
-		Vendor:        vendor,
-		Authenticator: verifier,
-		Ready:         verifier.Ready,
-		Gatherer:      reg,
-		Registerer:    reg,
-		Logger:        log,
-		Auditor:       auditLog,
-		MaxInFlight:   cfg.Limits.MaxInFlight,
+		Vendor:         vendor,
+		Authenticator:  verifier,
+		Ready:          verifier.Ready,
+		Gatherer:       reg,
+		Registerer:     reg,
+		Logger:         log,
+		Auditor:        auditLog,
+		MaxInFlight:    cfg.Limits.MaxInFlight,
+		TracerProvider: tp,
 	}
-	handler, err := api.NewHandler(apiCfg)
+	// With an admin listener, /metrics is served there only: callers have
+	// no business reading the service's internals.
+	mainCfg := apiCfg
+	if cfg.AdminListen != "" {
+		mainCfg.Gatherer = nil
+	}
+	handler, err := api.NewHandler(mainCfg)
 	if err != nil {
 		return err
 	}

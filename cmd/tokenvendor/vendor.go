@@ -13,6 +13,7 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenvendor/tokenvendor/internal/cache"
 	"github.com/tokenvendor/tokenvendor/internal/config"
@@ -26,7 +27,7 @@ import (
 // until ctx ends), the limits, the STS client, the tier the replicas share
 // and the credential cache. serve and canary vend through it alike.
 // release closes the shared tier's connections.
-func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) (vendor *vend.Service, release func(), err error) {
+func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger, tp trace.TracerProvider) (vendor *vend.Service, release func(), err error) {
 	release = func() {}
 	defer func() {
 		if err != nil {
@@ -63,7 +64,7 @@ func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 		maxDuration = config.ChainedMaxDuration
 	}
 
-	tier, err := sharedTier(ctx, cfg, reg, log)
+	tier, err := sharedTier(ctx, cfg, reg, log, tp)
 	if err != nil {
 		return nil, release, err
 	}
@@ -102,9 +103,11 @@ func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 			BackgroundRate: cfg.Cache.BackgroundRefreshRate,
 			FetchTimeout:   cfg.STS.Timeout,
 		},
-		Shared:     sharedCreds,
-		Registerer: reg,
-		Logger:     log,
+		Shared:          sharedCreds,
+		Registerer:      reg,
+		Logger:          log,
+		TracerProvider:  tp,
+		TenantAttribute: cfg.Tracing.TenantAttribute,
 	})
 	if err != nil {
 		return nil, release, fmt.Errorf("vend: %w", err)
@@ -116,21 +119,22 @@ func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 // sharedTier connects to the Redis the replicas share, when the config has
 // a redis section. Redis down at start-up is logged and bypassed, never
 // fatal: the replica acts alone until Redis answers.
-func sharedTier(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) (*shared.Tier, error) {
+func sharedTier(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger, tp trace.TracerProvider) (*shared.Tier, error) {
 	if cfg.Shared == nil {
 		return nil, nil
 	}
 	shared.SetClientLogger(log)
 	tier, err := shared.New(shared.Config{
-		URL:        cfg.Shared.URL,
-		Cluster:    cfg.Redis.Cluster,
-		Password:   cfg.Shared.Password,
-		RootCAs:    cfg.Shared.RootCAs,
-		Keys:       cfg.Shared.Keys,
-		Prefix:     cfg.Redis.Prefix,
-		Timeout:    cfg.Redis.Timeout,
-		Registerer: reg,
-		Logger:     log,
+		URL:            cfg.Shared.URL,
+		Cluster:        cfg.Redis.Cluster,
+		Password:       cfg.Shared.Password,
+		RootCAs:        cfg.Shared.RootCAs,
+		Keys:           cfg.Shared.Keys,
+		Prefix:         cfg.Redis.Prefix,
+		Timeout:        cfg.Redis.Timeout,
+		Registerer:     reg,
+		Logger:         log,
+		TracerProvider: tp,
 	})
 	if err != nil {
 		return nil, err

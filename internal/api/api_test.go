@@ -90,16 +90,6 @@ func newEnvWith(t testing.TB, mutate func(*vend.Config, *api.Config), profiles .
 	log := slog.New(slog.NewJSONHandler(e.logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	verifier, err := auth.New(auth.Config{
-		Issuer: authtest.Issuer, JWKSURL: e.idp.JWKSURL(), Audiences: []string{authtest.Audience},
-		Algorithms: []string{"RS256", "ES256"}, HTTPClient: e.idp.Client(), Registerer: e.reg, Logger: log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := verifier.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	tenants, _ := policy.NewTenantRule("")
 	var vps []vend.Profile
 	for _, name := range profiles {
@@ -111,12 +101,27 @@ func newEnvWith(t testing.TB, mutate func(*vend.Config, *api.Config), profiles .
 	}
 	vcfg := vend.Config{Profiles: vps, Tenants: tenants, OverrideScope: "tokenvendor:any-tenant", STS: e.sts, Registerer: e.reg, Logger: log}
 	acfg := api.Config{
-		Authenticator: verifier, Ready: func() bool { return e.ready },
+		Ready:    func() bool { return e.ready },
 		Gatherer: e.reg, Registerer: e.reg, Logger: log, Auditor: audit.New(e.audit),
 	}
 	if mutate != nil {
 		mutate(&vcfg, &acfg)
 	}
+	if vcfg.TracerProvider == nil {
+		vcfg.TracerProvider = acfg.TracerProvider
+	}
+	verifier, err := auth.New(auth.Config{
+		Issuer: authtest.Issuer, JWKSURL: e.idp.JWKSURL(), Audiences: []string{authtest.Audience},
+		Algorithms: []string{"RS256", "ES256"}, HTTPClient: e.idp.Client(), Registerer: e.reg, Logger: log,
+		TracerProvider: acfg.TracerProvider,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := verifier.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	acfg.Authenticator = verifier
 	svc, err := vend.New(vcfg)
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,11 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/tokenvendor/tokenvendor/internal/audit"
 )
 
@@ -49,6 +54,32 @@ func (h *handlers) inFlight(limit int) func(http.Handler) http.Handler {
 					Time: time.Now().UTC(), RequestID: requestID(r), Route: routePattern(r), RemoteAddr: r.RemoteAddr,
 					Outcome: audit.Refused, Status: p.status, Code: p.body.Code,
 				})
+			}
+		})
+	}
+}
+
+// traced gives every request a server span, the child of the caller's span
+// when it sends a W3C traceparent. The span is named by the route pattern,
+// and carries the method, route and status: never a header, a token or the
+// body.
+func traced(tp trace.TracerProvider) func(http.Handler) http.Handler {
+	tracer := tp.Tracer("github.com/tokenvendor/tokenvendor/internal/api")
+	propagator := propagation.TraceContext{}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx := propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+			ctx, span := tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer))
+			defer span.End()
+			sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+			r = r.WithContext(ctx)
+			next.ServeHTTP(sw, r)
+			route := routePattern(r)
+			span.SetName(r.Method + " " + route)
+			span.SetAttributes(attribute.String("http.request.method", r.Method), attribute.String("http.route", route),
+				attribute.Int("http.response.status_code", sw.status))
+			if sw.status >= 500 {
+				span.SetStatus(codes.Error, http.StatusText(sw.status))
 			}
 		})
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/tokenvendor/tokenvendor/internal/audit"
 	"github.com/tokenvendor/tokenvendor/internal/auth"
@@ -48,6 +50,9 @@ type Config struct {
 	Auditor Auditor
 	// MaxInFlight caps credentials requests served at once; 0 is no cap.
 	MaxInFlight int
+	// TracerProvider traces every request, continuing a W3C traceparent
+	// the caller sends; default none.
+	TracerProvider trace.TracerProvider
 }
 
 // NewHandler returns the service's HTTP handler.
@@ -67,11 +72,14 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	if cfg.Auditor == nil {
 		cfg.Auditor = (*audit.Log)(nil)
 	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = noop.NewTracerProvider()
+	}
 	h := &handlers{cfg: cfg, log: cfg.Logger}
 	m := newMetrics(cfg.Registerer)
 
 	r := chi.NewRouter()
-	r.Use(withRequestID, m.middleware, h.recoverer)
+	r.Use(traced(cfg.TracerProvider), withRequestID, m.middleware, h.recoverer)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) { h.fail(w, r, errNotFound) })
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { h.fail(w, r, errMethodNotAllowed) })
 

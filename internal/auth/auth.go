@@ -23,6 +23,10 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwt"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -71,6 +75,8 @@ type Config struct {
 	Now               func() time.Time
 	Registerer        prometheus.Registerer
 	Logger            *slog.Logger
+	// TracerProvider traces verifications; default none.
+	TracerProvider trace.TracerProvider
 }
 
 // Caller is who a verified token says is calling.
@@ -106,6 +112,7 @@ type Verifier struct {
 	failures *prometheus.CounterVec
 	fetches  *prometheus.CounterVec
 	verified *lru.Cache[[sha256.Size]byte, verifiedToken]
+	tracer   trace.Tracer
 }
 
 // verifiedToken is a token that passed every check, remembered under the
@@ -131,6 +138,9 @@ func ValidAlgorithm(name string) bool { _, ok := asymmetric[name]; return ok }
 
 // New returns a Verifier. It does not fetch the key set; Start does.
 func New(cfg Config) (*Verifier, error) {
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = noop.NewTracerProvider()
+	}
 	if cfg.TenantClaim == "" {
 		cfg.TenantClaim = defaultTenantClaim
 	}
@@ -190,7 +200,7 @@ func New(cfg Config) (*Verifier, error) {
 		return nil, err
 	}
 
-	v := &Verifier{cfg: cfg, algs: algs}
+	v := &Verifier{cfg: cfg, algs: algs, tracer: cfg.TracerProvider.Tracer(tracerName)}
 	if cfg.VerifiedCacheSize > 0 {
 		verified, err := lru.New[[sha256.Size]byte, verifiedToken](cfg.VerifiedCacheSize)
 		if err != nil {
@@ -313,24 +323,34 @@ func (v *Verifier) get(ctx context.Context) (jwk.Set, error) {
 func (v *Verifier) Ready() bool { return v.ready.Load() }
 
 // Verify checks token and returns its caller. Failures wrap
+// tracerName names the spans' instrumentation scope.
+const tracerName = "github.com/tokenvendor/tokenvendor/internal/auth"
+
 // failureReasons are the values of tokenvendor_auth_failures_total's reason.
 var failureReasons = []string{"missing", "malformed", "too_large", "algorithm", "unknown_kid", "signature", "expired",
 	"not_yet_valid", "issuer", "audience", "claims", "jwks_unavailable"}
 
 // ErrUnauthenticated with a reason that never contains the token.
 func (v *Verifier) Verify(ctx context.Context, token string) (Caller, error) {
+	ctx, span := v.tracer.Start(ctx, "verify")
+	defer span.End()
 	var sum [sha256.Size]byte
 	if token != "" && len(token) <= v.cfg.MaxTokenBytes {
 		sum = sha256.Sum256([]byte(token))
 		if caller, ok := v.remembered(ctx, sum); ok {
+			span.SetAttributes(attribute.String("tokenvendor.auth.result", "remembered"))
 			return caller, nil
 		}
 	}
 	caller, reason, err := v.verify(ctx, token, sum)
 	if err != nil {
 		v.failures.WithLabelValues(reason).Inc()
+		// The reason is one of a fixed set; never the token or a claim.
+		span.SetAttributes(attribute.String("tokenvendor.auth.result", reason))
+		span.SetStatus(codes.Error, "token refused")
 		return Caller{}, err
 	}
+	span.SetAttributes(attribute.String("tokenvendor.auth.result", "verified"))
 	return caller, nil
 }
 

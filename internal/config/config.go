@@ -67,6 +67,7 @@ type Config struct {
 	TLS             TLS           `yaml:"tls"`
 	Redis           Redis         `yaml:"redis"`
 	Canary          Canary        `yaml:"canary"`
+	Tracing         Tracing       `yaml:"tracing"`
 	Profiles        []Profile     `yaml:"profiles"`
 
 	// TenantRule is the compiled tenant pattern, and SessionNamer the
@@ -98,6 +99,13 @@ type Redis struct {
 	CAFile  string        `yaml:"ca_file"`
 	Prefix  string        `yaml:"prefix"`
 	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Tracing configures what traces carry. Whether there are any is the
+// standard OTEL_EXPORTER_OTLP_ENDPOINT's business.
+type Tracing struct {
+	// TenantAttribute puts the tenant id on spans; off by default.
+	TenantAttribute bool `yaml:"tenant_attribute"`
 }
 
 // Canary configures the isolation canary: for two tenants kept for it, it

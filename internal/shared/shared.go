@@ -28,6 +28,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/tokenvendor/tokenvendor/internal/seal"
 )
@@ -68,6 +72,8 @@ type Config struct {
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 	Now        func() time.Time
+	// TracerProvider traces every Redis operation; default none.
+	TracerProvider trace.TracerProvider
 }
 
 // Tier is a connection to the shared Redis with its breaker. It is safe for
@@ -80,6 +86,7 @@ type Tier struct {
 	brk  breaker
 
 	lastRejectedLog atomic.Int64 // unix nanoseconds
+	tracer          trace.Tracer
 
 	errors  *prometheus.CounterVec
 	lookups *prometheus.CounterVec
@@ -103,6 +110,9 @@ func New(cfg Config) (*Tier, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = noop.NewTracerProvider()
+	}
 	var errs []error
 	if cfg.Keys == nil {
 		errs = append(errs, errors.New("no keys"))
@@ -120,7 +130,8 @@ func New(cfg Config) (*Tier, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
-	t := &Tier{cfg: cfg, rdb: rdb, rate: redis_rate.NewLimiter(rdb), log: cfg.Logger}
+	t := &Tier{cfg: cfg, rdb: rdb, rate: redis_rate.NewLimiter(rdb), log: cfg.Logger,
+		tracer: cfg.TracerProvider.Tracer("github.com/tokenvendor/tokenvendor/internal/shared")}
 	f := promauto.With(cfg.Registerer)
 	t.errors = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokenvendor_redis_errors_total",
@@ -221,13 +232,20 @@ func (t *Tier) Ping(ctx context.Context) error {
 // do runs one Redis operation through the breaker, bounded by the timeout.
 // redis.Nil (no such key) is an answer, not a failure.
 func (t *Tier) do(ctx context.Context, op string, f func(context.Context) error) error {
+	ctx, span := t.tracer.Start(ctx, "redis."+op, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("db.system", "redis")))
+	defer span.End()
 	probe, ok := t.brk.allow(t.cfg.Now())
 	if !ok {
+		span.SetAttributes(attribute.Bool("tokenvendor.redis.bypassed", true))
 		return errBypassed
 	}
 	octx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
 	defer cancel()
 	err := f(octx)
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		span.SetStatus(codes.Error, "redis failed")
+	}
 	switch {
 	case err == nil || errors.Is(err, goredis.Nil):
 		if t.brk.success(t.cfg.Now(), probe) {

@@ -20,6 +20,10 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/cache"
@@ -91,6 +95,11 @@ type Config struct {
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 	Now        func() time.Time
+	// TracerProvider traces vending, the cache and STS; default none.
+	TracerProvider trace.TracerProvider
+	// TenantAttribute puts the tenant id on spans; off by default, as
+	// tenants are not metric labels either.
+	TenantAttribute bool
 }
 
 // Request is what a caller asks for. Both fields are optional.
@@ -140,6 +149,7 @@ type Service struct {
 	cacheRequests *prometheus.CounterVec
 	stsRequests   *prometheus.CounterVec
 	stsDuration   prometheus.Histogram
+	tracer        trace.Tracer
 }
 
 // rules are the parts of the configuration a reload replaces as a whole.
@@ -167,6 +177,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.STS == nil {
 		return nil, errors.New("no STS client")
 	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = noop.NewTracerProvider()
+	}
 	if cfg.Sessions == nil {
 		n, err := policy.NewSessionNamer("", false)
 		if err != nil {
@@ -174,7 +187,7 @@ func New(cfg Config) (*Service, error) {
 		}
 		cfg.Sessions = n
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger}
+	s := &Service{cfg: cfg, log: cfg.Logger, tracer: cfg.TracerProvider.Tracer("github.com/tokenvendor/tokenvendor/internal/vend")}
 	f := promauto.With(cfg.Registerer)
 	s.cacheRequests = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokenvendor_cache_requests_total",
@@ -272,8 +285,18 @@ type Grant struct {
 }
 
 // Vend returns credentials for the tenant the caller may act for.
-func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (Grant, error) {
-	var g Grant
+func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (g Grant, err error) {
+	ctx, span := s.tracer.Start(ctx, "vend")
+	defer func() {
+		span.SetAttributes(attribute.String("tokenvendor.profile", g.Profile))
+		if s.cfg.TenantAttribute && g.TenantID != "" {
+			span.SetAttributes(attribute.String("tokenvendor.tenant", g.TenantID))
+		}
+		if err != nil {
+			span.SetStatus(codes.Error, "not vended")
+		}
+		span.End()
+	}()
 	if ok, wait := allow(ctx, s.cfg.CallerLimit, caller.Subject); !ok {
 		return g, &rateLimitedError{what: "caller", retryAfter: wait}
 	}
@@ -322,9 +345,12 @@ func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (Gr
 		in.Tags = append(in.Tags, ststypes.Tag{Key: aws.String(t.Key), Value: aws.String(t.Value)})
 	}
 	key := cacheKey(prof.Name, in)
-	creds, result, err := s.creds.Get(ctx, key, func(ctx context.Context) (Credentials, time.Time, error) {
+	cctx, cacheSpan := s.tracer.Start(ctx, "cache")
+	creds, result, err := s.creds.Get(cctx, key, func(ctx context.Context) (Credentials, time.Time, error) {
 		return s.assumeRole(ctx, in, prof.Name, tenant)
 	})
+	cacheSpan.SetAttributes(attribute.String("tokenvendor.cache.result", string(result)))
+	cacheSpan.End()
 	s.cacheRequests.WithLabelValues(string(result)).Inc()
 	g.Cache = result
 	if err != nil {
@@ -422,11 +448,19 @@ func (r *rules) tenant(caller auth.Caller, requested string) (string, error) {
 }
 
 func (s *Service) assumeRole(ctx context.Context, in *sts.AssumeRoleInput, profile, tenant string) (Credentials, time.Time, error) {
+	// Not the session policy, nor the role session name (it holds the
+	// tenant): a trace shows where the time went, not what was asked.
+	ctx, span := s.tracer.Start(ctx, "sts.AssumeRole", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("rpc.system", "aws-api"), attribute.String("rpc.service", "STS"),
+			attribute.String("rpc.method", "AssumeRole")))
+	defer span.End()
 	start := s.cfg.Now()
 	out, err := s.cfg.STS.AssumeRole(ctx, in)
 	s.stsDuration.Observe(s.cfg.Now().Sub(start).Seconds())
 	if err != nil {
 		outcome, sentinel := classify(err)
+		span.SetAttributes(attribute.String("tokenvendor.sts.outcome", outcome))
+		span.SetStatus(codes.Error, outcome)
 		s.stsRequests.WithLabelValues(outcome).Inc()
 		s.log.Warn("assume role failed", "profile", profile, "tenant", tenant, "outcome", outcome, "err", err)
 		return Credentials{}, time.Time{}, fmt.Errorf("%w: assume role for tenant %s: %w", sentinel, tenant, err)
@@ -438,6 +472,7 @@ func (s *Service) assumeRole(ctx context.Context, in *sts.AssumeRoleInput, profi
 		return Credentials{}, time.Time{}, fmt.Errorf("%w: assume role for tenant %s: no credentials in response", ErrUpstream, tenant)
 	}
 	s.stsRequests.WithLabelValues("success").Inc()
+	span.SetAttributes(attribute.String("tokenvendor.sts.outcome", "success"))
 	// STS packs the session policy and tags together and reports how much of
 	// the packed limit they use; near 100 % the next tag or statement fails
 	// with PackedPolicyTooLarge, so say so before it does.
