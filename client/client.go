@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -41,13 +42,22 @@ type Config struct {
 	URL string
 	// Profile names the profile; empty when tokenvendor has only one.
 	Profile string
-	// Token returns the caller's token for each request; see TokenFile and
-	// StaticToken.
+	// Token returns the token of the one caller this Client acts as, for
+	// each request to tokenvendor; see TokenFile and StaticToken. It may
+	// rotate (a projected token), but never be another caller's: a
+	// provider's credentials serve every request for its tenant. A service
+	// forwarding its users' tokens makes a Client per user.
 	Token func(context.Context) (string, error)
-	// HTTPClient sends the requests; default a client with a 10 s timeout.
+	// HTTPClient sends the requests; default a client that follows no
+	// redirect.
 	HTTPClient *http.Client
+	// Timeout bounds one request to tokenvendor, whatever HTTPClient's;
+	// default 10 s.
+	Timeout time.Duration
 	// ExpiryWindow is how long before they expire credentials are
-	// refreshed; default DefaultExpiryWindow.
+	// refreshed, at most: never more than half their remaining life, so
+	// that short-lived credentials are not asked for on every call.
+	// Default DefaultExpiryWindow.
 	ExpiryWindow time.Duration
 }
 
@@ -77,7 +87,12 @@ func New(cfg Config) (*Client, error) {
 		return nil, errors.New("client: no Token")
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+		// tokenvendor never redirects; following one could send the token
+		// elsewhere.
+		cfg.HTTPClient = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
 	}
 	if cfg.ExpiryWindow == 0 {
 		cfg.ExpiryWindow = DefaultExpiryWindow
@@ -103,28 +118,98 @@ func (c *Client) Provider(tenantID string) aws.CredentialsProvider {
 }
 
 // Error is tokenvendor's refusal: its status, and the stable code and
-// message of its JSON error body. It never holds the token.
+// message of its JSON error body, or a code of the client's own
+// (unexpected_answer, tenant_mismatch). It never holds the token.
 type Error struct {
 	Status  int
 	Code    string
 	Message string
+	// RetryAfter is the Retry-After of a 429 or 503, 0 when there is none.
+	RetryAfter time.Duration
 }
 
+// Error says the status, code and message.
 func (e *Error) Error() string {
 	return fmt.Sprintf("tokenvendor: %d %s: %s", e.Status, e.Code, e.Message)
 }
 
-// provider fetches one tenant's credentials.
+// fallbackRetry is how soon a provider asks again after tokenvendor
+// failed, while it keeps serving the credentials it has.
+const fallbackRetry = 30 * time.Second
+
+// provider fetches one tenant's credentials. Beside Retrieve it tells the
+// SDK's credentials cache how early to refresh (AdjustExpiresBy) and to
+// keep valid credentials when a refresh fails (HandleFailToRefresh).
 type provider struct {
 	c      *Client
 	tenant string
+
+	mu       sync.Mutex
+	last     aws.Credentials // the latest credentials, their Expires unadjusted
+	tenantOf string          // the tenant tokenvendor answered for
+	fallback bool            // the cache holds last after a failed refresh
+}
+
+// AdjustExpiresBy brings Expires forward by the cache's window, but by no
+// more than half the remaining life; after a failed refresh, to a retry
+// in fallbackRetry at most.
+func (p *provider) AdjustExpiresBy(creds aws.Credentials, dur time.Duration) (aws.Credentials, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	remaining := time.Until(creds.Expires)
+	if p.fallback {
+		creds.Expires = time.Now().Add(min(fallbackRetry, remaining/2))
+		return creds, nil
+	}
+	creds.Expires = creds.Expires.Add(-min(-dur, remaining/2))
+	return creds, nil
+}
+
+// HandleFailToRefresh keeps the latest credentials while they are valid:
+// a short tokenvendor outage must not fail AWS calls.
+func (p *provider) HandleFailToRefresh(_ context.Context, _ aws.Credentials, err error) (aws.Credentials, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.last.HasKeys() && time.Until(p.last.Expires) > 0 {
+		p.fallback = true
+		return p.last, nil
+	}
+	return aws.Credentials{}, err
 }
 
 // Retrieve asks tokenvendor for the tenant's credentials.
 func (p *provider) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	creds, tenant, err := p.fetch(ctx)
+	if err != nil {
+		return aws.Credentials{}, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// The cache key is the tenant alone: an answer for another tenant (a
+	// Token that is not one caller's) must never be served under it.
+	want := p.tenant
+	if want == "" {
+		want = p.tenantOf
+	}
+	if want != "" && tenant != want {
+		return aws.Credentials{}, &Error{Status: http.StatusOK, Code: "tenant_mismatch",
+			Message: fmt.Sprintf("asked for tenant %q, tokenvendor answered for %q: is Token one caller's?", want, tenant)}
+	}
+	p.tenantOf, p.last, p.fallback = tenant, creds, false
+	return creds, nil
+}
+
+// fetch is one POST /credentials.
+func (p *provider) fetch(ctx context.Context) (aws.Credentials, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.c.cfg.Timeout)
+	defer cancel()
+	return p.post(ctx)
+}
+
+func (p *provider) post(ctx context.Context) (aws.Credentials, string, error) {
 	token, err := p.c.cfg.Token(ctx)
 	if err != nil {
-		return aws.Credentials{}, fmt.Errorf("tokenvendor: token: %w", err)
+		return aws.Credentials{}, "", fmt.Errorf("tokenvendor: token: %w", err)
 	}
 	body, _ := json.Marshal(struct {
 		Profile  string `json:"profile,omitempty"`
@@ -132,34 +217,39 @@ func (p *provider) Retrieve(ctx context.Context) (aws.Credentials, error) {
 	}{p.c.cfg.Profile, p.tenant})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.c.endpoint, bytes.NewReader(body))
 	if err != nil {
-		return aws.Credentials{}, fmt.Errorf("tokenvendor: %w", err)
+		return aws.Credentials{}, "", fmt.Errorf("tokenvendor: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+token)
 	res, err := p.c.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return aws.Credentials{}, fmt.Errorf("tokenvendor: %w", err)
+		return aws.Credentials{}, "", fmt.Errorf("tokenvendor: %w", err)
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(res.Body, maxBody))
 	if err != nil {
-		return aws.Credentials{}, fmt.Errorf("tokenvendor: read answer: %w", err)
+		return aws.Credentials{}, "", fmt.Errorf("tokenvendor: read answer: %w", err)
 	}
 	if res.StatusCode != http.StatusOK {
-		e := &Error{Status: res.StatusCode}
-		if json.Unmarshal(b, e) != nil || e.Code == "" {
-			e.Code, e.Message = "unexpected_answer", http.StatusText(res.StatusCode)
+		var body struct{ Code, Message string }
+		e := &Error{Status: res.StatusCode, Code: "unexpected_answer", Message: http.StatusText(res.StatusCode)}
+		if json.Unmarshal(b, &body) == nil && body.Code != "" {
+			e.Code, e.Message = body.Code, body.Message
 		}
-		return aws.Credentials{}, e
+		if s, err := strconv.Atoi(res.Header.Get("Retry-After")); err == nil && s > 0 {
+			e.RetryAfter = time.Duration(s) * time.Second
+		}
+		return aws.Credentials{}, "", e
 	}
 	var out struct {
 		AccessKeyID     string    `json:"AccessKeyId"`
 		SecretAccessKey string    `json:"SecretAccessKey"`
 		SessionToken    string    `json:"SessionToken"`
 		Expiration      time.Time `json:"Expiration"`
+		TenantID        string    `json:"TenantId"`
 	}
 	if err := json.Unmarshal(b, &out); err != nil || out.AccessKeyID == "" || out.SecretAccessKey == "" || out.Expiration.IsZero() {
-		return aws.Credentials{}, &Error{Status: res.StatusCode, Code: "unexpected_answer", Message: "no credentials in the answer"}
+		return aws.Credentials{}, "", &Error{Status: res.StatusCode, Code: "unexpected_answer", Message: "no credentials in the answer"}
 	}
 	return aws.Credentials{
 		AccessKeyID:     out.AccessKeyID,
@@ -168,7 +258,7 @@ func (p *provider) Retrieve(ctx context.Context) (aws.Credentials, error) {
 		Source:          "tokenvendor",
 		CanExpire:       true,
 		Expires:         out.Expiration,
-	}, nil
+	}, out.TenantID, nil
 }
 
 // TokenFile returns a token source that reads path on every call, so that

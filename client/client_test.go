@@ -67,7 +67,7 @@ func (f *fakeVendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		tenant = "own"
 	}
 	fmt.Fprintf(w, `{"Version":1,"AccessKeyId":"ASIA-%s-%d","SecretAccessKey":"secret","SessionToken":"token","Expiration":%q,"TenantId":%q,"Profile":"objects"}`,
-		tenant, n, time.Now().Add(life).UTC().Format(time.RFC3339), tenant)
+		tenant, n, time.Now().Add(life).UTC().Format(time.RFC3339Nano), tenant)
 }
 
 func newClient(t *testing.T, f *fakeVendor, token func(context.Context) (string, error)) *client.Client {
@@ -123,19 +123,138 @@ func TestOneProviderPerTenantSharedByEveryGoroutine(t *testing.T) {
 	}
 }
 
-func TestRefreshesAheadOfExpiry(t *testing.T) {
-	f := &fakeVendor{life: client.DefaultExpiryWindow + time.Second}
+func TestRefreshesAheadOfExpiryButNeverOnEveryCall(t *testing.T) {
+	// Credentials with 4 minutes left, under the 5-minute window: they are
+	// still served until half their life is gone, not fetched on every call.
+	f := &fakeVendor{life: 4 * time.Minute}
 	c := newClient(t, f, client.StaticToken("t"))
-	p := c.Provider("acme")
+	for range 20 {
+		if _, err := c.Provider("acme").Retrieve(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.calls.Load() != 1 {
+		t.Fatalf("%d requests for 20 retrievals of credentials 4 minutes from expiry, want 1", f.calls.Load())
+	}
+
+	// Two-second credentials are refreshed once half their life is gone,
+	// while the first are still valid.
+	f2 := &fakeVendor{life: 2 * time.Second}
+	c2 := newClient(t, f2, client.StaticToken("t"))
+	p := c2.Provider("acme")
 	fetched := time.Now()
 	first, _ := p.Retrieve(context.Background())
-	time.Sleep(1100 * time.Millisecond) // within the expiry window now
+	time.Sleep(1100 * time.Millisecond)
 	second, err := p.Retrieve(context.Background())
 	if err != nil || second.AccessKeyID == first.AccessKeyID {
-		t.Fatalf("after entering the expiry window: %s, %v; want fresh credentials", second.AccessKeyID, err)
+		t.Fatalf("past half their life: %s, %v; want fresh credentials", second.AccessKeyID, err)
 	}
-	if realExpiry := fetched.Add(f.life).Truncate(time.Second); !time.Now().Before(realExpiry) {
+	if !time.Now().Before(fetched.Add(2 * time.Second)) {
 		t.Fatal("the refresh came after the first credentials expired")
+	}
+}
+
+func TestAFailedRefreshKeepsValidCredentialsAndBacksOff(t *testing.T) {
+	f := &fakeVendor{life: 2 * time.Second}
+	c := newClient(t, f, client.StaticToken("t"))
+	p := c.Provider("acme")
+	first, err := p.Retrieve(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // due for a refresh
+	f.status.Store(503)
+	for range 10 {
+		got, err := p.Retrieve(context.Background())
+		if err != nil || got.AccessKeyID != first.AccessKeyID {
+			t.Fatalf("during a tokenvendor outage: %s, %v; want the still valid %s", got.AccessKeyID, err, first.AccessKeyID)
+		}
+	}
+	if f.calls.Load() != 2 {
+		t.Fatalf("%d requests: want the first and one failed refresh, then a back-off", f.calls.Load())
+	}
+}
+
+func TestAnAnswerForAnotherTenantIsRefused(t *testing.T) {
+	// A Token that is not one caller's: the first answer pins the token's
+	// own tenant, a later one for another tenant is an error.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tenant := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		fmt.Fprintf(w, `{"AccessKeyId":"ASIA-%s","SecretAccessKey":"s","SessionToken":"t","Expiration":%q,"TenantId":%q}`,
+			tenant, time.Now().Add(2*time.Second).UTC().Format(time.RFC3339Nano), tenant)
+	}))
+	t.Cleanup(srv.Close)
+	var caller atomic.Value
+	caller.Store("acme")
+	c, _ := client.New(client.Config{URL: srv.URL, Token: func(context.Context) (string, error) { return caller.Load().(string), nil },
+		ExpiryWindow: 2 * time.Second})
+	if _, err := c.Provider("").Retrieve(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	caller.Store("globex")
+	time.Sleep(1100 * time.Millisecond)
+	creds, err := c.Provider("").Retrieve(context.Background())
+	if creds.AccessKeyID == "ASIA-globex" {
+		t.Fatal("globex's credentials were served from acme's provider")
+	}
+	_ = err // still valid acme credentials may be served meanwhile
+	if _, err := c.Provider("initech").Retrieve(context.Background()); !isCode(err, "tenant_mismatch") {
+		t.Fatalf("asked for initech, answered for globex: err = %v, want tenant_mismatch", err)
+	}
+}
+
+func isCode(err error, code string) bool {
+	var e *client.Error
+	return errors.As(err, &e) && e.Code == code
+}
+
+func TestRetryAfterAndTimeout(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "7")
+		w.WriteHeader(http.StatusTooManyRequests)
+		fmt.Fprint(w, `{"code":"rate_limited","message":"slow down"}`)
+	}))
+	t.Cleanup(srv.Close)
+	c, _ := client.New(client.Config{URL: srv.URL, Token: client.StaticToken("t")})
+	_, err := c.Provider("acme").Retrieve(context.Background())
+	var e *client.Error
+	if !errors.As(err, &e) || e.Code != "rate_limited" || e.RetryAfter != 7*time.Second {
+		t.Fatalf("err = %v (%+v), want rate_limited with a 7 s Retry-After", err, e)
+	}
+
+	hang := make(chan struct{})
+	stuck := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-hang }))
+	t.Cleanup(func() { close(hang); stuck.Close() })
+	c, _ = client.New(client.Config{URL: stuck.URL, Token: client.StaticToken("t"), Timeout: 200 * time.Millisecond,
+		HTTPClient: &http.Client{}}) // no timeout of its own
+	done := make(chan error, 1)
+	go func() { _, err := c.Provider("acme").Retrieve(context.Background()); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a hung tokenvendor answered")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Retrieve still waits on a hung tokenvendor after 5 s")
+	}
+}
+
+func TestRedirectIsNotFollowed(t *testing.T) {
+	var leaked atomic.Bool
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			leaked.Store(true)
+		}
+	}))
+	t.Cleanup(elsewhere.Close)
+	srv := httptest.NewServer(http.RedirectHandler(elsewhere.URL+"/credentials", http.StatusTemporaryRedirect))
+	t.Cleanup(srv.Close)
+	c, _ := client.New(client.Config{URL: srv.URL, Token: client.StaticToken("secret-token")})
+	if _, err := c.Provider("acme").Retrieve(context.Background()); err == nil {
+		t.Fatal("a redirect was taken for credentials")
+	}
+	if leaked.Load() {
+		t.Fatal("the token followed a redirect")
 	}
 }
 

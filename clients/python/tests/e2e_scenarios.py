@@ -1,7 +1,7 @@
 """End-to-end scenarios against the real tokenvendor and MinIO.
 
-Not collected by `unittest discover` (no test_ prefix): e2e/python_test.go
-starts tokenvendor and MinIO, then runs this module with their addresses in
+Not collected by `unittest discover` (no test_ prefix): e2e/tenantclients_test.go
+(TestPythonClient) starts tokenvendor and MinIO, then runs this module with their addresses in
 the environment:
 
   TV_URL            tokenvendor's base URL

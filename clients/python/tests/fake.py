@@ -13,6 +13,8 @@ class FakeVendor:
         self.requests = []  # (authorization, body)
         self.refuse_tokens = set()  # tokens answered with 401
         self.status = None  # answer every request with this error status
+        self.tenant_from_token = False  # answer for the tenant the token names
+        self.redirect_to = None
         self._lock = threading.Lock()
         fake = self
 
@@ -26,11 +28,20 @@ class FakeVendor:
                 with fake._lock:
                     fake.requests.append((auth, body))
                     n = len(fake.requests)
+                if fake.redirect_to:
+                    self.send_response(307)
+                    self.send_header("Location", fake.redirect_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if fake.status or auth.removeprefix("Bearer ") in fake.refuse_tokens:
                     status = fake.status or 401
                     code = {401: "unauthenticated", 403: "forbidden", 503: "upstream_unavailable"}[status]
-                    return self._answer(status, {"code": code, "message": "refused by the fake"})
+                    return self._answer(status, {"code": code, "message": "refused by the fake"},
+                                        {"Retry-After": "5"} if status == 503 else {})
                 tenant = body.get("tenant_id", "own")
+                if fake.tenant_from_token:
+                    tenant = auth.removeprefix("Bearer ")
                 expires = datetime.now(timezone.utc) + fake.life
                 self._answer(200, {
                     "Version": 1, "AccessKeyId": f"ASIA-{tenant}-{n}", "SecretAccessKey": f"secret-{n}",
@@ -38,9 +49,11 @@ class FakeVendor:
                     "TenantId": tenant, "Profile": "objects",
                 })
 
-            def _answer(self, status, doc):
+            def _answer(self, status, doc, headers=None):
                 b = json.dumps(doc).encode()
                 self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(b)))
                 self.end_headers()

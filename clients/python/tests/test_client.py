@@ -1,7 +1,11 @@
 import asyncio
 import contextvars
+import os
+import pickle
 import threading
+import time
 import unittest
+from unittest import mock
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -37,12 +41,21 @@ class ClientTest(unittest.TestCase):
         access_key(self.client.session())
         self.assertEqual(self.fake.requests[0][1], {"profile": "objects"})
 
-    def test_refresh_happens_once_however_many_threads(self):
-        self.fake.life = timedelta(minutes=12)  # inside botocore's advisory window: due
+    def test_short_credentials_are_not_fetched_on_every_call(self):
+        self.fake.life = timedelta(minutes=4)  # inside botocore's own 15/10-minute windows
         creds = self.client.credentials("acme")
-        creds.get_frozen_credentials()
-        self.fake.life = timedelta(hours=1)
-        before = len(self.fake.requests)
+        for _ in range(20):
+            creds.get_frozen_credentials()
+        self.assertEqual(len(self.fake.requests), 1)
+
+    def refresh_once(self, wait):
+        """Credentials living 8 s (7 to 8 once the answer's whole seconds
+        are taken), used by 20 threads at once after wait: exactly one
+        refresh, and the new key is used afterwards."""
+        self.fake.life = timedelta(seconds=8)
+        creds = self.client.credentials("acme")
+        first = creds.get_frozen_credentials().access_key
+        time.sleep(wait)
         barrier = threading.Barrier(20)
 
         def use():
@@ -50,9 +63,57 @@ class ClientTest(unittest.TestCase):
             return creds.get_frozen_credentials().access_key
 
         with ThreadPoolExecutor(20) as pool:
-            keys = set(pool.map(lambda _: use(), range(20)))
-        self.assertLessEqual(len(self.fake.requests) - before, 1, "more than one refresh for 20 threads")
-        self.assertTrue(all(k.startswith("ASIA-acme-") for k in keys))
+            list(pool.map(lambda _: use(), range(20)))
+        self.assertEqual(len(self.fake.requests), 2, "not exactly one refresh for 20 threads")
+        self.assertNotEqual(creds.get_frozen_credentials().access_key, first)
+
+    def test_refresh_happens_once_in_the_advisory_window(self):
+        self.refresh_once(4.6)  # over half the life gone: one thread refreshes, the others go on
+
+    def test_refresh_happens_once_in_the_mandatory_window(self):
+        self.refresh_once(6.3)  # under a quarter left: every thread waits for the one refresh
+
+    def test_a_failed_refresh_keeps_valid_credentials_and_backs_off(self):
+        self.fake.life = timedelta(seconds=8)
+        creds = self.client.credentials("acme")
+        first = creds.get_frozen_credentials().access_key
+        time.sleep(4.6)
+        self.fake.status = 503
+        for _ in range(10):
+            self.assertEqual(creds.get_frozen_credentials().access_key, first)
+        self.assertEqual(len(self.fake.requests), 2, "a failed refresh was retried at once")
+
+    def test_an_answer_for_another_tenant_is_refused(self):
+        caller = ["acme"]
+        client = tokenvendor.Client(self.fake.url, token=lambda: caller[0])
+        self.fake.tenant_from_token = True
+        self.assertEqual(access_key(client.session()), "ASIA-acme-1")
+        caller[0] = "globex"
+        with self.assertRaises(tokenvendor.TokenVendorError) as cm:
+            client.credentials("initech").get_frozen_credentials()
+        self.assertEqual(cm.exception.code, "tenant_mismatch")
+
+    def test_the_environment_is_never_a_fallback(self):
+        self.fake.status = 403
+        with mock.patch.dict(os.environ, {"AWS_ACCESS_KEY_ID": "AKIAENVIRONMENT", "AWS_SECRET_ACCESS_KEY": "from-env"}):
+            with self.assertRaises(tokenvendor.TokenVendorError):
+                self.client.session("acme").get_credentials().get_frozen_credentials()
+
+    def test_no_redirect_and_no_proxy_on_loopback(self):
+        with mock.patch.dict(os.environ, {"HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}):
+            client = tokenvendor.Client(self.fake.url, token="t")
+            self.assertTrue(access_key(client.session("acme")).startswith("ASIA-acme-"), "the proxy was used")
+        self.fake.redirect_to = "http://127.0.0.1:9/credentials"
+        with self.assertRaises(tokenvendor.TokenVendorError) as cm:
+            access_key(self.client.session("globex"))
+        self.assertEqual(cm.exception.status, 307)
+
+    def test_error_pickles_and_carries_retry_after(self):
+        self.fake.status = 503
+        with self.assertRaises(tokenvendor.TokenVendorError) as cm:
+            access_key(self.client.session("acme"))
+        err = pickle.loads(pickle.dumps(cm.exception))
+        self.assertEqual((err.status, err.code, err.retry_after), (503, "upstream_unavailable", 5))
 
     def test_refusal_carries_code_and_message_never_the_token(self):
         for status, code in ((403, "forbidden"), (503, "upstream_unavailable")):
@@ -115,6 +176,37 @@ class ScopeTest(unittest.TestCase):
         with self.assertRaises(RuntimeError):
             with tokenvendor.tenant(self.client, "acme"):
                 raise RuntimeError("boom")
+        with self.assertRaises(tokenvendor.NoTenantError):
+            tokenvendor.current_session()
+
+    def test_one_scope_object_entered_by_many_threads(self):
+        acme = tokenvendor.tenant(self.client, "acme")  # at module level, say
+        errors = []
+        barrier = threading.Barrier(8)
+
+        def job():
+            try:
+                barrier.wait()
+                with acme:
+                    access_key(tokenvendor.current_session())
+                tokenvendor.current_session()
+                errors.append("a tenant stayed bound after the scope")
+            except tokenvendor.NoTenantError:
+                pass
+            except Exception as err:  # noqa: BLE001 - any other is the bug
+                errors.append(repr(err))
+
+        threads = [threading.Thread(target=job) for _ in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        self.assertEqual(errors, [])
+
+    def test_bind_and_unbind(self):
+        mark = tokenvendor.bind(self.client, "acme")
+        self.assertTrue(access_key(tokenvendor.current_session()).startswith("ASIA-acme-"))
+        tokenvendor.unbind(mark)
         with self.assertRaises(tokenvendor.NoTenantError):
             tokenvendor.current_session()
 

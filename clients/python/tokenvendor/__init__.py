@@ -14,6 +14,6 @@ request. Nothing touches the network at import.
 """
 
 from ._client import Client, TokenVendorError
-from ._scope import NoTenantError, current_session, tenant
+from ._scope import NoTenantError, bind, current_session, tenant, unbind
 
-__all__ = ["Client", "TokenVendorError", "NoTenantError", "current_session", "tenant"]
+__all__ = ["Client", "TokenVendorError", "NoTenantError", "current_session", "tenant", "bind", "unbind"]

@@ -4,7 +4,10 @@ import contextvars
 import functools
 import inspect
 
-_current = contextvars.ContextVar("tokenvendor_session")
+# A tuple of sessions: the innermost scope's last. Each thread and asyncio
+# task has its own; a scope object keeps nothing, so one object may be
+# entered by many threads and tasks at once.
+_current = contextvars.ContextVar("tokenvendor_sessions", default=())
 
 
 class NoTenantError(LookupError):
@@ -16,10 +19,23 @@ def current_session():
 
     Raises NoTenantError outside a scope: a job or request with no tenant
     bound gets no credentials, rather than another tenant's."""
-    try:
-        return _current.get()
-    except LookupError:
-        raise NoTenantError("no tenant scope: wrap the request or job in tokenvendor.tenant(...)") from None
+    sessions = _current.get()
+    if not sessions:
+        raise NoTenantError("no tenant scope: wrap the request or job in tokenvendor.tenant(...)")
+    return sessions[-1]
+
+
+def bind(client, tenant_id=None, region_name=None):
+    """Binds a tenant's session in the current context until unbind(mark),
+    for frameworks with separate before and after hooks (Flask's
+    before_request and teardown_request). Returns the mark."""
+    session = client.session(tenant_id, region_name=region_name)
+    return _current.set(_current.get() + (session,))
+
+
+def unbind(mark):
+    """Undoes the bind that returned mark; it must run in the same context."""
+    _current.reset(mark)
 
 
 class tenant:
@@ -38,22 +54,22 @@ class tenant:
     tenant_id None is the token's own tenant. Scopes nest; leaving one
     restores the enclosing tenant. Each thread and asyncio task has its own
     scope: a new thread starts with none (use contextvars.copy_context() to
-    carry one into a thread pool).
+    carry one into a thread pool; asyncio.to_thread carries it). A scope
+    held across a generator's yield is seen by its caller while it waits.
     """
 
     def __init__(self, client, tenant_id=None, region_name=None):
         self._client = client
         self._tenant_id = tenant_id
         self._region = region_name
-        self._tokens = []
 
     def __enter__(self):
         session = self._client.session(self._tenant_id, region_name=self._region)
-        self._tokens.append(_current.set(session))
+        _current.set(_current.get() + (session,))
         return session
 
     def __exit__(self, *exc):
-        _current.reset(self._tokens.pop())
+        _current.set(_current.get()[:-1])
         return False
 
     async def __aenter__(self):
@@ -63,21 +79,18 @@ class tenant:
         return self.__exit__(*exc)
 
     def __call__(self, func):
-        def scope():
-            return tenant(self._client, self._tenant_id, self._region)
-
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def run_async(*args, **kwargs):
-                with scope():
+                with self:
                     return await func(*args, **kwargs)
 
             return run_async
 
         @functools.wraps(func)
         def run(*args, **kwargs):
-            with scope():
+            with self:
                 return func(*args, **kwargs)
 
         return run
