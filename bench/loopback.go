@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -18,8 +17,9 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jwt"
+
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
 // loadResult is what one hey run measured.
@@ -39,30 +39,13 @@ func loopback(w io.Writer, hey string, duration time.Duration) ([]row, error) {
 	}
 	defer os.RemoveAll(tmp)
 
-	key, err := rsaKey()
+	signer, err := testsupport.NewSigner("bench-1", jwa.RS256)
 	if err != nil {
 		return nil, err
 	}
-	priv, err := jwk.FromRaw(key)
-	if err != nil {
-		return nil, err
-	}
-	_ = priv.Set(jwk.KeyIDKey, "bench-1")
-	_ = priv.Set(jwk.AlgorithmKey, jwa.RS256)
-	pub, err := priv.PublicKey()
-	if err != nil {
-		return nil, err
-	}
-	set := jwk.NewSet()
-	_ = set.AddKey(pub)
-	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		_ = json.NewEncoder(w).Encode(set)
-	}))
+	jwks := httptest.NewServer(signer.JWKS())
 	defer jwks.Close()
-	stsStub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/xml")
-		fmt.Fprint(w, assumeRoleXML("ASIABENCHEXAMPLE0001", time.Now().Add(time.Hour)))
-	}))
+	stsStub := httptest.NewServer(testsupport.STS("ASIABENCHEXAMPLE0001", sessionTokenLength, time.Hour))
 	defer stsStub.Close()
 
 	tok, err := jwt.NewBuilder().Issuer("https://idp.bench/").Audience([]string{"tokenvendor"}).Subject("svc-bench").
@@ -70,7 +53,7 @@ func loopback(w io.Writer, hey string, duration time.Duration) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	signed, err := jwt.Sign(tok, jwt.WithKey(jwa.RS256, priv))
+	signed, err := signer.Sign(tok)
 	if err != nil {
 		return nil, err
 	}
@@ -147,12 +130,12 @@ profiles:
 		return nil, err
 	}
 	defer stopTraced()
-	size, err := warm(tvURL+"/credentials", string(signed))
+	size, err := warm(tvURL+"/credentials", signed)
 	if err != nil {
 		return nil, err
 	}
 	for _, u := range []string{sharedURL, tracedURL} {
-		if _, err := warm(u+"/credentials", string(signed)); err != nil {
+		if _, err := warm(u+"/credentials", signed); err != nil {
 			return nil, err
 		}
 	}
@@ -170,7 +153,7 @@ profiles:
 	var best [4]loadResult
 	for round := range 2 {
 		for i, target := range []string{bareURL, tvURL, sharedURL, tracedURL} {
-			r, err := runHey(w, hey, target+"/credentials", string(signed), duration)
+			r, err := runHey(w, hey, target+"/credentials", signed, duration)
 			if err != nil {
 				return nil, err
 			}
@@ -278,16 +261,6 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// assumeRoleXML is an STS AssumeRole answer with a session token as long as
-// AWS's usually are.
-func assumeRoleXML(keyID string, expires time.Time) string {
-	return fmt.Sprintf(`<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>
-<Credentials><AccessKeyId>%s</AccessKeyId><SecretAccessKey>%s</SecretAccessKey><SessionToken>%s</SessionToken><Expiration>%s</Expiration></Credentials>
-<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/TenantData/acme@objects</Arn><AssumedRoleId>AROA:acme@objects</AssumedRoleId></AssumedRoleUser>
-</AssumeRoleResult><ResponseMetadata><RequestId>bench</RequestId></ResponseMetadata></AssumeRoleResponse>`,
-		keyID, strings.Repeat("s", 40), strings.Repeat("t", sessionTokenLength), expires.UTC().Format(time.RFC3339))
 }
 
 // sessionTokenLength is typical of AWS session tokens with a session policy and tags.

@@ -17,8 +17,6 @@
 package main
 
 import (
-	"crypto/rand"
-	"crypto/rsa"
 	"errors"
 	"flag"
 	"fmt"
@@ -80,6 +78,3 @@ func fail(format string, args ...any) error {
 }
 
 func ratio(a, b float64) string { return fmt.Sprintf("%.2f", a/b) }
-
-// rsaKey makes the signing key of the loopback run's tokens.
-func rsaKey() (*rsa.PrivateKey, error) { return rsa.GenerateKey(rand.Reader, 2048) }

@@ -69,6 +69,17 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   $sudo service redis-server stop >/dev/null 2>&1 || true
 fi
 
+# promtool checks and unit-tests the alert rules and the dashboard's queries
+# (deploy/monitoring_test.go); it comes with Debian's prometheus package.
+if ! command -v promtool >/dev/null; then
+  echo "tools: installing promtool (Debian's prometheus package) with apt-get"
+  if [ "$(id -u)" -eq 0 ]; then sudo=; else sudo=sudo; fi
+  $sudo apt-get update -qq >/dev/null || true
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # Debian starts a Prometheus server where it can; the tests need only promtool.
+  $sudo service prometheus stop >/dev/null 2>&1 || true
+fi
+
 missing=0
 if ! python3 -c 'import boto3, botocore' 2>/dev/null; then
   echo "tools: python3 with boto3 and botocore is needed for the Python client's tests; it comes with the machine image" >&2

@@ -1,21 +1,16 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jwt"
+
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
 // Issuer and audience of the soak's tokens.
@@ -38,11 +33,7 @@ func newStubSTS(lifetime, latency time.Duration) *stubSTS {
 		n := s.calls.Add(1)
 		time.Sleep(latency)
 		w.Header().Set("Content-Type", "text/xml")
-		fmt.Fprintf(w, `<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>
-<Credentials><AccessKeyId>ASIASOAK%012d</AccessKeyId><SecretAccessKey>%s</SecretAccessKey><SessionToken>%s</SessionToken><Expiration>%s</Expiration></Credentials>
-<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/TenantData/soak</Arn><AssumedRoleId>AROA:soak</AssumedRoleId></AssumedRoleUser>
-</AssumeRoleResult><ResponseMetadata><RequestId>soak-%d</RequestId></ResponseMetadata></AssumeRoleResponse>`,
-			n, strings.Repeat("s", 40), strings.Repeat("t", 1000), time.Now().Add(lifetime).UTC().Format(time.RFC3339), n)
+		fmt.Fprint(w, testsupport.AssumeRoleXML(fmt.Sprintf("ASIASOAK%012d", n), 1000, time.Now().Add(lifetime)))
 	}))
 	return s
 }
@@ -53,41 +44,23 @@ func newStubSTS(lifetime, latency time.Duration) *stubSTS {
 type idp struct {
 	*httptest.Server
 	fetches atomic.Int64
-	key     jwk.Key // the published key's private half
-	forger  jwk.Key // another key, claiming the published kid
+	key     *testsupport.Signer // the published key
+	forger  *testsupport.Signer // another key, claiming the published kid
 }
 
 func newIdP() (*idp, error) {
-	raw, err := rsa.GenerateKey(rand.Reader, 2048)
+	key, err := testsupport.NewSigner(kid, jwa.RS256)
 	if err != nil {
 		return nil, err
 	}
-	key, err := jwk.FromRaw(raw)
+	forger, err := testsupport.NewSigner(kid, jwa.RS256)
 	if err != nil {
 		return nil, err
 	}
-	_ = key.Set(jwk.KeyIDKey, kid)
-	_ = key.Set(jwk.AlgorithmKey, jwa.RS256)
-	pub, err := key.PublicKey()
-	if err != nil {
-		return nil, err
-	}
-	set := jwk.NewSet()
-	_ = set.AddKey(pub)
-	otherRaw, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return nil, err
-	}
-	forger, err := jwk.FromRaw(otherRaw)
-	if err != nil {
-		return nil, err
-	}
-	_ = forger.Set(jwk.KeyIDKey, kid)
 	p := &idp{key: key, forger: forger}
-	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.fetches.Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(set)
+		key.JWKS().ServeHTTP(w, r)
 	}))
 	return p, nil
 }
@@ -126,21 +99,14 @@ func (p *idp) mint(k kind, tenant, caller string, serial int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	key, alg := p.key, jwa.RS256
+	signer := p.key
 	switch k {
 	case forged:
-		key = p.forger
+		signer = p.forger
 	case unknown:
-		raw, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
+		if signer, err = testsupport.NewSigner(fmt.Sprintf("unknown-%d", serial), jwa.ES256); err != nil {
 			return "", err
 		}
-		if key, err = jwk.FromRaw(raw); err != nil {
-			return "", err
-		}
-		_ = key.Set(jwk.KeyIDKey, fmt.Sprintf("unknown-%d", serial))
-		alg = jwa.ES256
 	}
-	signed, err := jwt.Sign(tok, jwt.WithKey(alg, key))
-	return string(signed), err
+	return signer.Sign(tok)
 }

@@ -18,7 +18,7 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
-	return &metrics{
+	m := &metrics{
 		requests: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenvendor_requests_total",
 			Help: "HTTP requests, by route pattern and status code.",
@@ -33,7 +33,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Credentials requests being served (limits.max_in_flight caps them).",
 		}),
 	}
+	for _, route := range credentialsRoutes {
+		for _, code := range answerCodes {
+			m.requests.WithLabelValues(route, strconv.Itoa(code))
+		}
+	}
+	return m
 }
+
+// credentialsRoutes and answerCodes are the series of
+// tokenvendor_requests_total that exist from the start, at 0, so that a
+// rate sees the first 503 of a process.
+var (
+	credentialsRoutes = []string{"/credentials", "/v1/container-credentials/{profile}"}
+	answerCodes       = []int{200, 400, 401, 403, 404, 405, 413, 429, 500, 502, 503}
+)
 
 // countInFlight keeps tokenvendor_requests_in_flight.
 func (m *metrics) countInFlight(next http.Handler) http.Handler {

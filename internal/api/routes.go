@@ -84,7 +84,8 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { h.fail(w, r, errMethodNotAllowed) })
 
 	r.Group(func(r chi.Router) {
-		r.Use(m.countInFlight, h.inFlight(cfg.MaxInFlight))
+		// Counted once admitted: a request refused for the cap was never in flight.
+		r.Use(h.inFlight(cfg.MaxInFlight), m.countInFlight)
 		r.Post("/credentials", h.credentials)
 		r.Get("/v1/container-credentials/{profile}", h.containerCredentials)
 	})

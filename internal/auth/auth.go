@@ -322,7 +322,6 @@ func (v *Verifier) get(ctx context.Context) (jwk.Set, error) {
 // Ready reports whether a key set has been fetched.
 func (v *Verifier) Ready() bool { return v.ready.Load() }
 
-// Verify checks token and returns its caller. Failures wrap
 // tracerName names the spans' instrumentation scope.
 const tracerName = "github.com/tokenvendor/tokenvendor/internal/auth"
 
@@ -330,6 +329,7 @@ const tracerName = "github.com/tokenvendor/tokenvendor/internal/auth"
 var failureReasons = []string{"missing", "malformed", "too_large", "algorithm", "unknown_kid", "signature", "expired",
 	"not_yet_valid", "issuer", "audience", "claims", "jwks_unavailable"}
 
+// Verify checks token and returns its caller. Failures wrap
 // ErrUnauthenticated with a reason that never contains the token.
 func (v *Verifier) Verify(ctx context.Context, token string) (Caller, error) {
 	ctx, span := v.tracer.Start(ctx, "verify")
