@@ -29,7 +29,7 @@ func inProcess(w io.Writer) ([]row, error) {
 			ns[m[1]], _ = strconv.ParseFloat(m[3], 64)
 		}
 	}
-	need := []string{"BenchmarkCredentialsHit", "BenchmarkBareHandler", "BenchmarkVerify/remembered/rsa",
+	need := []string{"BenchmarkCredentialsHit", "BenchmarkCredentialsHitTraced", "BenchmarkBareHandler", "BenchmarkVerify/remembered/rsa",
 		"BenchmarkVerify/signature/rsa", "BenchmarkRender/remembered", "BenchmarkRender/fresh", "BenchmarkGetHit"}
 	for _, n := range need {
 		if ns[n] == 0 {
@@ -40,6 +40,7 @@ func inProcess(w io.Writer) ([]row, error) {
 	share := func(n string) string { return fmt.Sprintf("%.0f %%", 100*ns[n]/hit) }
 	return []row{
 		{"in-process", "cache-hit throughput / bare handler", ratio(bare, hit), ""},
+		{"in-process", "cache-hit throughput with tracing on / bare handler (every request traced, spans batched and dropped)", ratio(bare, ns["BenchmarkCredentialsHitTraced"]), ""},
 		{"in-process", "share of a hit: JWT verify (remembered token)", share("BenchmarkVerify/remembered/rsa"), ""},
 		{"in-process", "share of a hit: policy render (remembered)", share("BenchmarkRender/remembered"), ""},
 		{"in-process", "policy render, fresh / remembered", ratio(ns["BenchmarkRender/fresh"], ns["BenchmarkRender/remembered"]), ""},

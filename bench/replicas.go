@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"time"
 
@@ -17,38 +16,23 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/cache"
 	"github.com/tokenvendor/tokenvendor/internal/seal"
 	"github.com/tokenvendor/tokenvendor/internal/shared"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
 // redisServer is a redis-server the bench starts for itself.
 type redisServer struct {
-	cmd  *exec.Cmd
 	addr string
+	stop func()
 }
 
 func startRedis() (*redisServer, error) {
-	port, err := freePort()
+	addr, stop, err := testsupport.StartRedis()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command("redis-server", "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("redis-server (make tools installs it): %w", err)
-	}
-	r := &redisServer{cmd: cmd, addr: fmt.Sprintf("127.0.0.1:%d", port)}
-	c := goredis.NewClient(&goredis.Options{Addr: r.addr, DisableIdentity: true})
-	defer c.Close()
-	for i := 0; c.Ping(context.Background()).Err() != nil; i++ {
-		if i > 100 {
-			r.stop()
-			return nil, fail("redis-server not answering on %s", r.addr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return r, nil
+	return &redisServer{addr: addr, stop: stop}, nil
 }
-
-func (r *redisServer) stop() { _ = r.cmd.Process.Kill(); _ = r.cmd.Wait() }
 
 // keyFile writes a key file of one fresh key into dir.
 func keyFile(dir string) (string, *seal.Keyring, error) {

@@ -220,7 +220,9 @@ func TestPrometheusRuleIsGeneratedFromTheRulesFile(t *testing.T) {
 var allowedGroupingLabels = map[string]bool{"namespace": true, "job": true, "instance": true, "profile": true, "le": true}
 
 var (
-	groupingClause = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)`)
+	// Clauses that keep the labels they name (without and ignoring drop
+	// theirs).
+	groupingClause = regexp.MustCompile(`\b(?:by|on|group_left|group_right)\s*\(([^)]*)\)`)
 	labelTemplate  = regexp.MustCompile(`\$labels\.([A-Za-z_][A-Za-z0-9_]*)`)
 )
 
@@ -505,7 +507,7 @@ func (d dashboard) panels() []dashboardPanel {
 // selections a regexp matching any.
 var grafanaVariables = strings.NewReplacer(
 	"$__rate_interval", "5m", "$__interval", "1m", "$__range", "1h",
-	"${job}", ".+", "$job", ".+", "${instance}", ".+", "$instance", ".+",
+	"${namespace}", ".+", "$namespace", ".+", "${job}", ".+", "$job", ".+", "${instance}", ".+", "$instance", ".+",
 )
 
 var labelValuesQuery = regexp.MustCompile(`^label_values\((.+),\s*([A-Za-z_][A-Za-z0-9_]*)\)$`)
@@ -555,8 +557,8 @@ func TestDashboardQueriesParse(t *testing.T) {
 			t.Errorf("variable %s does not query ${datasource}", v.Name)
 		}
 	}
-	if vars["datasource"] != "datasource" || vars["job"] != "query" || vars["instance"] != "query" {
-		t.Errorf("variables %v: want datasource, job and instance", vars)
+	if vars["datasource"] != "datasource" || vars["namespace"] != "query" || vars["job"] != "query" || vars["instance"] != "query" {
+		t.Errorf("variables %v: want datasource, namespace, job and instance", vars)
 	}
 
 	var rules ruleGroup
@@ -583,15 +585,16 @@ func TestDashboardQueriesParse(t *testing.T) {
 			if err != nil || len(sels) == 0 {
 				t.Errorf("%s: %q: %v", where, tg.Expr, err)
 			}
-			// Every selector follows the job and instance selection.
+			// Every selector follows the namespace, job and instance
+			// selection: one job name may run in several namespaces.
 			for _, s := range sels {
 				used[s.name] = true
 				has := map[string]bool{}
 				for _, m := range s.matchers {
 					has[m.label+m.op+m.value] = true
 				}
-				if !has[`job=~$job`] || !has[`instance=~$instance`] {
-					t.Errorf("%s: %s lacks job=~\"$job\", instance=~\"$instance\"", where, s.name)
+				if !has[`namespace=~$namespace`] || !has[`job=~$job`] || !has[`instance=~$instance`] {
+					t.Errorf("%s: %s lacks namespace=~\"$namespace\", job=~\"$job\", instance=~\"$instance\"", where, s.name)
 				}
 			}
 			expr := grafanaVariables.Replace(tg.Expr)
@@ -1082,7 +1085,7 @@ func scrapeLiveMetrics() (_ *exposition, err error) {
 	}))
 	stops = append(stops, s3.Close)
 
-	redisAddr, stopRedis, err := startRedisServer()
+	redisAddr, stopRedis, err := testsupport.StartRedis()
 	if err != nil {
 		return nil, err
 	}
@@ -1141,7 +1144,7 @@ profiles:
 
 	adminURL, apiURL := "http://"+admin, "http://"+listen
 	if err := waitFor(20*time.Second, func() bool {
-		res, err := http.Get(adminURL + "/readyz")
+		res, err := quickClient.Get(adminURL + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -1195,7 +1198,7 @@ profiles:
 	// the key set is fetched.
 	var text string
 	if err := waitFor(20*time.Second, func() bool {
-		res, err := http.Get(adminURL + "/metrics")
+		res, err := quickClient.Get(adminURL + "/metrics")
 		if err != nil {
 			return false
 		}
@@ -1227,41 +1230,6 @@ func freeLoopbackAddr() string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-// startRedisServer runs redis-server on a free loopback port without
-// persistence and waits until it answers PING.
-func startRedisServer() (addr string, stop func(), err error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return "", nil, fmt.Errorf("redis-server not on PATH (make tools installs it): %w", err)
-	}
-	addr = freeLoopbackAddr()
-	_, port, _ := net.SplitHostPort(addr)
-	var logs testsupport.Buffer
-	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		return "", nil, err
-	}
-	stop = func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
-	if err := waitFor(10*time.Second, func() bool {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return false
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(time.Second))
-		if _, err := c.Write([]byte("PING\r\n")); err != nil {
-			return false
-		}
-		line, _ := bufio.NewReader(c).ReadString('\n')
-		return strings.HasPrefix(line, "+PONG")
-	}); err != nil {
-		stop()
-		return "", nil, fmt.Errorf("redis-server on %s not answering:\n%s", addr, logs.String())
-	}
-	return addr, stop, nil
 }
 
 // TestAlertsAndPanelsNameOnlyExportedMetrics reads a live /metrics: every
@@ -1343,3 +1311,7 @@ func TestChecksFailWhenAnAlertNamesAMetricThatDoesNotExist(t *testing.T) {
 		t.Errorf("problems %q, want one naming tokenvendor_cache_lookups_total", ps)
 	}
 }
+
+// quickClient bounds every request of the live check, so that a hung
+// tokenvendor fails the test in time instead of stalling it.
+var quickClient = &http.Client{Timeout: 5 * time.Second}

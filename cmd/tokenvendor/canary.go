@@ -8,7 +8,6 @@ import (
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/tokenvendor/tokenvendor/internal/canary"
 	"github.com/tokenvendor/tokenvendor/internal/config"
@@ -29,7 +28,7 @@ func runCanary(ctx context.Context, path string, stdout, stderr io.Writer) error
 		return errors.New("canary: the config has no canary section")
 	}
 	reg := prometheus.NewRegistry()
-	vendor, closeVendor, err := newVendor(ctx, cfg, reg, log, noop.NewTracerProvider())
+	vendor, closeVendor, err := newVendor(ctx, cfg, reg, log, nil)
 	if err != nil {
 		return err
 	}

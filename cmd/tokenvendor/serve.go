@@ -216,6 +216,7 @@ func restartOnly(a, b *config.Config) []string {
 		"tls":              a.TLS == b.TLS,
 		"redis":            a.Redis == b.Redis && a.Shared.Same(b.Shared),
 		"canary":           reflect.DeepEqual(a.Canary, b.Canary),
+		"tracing":          a.Tracing == b.Tracing,
 	} {
 		if !same {
 			changed = append(changed, name)

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -8,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/go-chi/chi/v5"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenvendor/tokenvendor/internal/api"
 	"github.com/tokenvendor/tokenvendor/internal/audit"
@@ -18,7 +21,27 @@ import (
 // JWT verified, the policy rendered, the cache hit, the response written.
 // The audit log is on, writing to io.Discard as a file would be written to.
 func BenchmarkCredentialsHit(b *testing.B) {
-	e := newEnvWith(b, func(_ *vend.Config, a *api.Config) { a.Auditor = audit.New(io.Discard) })
+	benchmarkHit(b, nil)
+}
+
+// BenchmarkCredentialsHitTraced is BenchmarkCredentialsHit with every
+// request traced and its spans batched to an exporter that drops them.
+func BenchmarkCredentialsHitTraced(b *testing.B) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	benchmarkHit(b, tp)
+}
+
+type discardExporter struct{}
+
+func (discardExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardExporter) Shutdown(context.Context) error                             { return nil }
+
+func benchmarkHit(b *testing.B, tp trace.TracerProvider) {
+	e := newEnvWith(b, func(_ *vend.Config, a *api.Config) {
+		a.Auditor = audit.New(io.Discard)
+		a.TracerProvider = tp
+	})
 	tok := e.token("acme")
 	warm := httptest.NewRecorder()
 	e.handler.ServeHTTP(warm, post(tok, ""))

@@ -69,18 +69,30 @@ func traced(tp trace.TracerProvider) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ctx := propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-			ctx, span := tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer))
+			method := knownMethod(r.Method)
+			ctx, span := tracer.Start(ctx, method, trace.WithSpanKind(trace.SpanKindServer))
 			defer span.End()
 			sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 			r = r.WithContext(ctx)
 			next.ServeHTTP(sw, r)
 			route := routePattern(r)
-			span.SetName(r.Method + " " + route)
-			span.SetAttributes(attribute.String("http.request.method", r.Method), attribute.String("http.route", route),
+			span.SetName(method + " " + route)
+			span.SetAttributes(attribute.String("http.request.method", method), attribute.String("http.route", route),
 				attribute.Int("http.response.status_code", sw.status))
 			if sw.status >= 500 {
 				span.SetStatus(codes.Error, http.StatusText(sw.status))
 			}
 		})
 	}
+}
+
+// knownMethod is the request's method when HTTP defines it, else _OTHER
+// (OpenTelemetry's convention): a caller cannot put any string in a span.
+func knownMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return m
+	}
+	return "_OTHER"
 }

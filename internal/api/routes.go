@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/tokenvendor/tokenvendor/internal/audit"
 	"github.com/tokenvendor/tokenvendor/internal/auth"
@@ -50,8 +49,8 @@ type Config struct {
 	Auditor Auditor
 	// MaxInFlight caps credentials requests served at once; 0 is no cap.
 	MaxInFlight int
-	// TracerProvider traces every request, continuing a W3C traceparent
-	// the caller sends; default none.
+	// TracerProvider, when set, traces every request, continuing a W3C
+	// traceparent the caller sends; nil is no tracing, at no cost.
 	TracerProvider trace.TracerProvider
 }
 
@@ -72,14 +71,14 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	if cfg.Auditor == nil {
 		cfg.Auditor = (*audit.Log)(nil)
 	}
-	if cfg.TracerProvider == nil {
-		cfg.TracerProvider = noop.NewTracerProvider()
-	}
 	h := &handlers{cfg: cfg, log: cfg.Logger}
 	m := newMetrics(cfg.Registerer)
 
 	r := chi.NewRouter()
-	r.Use(traced(cfg.TracerProvider), withRequestID, m.middleware, h.recoverer)
+	if cfg.TracerProvider != nil {
+		r.Use(traced(cfg.TracerProvider))
+	}
+	r.Use(withRequestID, m.middleware, h.recoverer)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) { h.fail(w, r, errNotFound) })
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { h.fail(w, r, errMethodNotAllowed) })
 

@@ -3,6 +3,7 @@ package api_test
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -90,10 +91,17 @@ func TestTraceOfACacheMissShowsVerifyVendCacheAndSTS(t *testing.T) {
 func TestTenantIsASpanAttributeOnlyWhenTurnedOn(t *testing.T) {
 	e, exp := traced(t, true)
 	e.do(t, post(e.token("acme"), ""))
+	vendSpans := 0
 	for _, s := range exp.GetSpans() {
-		if s.Name == "vend" && attr(s, "tokenvendor.tenant") != "acme" {
-			t.Errorf("vend span tenant %q, want acme", attr(s, "tokenvendor.tenant"))
+		if s.Name == "vend" {
+			vendSpans++
+			if attr(s, "tokenvendor.tenant") != "acme" {
+				t.Errorf("vend span tenant %q, want acme", attr(s, "tokenvendor.tenant"))
+			}
 		}
+	}
+	if vendSpans != 1 {
+		t.Fatalf("%d vend spans, want 1", vendSpans)
 	}
 }
 
@@ -147,7 +155,10 @@ func noSecretInSpans(t *testing.T, spans tracetest.SpanStubs, token string, res 
 		}
 	}
 	for _, s := range spans {
-		kv := append([]attribute.KeyValue{attribute.String("name", s.Name)}, s.Attributes...)
+		kv := append([]attribute.KeyValue{attribute.String("name", s.Name), attribute.String("status", s.Status.Description)}, s.Attributes...)
+		for _, l := range s.Links {
+			kv = append(kv, l.Attributes...)
+		}
 		for _, ev := range s.Events {
 			kv = append(kv, ev.Attributes...)
 		}
@@ -157,6 +168,17 @@ func noSecretInSpans(t *testing.T, spans tracetest.SpanStubs, token string, res 
 					t.Errorf("span %s attribute %s holds a secret", s.Name, a.Key)
 				}
 			}
+		}
+	}
+}
+
+func TestAMethodHTTPDoesNotDefineIsNotASpanName(t *testing.T) {
+	e, exp := traced(t, false)
+	req, _ := http.NewRequest("X-"+strings.Repeat("A", 200), "/credentials", nil)
+	e.handler.ServeHTTP(httptest.NewRecorder(), req)
+	for _, s := range exp.GetSpans() {
+		if strings.Contains(s.Name, "AAAA") || attr(s, "http.request.method") != "_OTHER" {
+			t.Errorf("span %q, method %q: a caller's method string reached the span", s.Name, attr(s, "http.request.method"))
 		}
 	}
 }

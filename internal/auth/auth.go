@@ -26,8 +26,9 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/tokenvendor/tokenvendor/internal/tracing"
 )
 
 // Errors returned by Verify. Every failure wraps ErrUnauthenticated, except
@@ -138,9 +139,6 @@ func ValidAlgorithm(name string) bool { _, ok := asymmetric[name]; return ok }
 
 // New returns a Verifier. It does not fetch the key set; Start does.
 func New(cfg Config) (*Verifier, error) {
-	if cfg.TracerProvider == nil {
-		cfg.TracerProvider = noop.NewTracerProvider()
-	}
 	if cfg.TenantClaim == "" {
 		cfg.TenantClaim = defaultTenantClaim
 	}
@@ -200,7 +198,7 @@ func New(cfg Config) (*Verifier, error) {
 		return nil, err
 	}
 
-	v := &Verifier{cfg: cfg, algs: algs, tracer: cfg.TracerProvider.Tracer(tracerName)}
+	v := &Verifier{cfg: cfg, algs: algs, tracer: tracing.Tracer(cfg.TracerProvider, tracerName)}
 	if cfg.VerifiedCacheSize > 0 {
 		verified, err := lru.New[[sha256.Size]byte, verifiedToken](cfg.VerifiedCacheSize)
 		if err != nil {
@@ -332,13 +330,15 @@ var failureReasons = []string{"missing", "malformed", "too_large", "algorithm", 
 // Verify checks token and returns its caller. Failures wrap
 // ErrUnauthenticated with a reason that never contains the token.
 func (v *Verifier) Verify(ctx context.Context, token string) (Caller, error) {
-	ctx, span := v.tracer.Start(ctx, "verify")
+	ctx, span := tracing.Start(ctx, v.tracer, "verify")
 	defer span.End()
 	var sum [sha256.Size]byte
 	if token != "" && len(token) <= v.cfg.MaxTokenBytes {
 		sum = sha256.Sum256([]byte(token))
 		if caller, ok := v.remembered(ctx, sum); ok {
-			span.SetAttributes(attribute.String("tokenvendor.auth.result", "remembered"))
+			if span.IsRecording() {
+				span.SetAttributes(attribute.String("tokenvendor.auth.result", "remembered"))
+			}
 			return caller, nil
 		}
 	}
@@ -346,11 +346,15 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Caller, error) {
 	if err != nil {
 		v.failures.WithLabelValues(reason).Inc()
 		// The reason is one of a fixed set; never the token or a claim.
-		span.SetAttributes(attribute.String("tokenvendor.auth.result", reason))
-		span.SetStatus(codes.Error, "token refused")
+		if span.IsRecording() {
+			span.SetAttributes(attribute.String("tokenvendor.auth.result", reason))
+			span.SetStatus(codes.Error, "token refused")
+		}
 		return Caller{}, err
 	}
-	span.SetAttributes(attribute.String("tokenvendor.auth.result", "verified"))
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("tokenvendor.auth.result", "verified"))
+	}
 	return caller, nil
 }
 

@@ -141,6 +141,11 @@ type Config struct {
 	Rand func() float64
 	// OnEvict is called when a key is dropped to respect MaxEntries.
 	OnEvict func()
+	// Background, when set, gives a background refresh its context, from
+	// the caller's whose hit started it (detached from its cancellation
+	// already); done is called when the refresh ends. Tracing uses it to
+	// give a refresh its own trace rather than the hit's.
+	Background func(ctx context.Context) (bctx context.Context, done func())
 }
 
 // Cache is a bounded cache of expiring values. It is safe for concurrent use.
@@ -335,11 +340,16 @@ func (c *Cache[V]) refreshAhead(ctx context.Context, key string, e *entry[V], fe
 		e.refreshing.Store(false)
 		return
 	}
+	bctx, done := context.WithoutCancel(ctx), func() {}
+	if c.cfg.Background != nil {
+		bctx, done = c.cfg.Background(bctx)
+	}
 	c.bg.Add(1)
 	go func() {
 		defer c.bg.Done()
 		defer e.refreshing.Store(false)
-		<-c.flights.DoChan(key, c.flight(context.WithoutCancel(ctx), key, fetch))
+		defer done()
+		<-c.flights.DoChan(key, c.flight(bctx, key, fetch))
 	}()
 }
 

@@ -31,9 +31,9 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/tokenvendor/tokenvendor/internal/seal"
+	"github.com/tokenvendor/tokenvendor/internal/tracing"
 )
 
 // Defaults filled by New.
@@ -110,9 +110,6 @@ func New(cfg Config) (*Tier, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.TracerProvider == nil {
-		cfg.TracerProvider = noop.NewTracerProvider()
-	}
 	var errs []error
 	if cfg.Keys == nil {
 		errs = append(errs, errors.New("no keys"))
@@ -131,7 +128,7 @@ func New(cfg Config) (*Tier, error) {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
 	t := &Tier{cfg: cfg, rdb: rdb, rate: redis_rate.NewLimiter(rdb), log: cfg.Logger,
-		tracer: cfg.TracerProvider.Tracer("github.com/tokenvendor/tokenvendor/internal/shared")}
+		tracer: tracing.Tracer(cfg.TracerProvider, "github.com/tokenvendor/tokenvendor/internal/shared")}
 	f := promauto.With(cfg.Registerer)
 	t.errors = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokenvendor_redis_errors_total",
@@ -232,7 +229,7 @@ func (t *Tier) Ping(ctx context.Context) error {
 // do runs one Redis operation through the breaker, bounded by the timeout.
 // redis.Nil (no such key) is an answer, not a failure.
 func (t *Tier) do(ctx context.Context, op string, f func(context.Context) error) error {
-	ctx, span := t.tracer.Start(ctx, "redis."+op, trace.WithSpanKind(trace.SpanKindClient),
+	ctx, span := tracing.Start(ctx, t.tracer, "redis."+op, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("db.system", "redis")))
 	defer span.End()
 	probe, ok := t.brk.allow(t.cfg.Now())
@@ -243,7 +240,7 @@ func (t *Tier) do(ctx context.Context, op string, f func(context.Context) error)
 	octx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
 	defer cancel()
 	err := f(octx)
-	if err != nil && !errors.Is(err, goredis.Nil) {
+	if err != nil && !errors.Is(err, goredis.Nil) && ctx.Err() == nil {
 		span.SetStatus(codes.Error, "redis failed")
 	}
 	switch {

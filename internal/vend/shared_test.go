@@ -6,8 +6,12 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/cache"
+	"github.com/tokenvendor/tokenvendor/internal/clock"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
@@ -74,4 +78,60 @@ func TestAnotherReplicasFailureMapsToTheSentinelItsOwnWould(t *testing.T) {
 			t.Errorf("recoverable %v: %d AssumeRole calls, want 0: the failure elsewhere was repeated", tc.recoverable, fake.calls())
 		}
 	}
+}
+
+func TestARefreshAheadHasATraceOfItsOwnLinkedToTheHit(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	clk := clock.NewFake(time.Now())
+	fake := &fakeSTS{}
+	s := newService(t, fake, func(c *vend.Config) {
+		c.TracerProvider = tp
+		c.Now = clk.Now
+		c.Cache.Now = clk.Now
+		c.Cache.Rand = func() float64 { return 0 }
+	})
+	fake.now = clk.Now
+	caller := auth.Caller{Subject: "svc-acme", TenantID: "acme"}
+	if _, err := s.Vend(context.Background(), caller, vend.Request{}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(31 * time.Minute) // past half the lifetime: the next hit refreshes ahead
+	exp.Reset()
+	ctx, hit := tp.Tracer("test").Start(context.Background(), "request")
+	if _, err := s.Vend(ctx, caller, vend.Request{}); err != nil {
+		t.Fatal(err)
+	}
+	hit.End()
+	s.Wait()
+	spans := exp.GetSpans()
+	var refresh, sts tracetest.SpanStub
+	for _, sp := range spans {
+		switch sp.Name {
+		case "cache.refresh":
+			refresh = sp
+		case "sts.AssumeRole":
+			sts = sp
+		}
+	}
+	if refresh.Name == "" || sts.Name == "" {
+		t.Fatalf("spans %v: want a cache.refresh with the STS call under it", spanNames(spans))
+	}
+	if refresh.SpanContext.TraceID() == hit.SpanContext().TraceID() || refresh.Parent.IsValid() {
+		t.Error("the refresh is in the hit's trace: it outlives the request")
+	}
+	if len(refresh.Links) != 1 || refresh.Links[0].SpanContext.TraceID() != hit.SpanContext().TraceID() {
+		t.Error("the refresh does not link to the hit that started it")
+	}
+	if sts.Parent.SpanID() != refresh.SpanContext.SpanID() {
+		t.Error("the STS call is not under the refresh")
+	}
+}
+
+func spanNames(spans tracetest.SpanStubs) []string {
+	var n []string
+	for _, s := range spans {
+		n = append(n, s.Name)
+	}
+	return n
 }

@@ -23,12 +23,12 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/cache"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
 	"github.com/tokenvendor/tokenvendor/internal/registry"
+	"github.com/tokenvendor/tokenvendor/internal/tracing"
 )
 
 // packedPolicyWarnPercent is the share of STS's packed policy limit above
@@ -177,9 +177,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.STS == nil {
 		return nil, errors.New("no STS client")
 	}
-	if cfg.TracerProvider == nil {
-		cfg.TracerProvider = noop.NewTracerProvider()
-	}
+
 	if cfg.Sessions == nil {
 		n, err := policy.NewSessionNamer("", false)
 		if err != nil {
@@ -187,7 +185,15 @@ func New(cfg Config) (*Service, error) {
 		}
 		cfg.Sessions = n
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger, tracer: cfg.TracerProvider.Tracer("github.com/tokenvendor/tokenvendor/internal/vend")}
+	s := &Service{cfg: cfg, log: cfg.Logger, tracer: tracing.Tracer(cfg.TracerProvider, "github.com/tokenvendor/tokenvendor/internal/vend")}
+	if s.tracer != nil {
+		// A refresh ahead runs after the hit that started it has ended: it
+		// gets a trace of its own, linked to that hit's.
+		cfg.Cache.Background = func(ctx context.Context) (context.Context, func()) {
+			ctx, span := s.tracer.Start(ctx, "cache.refresh", trace.WithNewRoot(), trace.WithLinks(trace.LinkFromContext(ctx)))
+			return ctx, func() { span.End() }
+		}
+	}
 	f := promauto.With(cfg.Registerer)
 	s.cacheRequests = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokenvendor_cache_requests_total",
@@ -286,14 +292,16 @@ type Grant struct {
 
 // Vend returns credentials for the tenant the caller may act for.
 func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (g Grant, err error) {
-	ctx, span := s.tracer.Start(ctx, "vend")
+	ctx, span := tracing.Start(ctx, s.tracer, "vend")
 	defer func() {
-		span.SetAttributes(attribute.String("tokenvendor.profile", g.Profile))
-		if s.cfg.TenantAttribute && g.TenantID != "" {
-			span.SetAttributes(attribute.String("tokenvendor.tenant", g.TenantID))
-		}
-		if err != nil {
-			span.SetStatus(codes.Error, "not vended")
+		if span.IsRecording() {
+			span.SetAttributes(attribute.String("tokenvendor.profile", g.Profile))
+			if s.cfg.TenantAttribute && g.TenantID != "" {
+				span.SetAttributes(attribute.String("tokenvendor.tenant", g.TenantID))
+			}
+			if err != nil {
+				span.SetStatus(codes.Error, "not vended")
+			}
 		}
 		span.End()
 	}()
@@ -345,11 +353,13 @@ func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (g 
 		in.Tags = append(in.Tags, ststypes.Tag{Key: aws.String(t.Key), Value: aws.String(t.Value)})
 	}
 	key := cacheKey(prof.Name, in)
-	cctx, cacheSpan := s.tracer.Start(ctx, "cache")
+	cctx, cacheSpan := tracing.Start(ctx, s.tracer, "cache")
 	creds, result, err := s.creds.Get(cctx, key, func(ctx context.Context) (Credentials, time.Time, error) {
 		return s.assumeRole(ctx, in, prof.Name, tenant)
 	})
-	cacheSpan.SetAttributes(attribute.String("tokenvendor.cache.result", string(result)))
+	if cacheSpan.IsRecording() {
+		cacheSpan.SetAttributes(attribute.String("tokenvendor.cache.result", string(result)))
+	}
 	cacheSpan.End()
 	s.cacheRequests.WithLabelValues(string(result)).Inc()
 	g.Cache = result
@@ -450,7 +460,7 @@ func (r *rules) tenant(caller auth.Caller, requested string) (string, error) {
 func (s *Service) assumeRole(ctx context.Context, in *sts.AssumeRoleInput, profile, tenant string) (Credentials, time.Time, error) {
 	// Not the session policy, nor the role session name (it holds the
 	// tenant): a trace shows where the time went, not what was asked.
-	ctx, span := s.tracer.Start(ctx, "sts.AssumeRole", trace.WithSpanKind(trace.SpanKindClient),
+	ctx, span := tracing.Start(ctx, s.tracer, "sts.AssumeRole", trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("rpc.system", "aws-api"), attribute.String("rpc.service", "STS"),
 			attribute.String("rpc.method", "AssumeRole")))
 	defer span.End()
@@ -468,6 +478,8 @@ func (s *Service) assumeRole(ctx context.Context, in *sts.AssumeRoleInput, profi
 	c := out.Credentials
 	if c == nil || c.AccessKeyId == nil || c.SecretAccessKey == nil || c.SessionToken == nil || c.Expiration == nil {
 		s.stsRequests.WithLabelValues("refused").Inc()
+		span.SetAttributes(attribute.String("tokenvendor.sts.outcome", "refused"))
+		span.SetStatus(codes.Error, "no credentials in the answer")
 		s.log.Warn("assume role returned no credentials", "profile", profile, "tenant", tenant)
 		return Credentials{}, time.Time{}, fmt.Errorf("%w: assume role for tenant %s: no credentials in response", ErrUpstream, tenant)
 	}
