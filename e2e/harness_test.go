@@ -183,12 +183,7 @@ func createBucket() error {
 
 // s3Client talks to MinIO with the given credentials, path-style.
 func s3Client(c aws.Credentials) *s3.Client {
-	return s3.New(s3.Options{
-		Region:       "us-east-1",
-		BaseEndpoint: aws.String(peers.minio),
-		UsePathStyle: true,
-		Credentials:  awscreds.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, c.SessionToken),
-	})
+	return tenantS3(awscreds.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, c.SessionToken))
 }
 
 // ---------------------------------------------------------------- processes

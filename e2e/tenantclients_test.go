@@ -16,7 +16,8 @@ import (
 	"github.com/tokenvendor/tokenvendor/client"
 )
 
-// tenantS3 is an S3 client for MinIO whose credentials come from p.
+// tenantS3 is an S3 client for MinIO (path-style) whose credentials come
+// from p.
 func tenantS3(p aws.CredentialsProvider) *s3.Client {
 	return s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(peers.minio), UsePathStyle: true, Credentials: p})
 }
@@ -56,7 +57,7 @@ func TestGoClientProvidersReachOnlyTheirTenantsPrefix(t *testing.T) {
 	}
 }
 
-func TestGoClientAsksOnceForManyCallsOnShortCredentials(t *testing.T) {
+func TestGoClientAsksOnceForManyS3Calls(t *testing.T) {
 	// 15-minute credentials, the shortest STS gives: every call succeeds
 	// on one answer from tokenvendor. (The client's unit tests show, on
 	// credentials that live seconds or minutes, the refresh ahead of expiry,

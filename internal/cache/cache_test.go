@@ -41,11 +41,17 @@ func (u *upstream) fail(err error) { u.mu.Lock(); defer u.mu.Unlock(); u.err = e
 
 func newCache(t *testing.T, clk *clock.Fake, mutate func(*cache.Config)) *cache.Cache[int64] {
 	t.Helper()
+	return newCacheSharing(t, clk, nil, mutate)
+}
+
+// newCacheSharing is newCache with a shared tier (nil: none).
+func newCacheSharing(t *testing.T, clk *clock.Fake, shared cache.Shared[int64], mutate func(*cache.Config)) *cache.Cache[int64] {
+	t.Helper()
 	cfg := testConfig(clk)
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	c, err := cache.New[int64](cfg, nil)
+	c, err := cache.New[int64](cfg, shared)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -85,16 +85,7 @@ func replicas(t *testing.T, n int, clk *clock.Fake, sh *tier, mutate func(*cache
 	t.Helper()
 	var cs []*cache.Cache[int64]
 	for range n {
-		cfg := testConfig(clk)
-		if mutate != nil {
-			mutate(&cfg)
-		}
-		c, err := cache.New[int64](cfg, sh)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Wait)
-		cs = append(cs, c)
+		cs = append(cs, newCacheSharing(t, clk, sh, mutate))
 	}
 	return cs
 }

@@ -39,8 +39,10 @@ const (
 	Breach   Verdict = "breach"
 )
 
+// rank orders the verdicts, worst last.
+var rank = map[Verdict]int{Isolated: 0, Error: 1, Breach: 2}
+
 func worse(a, b Verdict) Verdict {
-	rank := map[Verdict]int{Isolated: 0, Error: 1, Breach: 2}
 	if rank[b] > rank[a] {
 		return b
 	}
