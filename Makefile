@@ -17,7 +17,7 @@ lint:
 
 # Fuzz targets: the parts attackers touch. Seed corpora are checked in
 # under each package's testdata/fuzz/.
-FUZZ_TARGETS := FuzzVerify:./internal/auth/ FuzzCredentialsRequest:./internal/api/ FuzzRender:./internal/policy/
+FUZZ_TARGETS := FuzzVerify:./internal/auth/ FuzzParse:./internal/awsiam/ FuzzCredentialsRequest:./internal/api/ FuzzRender:./internal/policy/
 FUZZTIME ?= 1m
 
 # Everything: lint, unit tests and end-to-end tests with the race detector,

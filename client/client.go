@@ -43,7 +43,8 @@ type Config struct {
 	// Profile names the profile; empty when tokenvendor has only one.
 	Profile string
 	// Token returns the token of the one caller this Client acts as, for
-	// each request to tokenvendor; see TokenFile and StaticToken. It may
+	// each request to tokenvendor; see TokenFile, StaticToken and
+	// AWSIAMToken (a caller without an identity provider). It may
 	// rotate (a projected token), but never be another caller's: a
 	// provider's credentials serve every request for its tenant. A service
 	// forwarding its users' tokens makes a Client per user.
@@ -220,7 +221,11 @@ func (p *provider) post(ctx context.Context) (aws.Credentials, string, error) {
 		return aws.Credentials{}, "", fmt.Errorf("tokenvendor: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
+	if strings.HasPrefix(token, AWSIAMScheme) {
+		req.Header.Set("Authorization", token)
+	} else {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	res, err := p.c.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return aws.Credentials{}, "", fmt.Errorf("tokenvendor: %w", err)

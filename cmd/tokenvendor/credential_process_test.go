@@ -27,7 +27,8 @@ type fakeAuthenticator struct {
 	seen []string
 }
 
-func (a *fakeAuthenticator) Verify(_ context.Context, token string) (auth.Caller, error) {
+func (a *fakeAuthenticator) Authenticate(_ context.Context, c auth.Credential) (auth.Caller, error) {
+	token := c.Value
 	a.mu.Lock()
 	a.seen = append(a.seen, token)
 	a.mu.Unlock()

@@ -19,10 +19,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenvendor/tokenvendor/internal/api"
 	"github.com/tokenvendor/tokenvendor/internal/audit"
 	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/awsiam"
 	"github.com/tokenvendor/tokenvendor/internal/config"
 	"github.com/tokenvendor/tokenvendor/internal/tlsconfig"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
@@ -64,22 +66,9 @@ func serve(ctx context.Context, path string, getenv func(string) string, stdout,
 	}
 	defer stopTracing()
 
-	verifier, err := auth.New(auth.Config{
-		Issuer:         cfg.Auth.Issuer,
-		JWKSURL:        cfg.Auth.JWKSURL,
-		Audiences:      cfg.Auth.Audiences,
-		Algorithms:     cfg.Auth.Algorithms,
-		TenantClaim:    cfg.Auth.TenantClaim,
-		Leeway:         cfg.Auth.Leeway,
-		Registerer:     reg,
-		Logger:         log,
-		TracerProvider: tp,
-	})
+	methods, ready, err := authMethods(ctx, cfg, reg, log, tp)
 	if err != nil {
-		return fmt.Errorf("auth: %w", err)
-	}
-	if err := verifier.Start(ctx); err != nil {
-		log.Warn("identity provider key set not fetched yet; not ready", "err", err)
+		return err
 	}
 
 	vendor, closeVendor, err := newVendor(ctx, cfg, reg, log, tp)
@@ -101,14 +90,14 @@ func serve(ctx context.Context, path string, getenv func(string) string, stdout,
 		defer stopCanary()
 		go func() {
 			defer canaryDone.Done()
-			c.Loop(cctx, cfg.Canary.Interval, verifier.Ready)
+			c.Loop(cctx, cfg.Canary.Interval, ready)
 		}()
 	}
 
 	apiCfg := api.Config{
 		Vendor:         vendor,
-		Authenticator:  verifier,
-		Ready:          verifier.Ready,
+		Authenticator:  methods,
+		Ready:          ready,
 		Gatherer:       reg,
 		Registerer:     reg,
 		Logger:         log,
@@ -173,6 +162,49 @@ func serve(ctx context.Context, path string, getenv func(string) string, stdout,
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// authMethods builds the ways callers are known: JWTs verified against the
+// identity provider's key set (fetched once here, then kept fresh until ctx
+// ends), AWS IAM identities proven by STS, or both. ready reports whether
+// the key set, when there is one, has been fetched.
+func authMethods(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger, tp trace.TracerProvider) (m auth.Methods, ready func() bool, err error) {
+	ready = func() bool { return true }
+	if a := cfg.Auth; a.UsesJWT() {
+		m.JWT, err = auth.New(auth.Config{
+			Issuer:             a.Issuer,
+			JWKSURL:            a.JWKSURL,
+			Audiences:          a.Audiences,
+			Algorithms:         a.Algorithms,
+			TenantClaim:        a.TenantClaim,
+			Leeway:             a.Leeway,
+			RefreshInterval:    a.JWKSRefresh,
+			TokenType:          a.TokenType,
+			RequireBoundTokens: a.RequireBoundTokens,
+			Registerer:         reg,
+			Logger:             log,
+			TracerProvider:     tp,
+		})
+		if err != nil {
+			return m, nil, fmt.Errorf("auth: %w", err)
+		}
+		if err := m.JWT.Start(ctx); err != nil {
+			log.Warn("identity provider key set not fetched yet; not ready", "err", err)
+		}
+		ready = m.JWT.Ready
+	}
+	if cfg.Auth.AWSIAM != nil {
+		c := cfg.Auth.AWSIAM.VerifierConfig()
+		c.HTTPClient = &http.Client{Timeout: cfg.STS.Timeout}
+		c.Registerer, c.Logger, c.TracerProvider = reg, log, tp
+		v, err := awsiam.New(c)
+		if err != nil {
+			return m, nil, fmt.Errorf("auth.aws_iam: %w", err)
+		}
+		m.AWSIAM = v
+		log.Info("admitting AWS IAM callers", "sts_endpoint", c.Endpoint, "principals", len(c.Principals))
+	}
+	return m, ready, nil
 }
 
 // reload reads the config file again and swaps in its profiles, templates,

@@ -121,7 +121,10 @@ func newEnvWith(t testing.TB, mutate func(*vend.Config, *api.Config), profiles .
 	if err := verifier.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	acfg.Authenticator = verifier
+	// A test may have set the AWS IAM method; the JWT one is always the IdP's.
+	methods, _ := acfg.Authenticator.(auth.Methods)
+	methods.JWT = verifier
+	acfg.Authenticator = methods
 	svc, err := vend.New(vcfg)
 	if err != nil {
 		t.Fatal(err)

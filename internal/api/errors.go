@@ -55,6 +55,10 @@ func toProblem(err error) problem {
 		return p(statusClientClosedRequest, "client_closed_request", "the caller closed the request before it was answered")
 	case errors.Is(err, auth.ErrJWKSUnavailable):
 		return p(http.StatusServiceUnavailable, "upstream_unavailable", "the identity provider's key set cannot be fetched; try again later")
+	case errors.Is(err, auth.ErrIdentityUnavailable):
+		return p(http.StatusServiceUnavailable, "upstream_unavailable", "STS cannot confirm the caller's AWS identity now; try again later")
+	case errors.Is(err, auth.ErrUnknownPrincipal):
+		return p(http.StatusForbidden, "forbidden", err.Error())
 	case errors.Is(err, auth.ErrUnauthenticated):
 		return p(http.StatusUnauthorized, "unauthenticated", err.Error())
 	case errors.Is(err, vend.ErrInvalidTenant):
@@ -90,6 +94,9 @@ func (h *handlers) fail(w http.ResponseWriter, r *http.Request, err error) probl
 	switch p.status {
 	case http.StatusUnauthorized:
 		challenge := `Bearer realm="tokenvendor"`
+		if scheme, _, _ := schemed(r); scheme == auth.SchemeAWSIAM {
+			challenge = auth.SchemeAWSIAM + ` realm="tokenvendor"`
+		}
 		if r.Header.Get("Authorization") != "" {
 			challenge += `, error="invalid_token"`
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/tokenvendor/tokenvendor/internal/audit"
+	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
@@ -57,11 +58,11 @@ type statusBody struct {
 }
 
 func (h *handlers) credentials(w http.ResponseWriter, r *http.Request) {
-	token := ""
-	if hasBearer(r) {
-		token = bearerToken(r)
+	var cred auth.Credential
+	if scheme, value, ok := schemed(r); ok {
+		cred = auth.Credential{Scheme: scheme, Value: value}
 	}
-	h.vend(w, r, token, func() (vend.Request, error) {
+	h.vend(w, r, cred, func() (vend.Request, error) {
 		var body credentialsRequest
 		err := decodeBody(w, r, &body)
 		return vend.Request{Profile: body.Profile, TenantID: body.TenantID}, err
@@ -81,11 +82,11 @@ func (h *handlers) credentials(w http.ResponseWriter, r *http.Request) {
 // containerCredentials serves AWS SDKs' container credential provider,
 // which sends the token in Authorization verbatim, without a scheme.
 func (h *handlers) containerCredentials(w http.ResponseWriter, r *http.Request) {
-	token := strings.TrimSpace(r.Header.Get("Authorization"))
-	if hasBearer(r) {
-		token = bearerToken(r)
+	cred := auth.Credential{Scheme: auth.SchemeBearer, Value: strings.TrimSpace(r.Header.Get("Authorization"))}
+	if scheme, value, ok := schemed(r); ok {
+		cred = auth.Credential{Scheme: scheme, Value: value}
 	}
-	h.vend(w, r, token, func() (vend.Request, error) {
+	h.vend(w, r, cred, func() (vend.Request, error) {
 		return vend.Request{Profile: chi.URLParam(r, "profile")}, nil
 	}, func(c vend.Credentials) any {
 		return containerCredentialsResponse{
@@ -97,10 +98,10 @@ func (h *handlers) containerCredentials(w http.ResponseWriter, r *http.Request) 
 	})
 }
 
-// vend is the one path behind every credentials route: verify the token,
-// read the request, vend, write the route's response shape, and record the
-// decision in the audit log.
-func (h *handlers) vend(w http.ResponseWriter, r *http.Request, token string, read func() (vend.Request, error), shape func(vend.Credentials) any) {
+// vend is the one path behind every credentials route: authenticate the
+// caller, read the request, vend, write the route's response shape, and
+// record the decision in the audit log.
+func (h *handlers) vend(w http.ResponseWriter, r *http.Request, cred auth.Credential, read func() (vend.Request, error), shape func(vend.Credentials) any) {
 	ev := audit.Event{
 		Time:       time.Now().UTC(),
 		RequestID:  requestID(r),
@@ -115,7 +116,10 @@ func (h *handlers) vend(w http.ResponseWriter, r *http.Request, token string, re
 			ev.Outcome = audit.Failed
 		}
 	}
-	caller, err := h.cfg.Authenticator.Verify(r.Context(), token)
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		cred.ClientCert = r.TLS.PeerCertificates[0]
+	}
+	caller, err := h.cfg.Authenticator.Authenticate(r.Context(), cred)
 	if err != nil {
 		refuse(err)
 		return
@@ -171,13 +175,17 @@ func (h *handlers) recoverer(next http.Handler) http.Handler {
 	})
 }
 
-func hasBearer(r *http.Request) bool {
+// schemed returns the scheme and value of an Authorization header of one
+// of the schemes the service knows: "Bearer <JWT>" or "AWS-IAM <signed
+// request>", the scheme's name compared without case.
+func schemed(r *http.Request) (scheme, value string, ok bool) {
 	a := r.Header.Get("Authorization")
-	return len(a) > len("Bearer ") && strings.EqualFold(a[:len("Bearer ")], "Bearer ")
-}
-
-func bearerToken(r *http.Request) string {
-	return strings.TrimSpace(r.Header.Get("Authorization")[len("Bearer "):])
+	for _, scheme := range [...]string{auth.SchemeBearer, auth.SchemeAWSIAM} {
+		if len(a) > len(scheme)+1 && a[len(scheme)] == ' ' && strings.EqualFold(a[:len(scheme)], scheme) {
+			return scheme, strings.TrimSpace(a[len(scheme)+1:]), true
+		}
+	}
+	return "", "", false
 }
 
 // decodeBody reads an optional JSON object of at most MaxBodyBytes into v,

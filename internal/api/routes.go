@@ -29,9 +29,9 @@ type Auditor interface {
 	Record(audit.Event) error
 }
 
-// Authenticator verifies a bearer token; *auth.Verifier is one.
+// Authenticator says who presents a credential; auth.Methods is one.
 type Authenticator interface {
-	Verify(ctx context.Context, token string) (auth.Caller, error)
+	Authenticate(ctx context.Context, c auth.Credential) (auth.Caller, error)
 }
 
 // Config configures the handler.

@@ -6,11 +6,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,6 +40,11 @@ import (
 var (
 	ErrUnauthenticated = errors.New("unauthenticated")
 	ErrJWKSUnavailable = errors.New("identity provider key set unavailable")
+	// ErrUnknownPrincipal: an AWS identity proven, and not one the
+	// configuration maps to a tenant.
+	ErrUnknownPrincipal = errors.New("AWS principal not allowed")
+	// ErrIdentityUnavailable: STS cannot say who signed a request now.
+	ErrIdentityUnavailable = errors.New("STS cannot confirm the caller's identity")
 )
 
 // Limits on tokens and on the key set refresh.
@@ -45,7 +53,7 @@ const (
 	DefaultLeeway               = 30 * time.Second
 	MaxLeeway                   = 60 * time.Second
 	DefaultUnknownKIDInterval   = 10 * time.Second
-	DefaultJWKSRefreshInterval  = 15 * time.Minute
+	DefaultJWKSRefreshInterval  = 5 * time.Minute
 	defaultJWKSFetchTimeout     = 10 * time.Second
 	defaultTenantClaim          = "tenant_id"
 	scopeClaim, scopeArrayClaim = "scope", "scp"
@@ -66,8 +74,17 @@ type Config struct {
 	// UnknownKIDInterval is the least time between two key set fetches
 	// triggered by tokens with a kid not in the set; default 10 s.
 	UnknownKIDInterval time.Duration
-	// RefreshInterval is how often the key set is fetched in the background; default 15 min.
+	// RefreshInterval is how often the key set is fetched in the
+	// background, and so how long a key removed from it is still accepted;
+	// default 5 min.
 	RefreshInterval time.Duration
+	// TokenType, when set, is the JWT "typ" header every token must carry
+	// (e.g. "at+jwt", RFC 9068); compared without case and without an
+	// "application/" prefix.
+	TokenType string
+	// RequireBoundTokens refuses tokens not bound to a client certificate
+	// (RFC 8705 "cnf" with "x5t#S256").
+	RequireBoundTokens bool
 	// VerifiedCacheSize bounds the tokens remembered as verified, so that a
 	// caller presenting the same token again skips the signature check;
 	// default 10,000, negative to turn it off.
@@ -80,8 +97,11 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 }
 
-// Caller is who a verified token says is calling.
+// Caller is who a verified token, or a signed AWS request, says is calling.
 type Caller struct {
+	// Issuer is the token's iss, or IssuerAWSIAM for a caller that signed
+	// an AWS request.
+	Issuer  string
 	Subject string
 	// ClientID is the OAuth client the token was issued to (client_id or
 	// azp), when the token says.
@@ -89,6 +109,23 @@ type Caller struct {
 	// TenantID is the tenant claim when it is a non-empty string, else "".
 	TenantID string
 	Scopes   []string
+	// AnyTenant lets the caller name any tenant, as the override scope
+	// does; set for AWS IAM principals configured so.
+	AnyTenant bool
+}
+
+// IssuerAWSIAM is the Issuer of callers known by their AWS IAM identity.
+const IssuerAWSIAM = "aws-iam"
+
+// LimitKey names the caller's rate-limit budget: issuer and subject, and
+// the OAuth client when the token names one, so that two issuers' subjects
+// never share a budget.
+func (c Caller) LimitKey() string {
+	k := strconv.Quote(c.Issuer) + " " + strconv.Quote(c.Subject)
+	if c.ClientID != "" {
+		k += " " + strconv.Quote(c.ClientID)
+	}
+	return k
 }
 
 // HasScope reports whether the caller's token grants scope.
@@ -120,6 +157,7 @@ type Verifier struct {
 // SHA-256 of its exact text until it expires or its key leaves the key set.
 type verifiedToken struct {
 	caller    Caller
+	cnf       string // the x5t#S256 the token is bound to, or ""
 	kid       string
 	notBefore time.Time
 	notAfter  time.Time
@@ -153,6 +191,9 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	if cfg.RefreshInterval == 0 {
 		cfg.RefreshInterval = DefaultJWKSRefreshInterval
+	}
+	if cfg.RefreshInterval < 0 {
+		return nil, errors.New("jwks refresh interval: negative")
 	}
 	if cfg.VerifiedCacheSize == 0 {
 		cfg.VerifiedCacheSize = 10_000
@@ -324,25 +365,48 @@ func (v *Verifier) Ready() bool { return v.ready.Load() }
 const tracerName = "github.com/tokenvendor/tokenvendor/internal/auth"
 
 // failureReasons are the values of tokenvendor_auth_failures_total's reason.
-var failureReasons = []string{"missing", "malformed", "too_large", "algorithm", "unknown_kid", "signature", "expired",
-	"not_yet_valid", "issuer", "audience", "claims", "jwks_unavailable"}
+var failureReasons = []string{"missing", "malformed", "too_large", "algorithm", "type", "unknown_kid", "signature", "expired",
+	"not_yet_valid", "issuer", "audience", "claims", "unbound", "certificate", "jwks_unavailable"}
 
-// Verify checks token and returns its caller. Failures wrap
-// ErrUnauthenticated with a reason that never contains the token.
+// Verify checks a token presented without a client certificate. Failures
+// wrap ErrUnauthenticated with a reason that never contains the token.
 func (v *Verifier) Verify(ctx context.Context, token string) (Caller, error) {
+	return v.VerifyFrom(ctx, token, nil)
+}
+
+// VerifyFrom checks token, presented over a connection whose verified
+// client certificate is cert (nil for none), and returns its caller. A
+// token bound to a certificate (RFC 8705) is accepted only with that
+// certificate; with RequireBoundTokens, an unbound token is refused.
+func (v *Verifier) VerifyFrom(ctx context.Context, token string, cert *x509.Certificate) (Caller, error) {
 	ctx, span := tracing.Start(ctx, v.tracer, "verify")
 	defer span.End()
 	var sum [sha256.Size]byte
+	var (
+		caller Caller
+		cnf    string
+		reason = "remembered"
+		err    error
+		ok     bool
+	)
 	if token != "" && len(token) <= v.cfg.MaxTokenBytes {
 		sum = sha256.Sum256([]byte(token))
-		if caller, ok := v.remembered(ctx, sum); ok {
-			if span.IsRecording() {
-				span.SetAttributes(attribute.String("tokenvendor.auth.result", "remembered"))
-			}
-			return caller, nil
+		caller, cnf, ok = v.remembered(ctx, sum)
+	}
+	if !ok {
+		reason = "verified"
+		var why string
+		if caller, cnf, why, err = v.verify(ctx, token, sum); err != nil {
+			reason = why
 		}
 	}
-	caller, reason, err := v.verify(ctx, token, sum)
+	if err == nil {
+		// The binding is a property of the connection, so it is checked on
+		// every request, remembered tokens too.
+		if why, berr := v.bound(cnf, cert); berr != nil {
+			reason, err = why, berr
+		}
+	}
 	if err != nil {
 		v.failures.WithLabelValues(reason).Inc()
 		// The reason is one of a fixed set; never the token or a claim.
@@ -353,40 +417,65 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Caller, error) {
 		return Caller{}, err
 	}
 	if span.IsRecording() {
-		span.SetAttributes(attribute.String("tokenvendor.auth.result", "verified"))
+		span.SetAttributes(attribute.String("tokenvendor.auth.result", reason))
 	}
 	return caller, nil
 }
 
-// remembered returns the caller of a token verified before, while it is
-// within its validity and its key is still published.
-func (v *Verifier) remembered(ctx context.Context, sum [sha256.Size]byte) (Caller, bool) {
+// bound checks the token's certificate binding against the connection's
+// client certificate: the SHA-256 thumbprint of its DER, base64url.
+func (v *Verifier) bound(cnf string, cert *x509.Certificate) (string, error) {
+	switch {
+	case cnf == "" && v.cfg.RequireBoundTokens:
+		return "unbound", fmt.Errorf("%w: token not bound to a client certificate", ErrUnauthenticated)
+	case cnf == "":
+		return "", nil
+	case cert == nil:
+		return "certificate", fmt.Errorf("%w: token bound to a client certificate, and none was presented", ErrUnauthenticated)
+	}
+	if Thumbprint(cert) != cnf {
+		return "certificate", fmt.Errorf("%w: token bound to another client certificate", ErrUnauthenticated)
+	}
+	return "", nil
+}
+
+// Thumbprint is RFC 8705's x5t#S256 of cert: the base64url SHA-256 of its
+// DER, the value a token bound to it carries in cnf.
+func Thumbprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// remembered returns the caller of a token verified before, and the
+// certificate it is bound to, while it is within its validity and its key
+// is still published.
+func (v *Verifier) remembered(ctx context.Context, sum [sha256.Size]byte) (Caller, string, bool) {
 	if v.verified == nil {
-		return Caller{}, false
+		return Caller{}, "", false
 	}
 	t, ok := v.verified.Get(sum)
 	if !ok {
-		return Caller{}, false
+		return Caller{}, "", false
 	}
 	now := v.cfg.Now()
 	if now.After(t.notAfter) || now.Before(t.notBefore) {
 		v.verified.Remove(sum)
-		return Caller{}, false
+		return Caller{}, "", false
 	}
 	set := v.keys.Load()
 	if set == nil {
-		return Caller{}, false
+		return Caller{}, "", false
 	}
 	if _, ok := (*set).LookupKeyID(t.kid); !ok {
 		v.verified.Remove(sum)
-		return Caller{}, false
+		return Caller{}, "", false
 	}
-	return t.caller, true
+	return t.caller, t.cnf, true
 }
 
-func (v *Verifier) verify(ctx context.Context, token string, sum [sha256.Size]byte) (Caller, string, error) {
-	fail := func(reason string) (Caller, string, error) {
-		return Caller{}, reason, fmt.Errorf("%w: %s", ErrUnauthenticated, strings.ReplaceAll(reason, "_", " "))
+func (v *Verifier) verify(ctx context.Context, token string, sum [sha256.Size]byte) (Caller, string, string, error) {
+	fail := func(reason string) (Caller, string, string, error) {
+		return Caller{}, "", reason, fmt.Errorf("%w: %s", ErrUnauthenticated, strings.ReplaceAll(reason, "_", " "))
 	}
 	switch {
 	case token == "":
@@ -405,13 +494,16 @@ func (v *Verifier) verify(ctx context.Context, token string, sum [sha256.Size]by
 	if !v.algs[alg] {
 		return fail("algorithm")
 	}
+	if v.cfg.TokenType != "" && !sameMediaType(hdr.Type(), v.cfg.TokenType) {
+		return fail("type")
+	}
 	kid := hdr.KeyID()
 	if kid == "" {
 		return fail("unknown_kid")
 	}
 	key, err := v.lookup(ctx, kid)
 	if errors.Is(err, ErrJWKSUnavailable) {
-		return Caller{}, "jwks_unavailable", err
+		return Caller{}, "", "jwks_unavailable", err
 	}
 	if err != nil {
 		return fail("unknown_kid")
@@ -456,7 +548,12 @@ func (v *Verifier) verify(ctx context.Context, token string, sum [sha256.Size]by
 	if err != nil {
 		return fail("malformed")
 	}
+	cnf, ok := confirmation(claims)
+	if !ok {
+		return fail("claims")
+	}
 	caller := Caller{
+		Issuer:   tok.Issuer(),
 		Subject:  tok.Subject(),
 		ClientID: clientID(claims),
 		TenantID: tenantClaim(claims, v.cfg.TenantClaim),
@@ -465,12 +562,45 @@ func (v *Verifier) verify(ctx context.Context, token string, sum [sha256.Size]by
 	if v.verified != nil {
 		v.verified.Add(sum, verifiedToken{
 			caller:    caller,
+			cnf:       cnf,
 			kid:       kid,
 			notBefore: tok.NotBefore().Add(-v.cfg.Leeway),
 			notAfter:  tok.Expiration().Add(v.cfg.Leeway),
 		})
 	}
-	return caller, "", nil
+	return caller, cnf, "", nil
+}
+
+// sameMediaType compares a typ header with the configured type as RFC 7515
+// says: without case, "application/" implied.
+func sameMediaType(typ, want string) bool {
+	norm := func(s string) string {
+		s = strings.ToLower(strings.TrimSpace(s))
+		return strings.TrimPrefix(s, "application/")
+	}
+	return norm(typ) == norm(want)
+}
+
+// confirmation returns the certificate thumbprint a token is bound to
+// (cnf["x5t#S256"], RFC 8705), "" for an unbound token, and false for a
+// cnf the service cannot honour: a binding it would otherwise ignore.
+func confirmation(claims map[string]any) (string, bool) {
+	raw, ok := claims["cnf"]
+	if !ok {
+		return "", true
+	}
+	cnf, ok := raw.(map[string]any)
+	if !ok {
+		return "", false
+	}
+	x5t, ok := cnf["x5t#S256"].(string)
+	if !ok || len(cnf) != 1 {
+		return "", false
+	}
+	if b, err := base64.RawURLEncoding.DecodeString(x5t); err != nil || len(b) != sha256.Size {
+		return "", false
+	}
+	return x5t, true
 }
 
 func (v *Verifier) audienceOK(aud []string) bool {

@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/awsiam"
 	"github.com/tokenvendor/tokenvendor/internal/cache"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
 	"github.com/tokenvendor/tokenvendor/internal/seal"
@@ -214,7 +215,8 @@ type TLS struct {
 	ClientCAFile string `yaml:"client_ca_file"`
 }
 
-// Auth configures token verification.
+// Auth configures how callers are known: by a JWT from the identity
+// provider, by their AWS IAM identity (aws_iam), or both.
 type Auth struct {
 	Issuer        string        `yaml:"issuer"`
 	JWKSURL       string        `yaml:"jwks_url"`
@@ -224,6 +226,39 @@ type Auth struct {
 	TenantPattern string        `yaml:"tenant_pattern"`
 	OverrideScope string        `yaml:"override_scope"`
 	Leeway        time.Duration `yaml:"leeway"`
+	// JWKSRefresh is how often the key set is fetched, and so how long a
+	// key removed from it is still accepted; default 5m.
+	JWKSRefresh time.Duration `yaml:"jwks_refresh"`
+	// TokenType, when set, is the "typ" every JWT must carry (at+jwt).
+	TokenType string `yaml:"token_type"`
+	// RequireBoundTokens refuses JWTs not bound to the caller's client
+	// certificate (RFC 8705); needs tls.client_ca_file.
+	RequireBoundTokens bool `yaml:"require_bound_tokens"`
+	// AWSIAM, when set, admits callers by a signed sts:GetCallerIdentity.
+	AWSIAM *AWSIAM `yaml:"aws_iam"`
+}
+
+// AWSIAM configures callers known by their AWS IAM identity.
+type AWSIAM struct {
+	// ServerID is the value callers sign in X-Tokenvendor-Server-Id.
+	ServerID string `yaml:"server_id"`
+	// Region is the STS region callers sign for; default sts.region.
+	Region string `yaml:"region"`
+	// STSEndpoint is where every signed request goes; default
+	// https://sts.REGION.amazonaws.com.
+	STSEndpoint string `yaml:"sts_endpoint"`
+	// CacheTTL bounds how long a proven identity is remembered for the
+	// same signed request; default 1m, at most 5m, negative for never.
+	CacheTTL   time.Duration  `yaml:"cache_ttl"`
+	Principals []AWSPrincipal `yaml:"principals"`
+}
+
+// AWSPrincipal maps a role, and every session of it, to one tenant or to
+// the right to name any tenant.
+type AWSPrincipal struct {
+	RoleARN   string `yaml:"role_arn"`
+	Tenant    string `yaml:"tenant"`
+	AnyTenant bool   `yaml:"any_tenant"`
 }
 
 // STS configures the service's STS client.
@@ -351,14 +386,29 @@ func (c *Config) Validate() error {
 	}
 
 	a := &c.Auth
-	if a.Issuer == "" {
-		bad("auth.issuer", "required")
+	// Without an identity provider, AWS IAM callers alone may be admitted.
+	if a.UsesJWT() || a.AWSIAM == nil {
+		if a.Issuer == "" {
+			bad("auth.issuer", "required (or, without an identity provider, auth.aws_iam alone)")
+		}
+		if err := checkFetchURL(a.JWKSURL); err != nil {
+			bad("auth.jwks_url", "%v", err)
+		}
+		if len(a.Audiences) == 0 {
+			bad("auth.audiences", "at least one required")
+		}
 	}
-	if err := checkFetchURL(a.JWKSURL); err != nil {
-		bad("auth.jwks_url", "%v", err)
+	if a.JWKSRefresh == 0 {
+		a.JWKSRefresh = auth.DefaultJWKSRefreshInterval
 	}
-	if len(a.Audiences) == 0 {
-		bad("auth.audiences", "at least one required")
+	if a.JWKSRefresh < time.Second || a.JWKSRefresh > 24*time.Hour {
+		bad("auth.jwks_refresh", "between 1s and 24h")
+	}
+	if a.TokenType != "" && (strings.TrimSpace(a.TokenType) != a.TokenType || strings.ContainsAny(a.TokenType, " \t\r\n")) {
+		bad("auth.token_type", "a media type such as at+jwt, without spaces")
+	}
+	if a.RequireBoundTokens && c.TLS.ClientCAFile == "" {
+		bad("auth.require_bound_tokens", "needs tls.client_ca_file: a token is bound to the client certificate the connection presents")
 	}
 	if len(a.Algorithms) == 0 {
 		a.Algorithms = []string{"RS256", "ES256"}
@@ -382,6 +432,9 @@ func (c *Config) Validate() error {
 		bad("auth.tenant_pattern", "%v", err)
 	}
 	c.TenantRule = tenants
+	if a.AWSIAM != nil {
+		a.AWSIAM.validate(c, bad)
+	}
 
 	if c.STS.Region == "" {
 		c.STS.Region = DefaultRegion
@@ -530,6 +583,76 @@ func (c *Config) Validate() error {
 		p.Template = tmpl
 	}
 	return errors.Join(errs...)
+}
+
+// UsesJWT reports whether callers may present JWTs: any identity provider
+// setting is given.
+func (a *Auth) UsesJWT() bool {
+	return a.Issuer != "" || a.JWKSURL != "" || len(a.Audiences) > 0
+}
+
+// awsServerIDPattern is printable ASCII without spaces.
+var awsServerIDPattern = regexp.MustCompile(`^[!-~]{1,256}$`)
+
+// validate fills the aws_iam section's defaults and checks it.
+func (w *AWSIAM) validate(c *Config, bad func(setting, format string, args ...any)) {
+	if !awsServerIDPattern.MatchString(w.ServerID) {
+		bad("auth.aws_iam.server_id", "required: 1 to 256 printable characters without spaces, the same in every caller's signed %s", awsiam.ServerIDHeader)
+	}
+	if w.Region == "" {
+		w.Region = c.STS.Region
+		if w.Region == "" {
+			w.Region = DefaultRegion
+		}
+	}
+	if w.STSEndpoint == "" {
+		w.STSEndpoint = "https://sts." + w.Region + ".amazonaws.com"
+		if strings.HasPrefix(w.Region, "cn-") {
+			w.STSEndpoint += ".cn"
+		}
+	}
+	if err := checkFetchURL(w.STSEndpoint); err != nil {
+		bad("auth.aws_iam.sts_endpoint", "%v", err)
+	}
+	if w.CacheTTL == 0 {
+		w.CacheTTL = awsiam.DefaultCacheTTL
+	}
+	if len(w.Principals) == 0 {
+		bad("auth.aws_iam.principals", "at least one: the roles admitted, each with a tenant or any_tenant")
+	}
+	for i, p := range w.Principals {
+		if p.Tenant != "" && c.TenantRule != nil {
+			if err := c.TenantRule.Check(p.Tenant); err != nil {
+				bad(fmt.Sprintf("auth.aws_iam.principals[%d].tenant", i), "%v", err)
+			}
+		}
+	}
+	// The rest is the verifier's own check, so that check and serve agree.
+	if _, err := awsiam.New(w.VerifierConfig()); err != nil {
+		for _, e := range unjoin(err) {
+			setting, problem, _ := strings.Cut(e.Error(), ": ")
+			if setting != "server_id" { // said above, with the pattern
+				bad("auth.aws_iam."+setting, "%s", problem)
+			}
+		}
+	}
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// VerifierConfig is the section as awsiam reads it; the caller adds the
+// metrics, logger and tracer.
+func (w *AWSIAM) VerifierConfig() awsiam.Config {
+	ps := make([]awsiam.Principal, 0, len(w.Principals))
+	for _, p := range w.Principals {
+		ps = append(ps, awsiam.Principal{RoleARN: p.RoleARN, TenantID: p.Tenant, AnyTenant: p.AnyTenant})
+	}
+	return awsiam.Config{ServerID: w.ServerID, Endpoint: w.STSEndpoint, Region: w.Region, CacheTTL: w.CacheTTL, Principals: ps}
 }
 
 // validate checks the canary section against the rest of the config.

@@ -305,8 +305,10 @@ func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (g 
 		}
 		span.End()
 	}()
-	if ok, wait := allow(ctx, s.cfg.CallerLimit, caller.Subject); !ok {
-		return g, &rateLimitedError{what: "caller", retryAfter: wait}
+	if s.cfg.CallerLimit != nil {
+		if ok, wait := s.cfg.CallerLimit.Allow(ctx, caller.LimitKey()); !ok {
+			return g, &rateLimitedError{what: "caller", retryAfter: wait}
+		}
 	}
 	rules := s.rules.Load()
 	prof, err := rules.profile(req.Profile)
@@ -451,7 +453,7 @@ func (r *rules) tenant(caller auth.Caller, requested string) (string, error) {
 	if err := r.tenants.Check(requested); err != nil {
 		return "", fmt.Errorf("%w: %w", ErrInvalidTenant, err)
 	}
-	if r.overrideScope == "" || !caller.HasScope(r.overrideScope) {
+	if !caller.AnyTenant && (r.overrideScope == "" || !caller.HasScope(r.overrideScope)) {
 		return "", fmt.Errorf("%w: token may not act for another tenant", ErrForbidden)
 	}
 	return requested, nil

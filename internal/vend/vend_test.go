@@ -169,6 +169,10 @@ func TestVendDecidesTheTenant(t *testing.T) {
 		{name: "wildcard claim", caller: auth.Caller{TenantID: "*"}, wantErr: vend.ErrInvalidTenant},
 		{name: "wildcard requested by a worker", caller: auth.Caller{Scopes: []string{"tokenvendor:any-tenant"}}, req: vend.Request{TenantID: "acme/*"}, wantErr: vend.ErrInvalidTenant},
 		{name: "unknown profile", caller: auth.Caller{TenantID: "acme"}, req: vend.Request{Profile: "nope"}, wantErr: vend.ErrUnknownProfile},
+		{name: "AWS principal of any tenant", caller: auth.Caller{Issuer: auth.IssuerAWSIAM, AnyTenant: true}, req: vend.Request{TenantID: "globex"}, wantTenant: "globex"},
+		{name: "AWS principal of any tenant naming none", caller: auth.Caller{Issuer: auth.IssuerAWSIAM, AnyTenant: true}, wantErr: vend.ErrForbidden},
+		{name: "AWS principal of one tenant naming another", caller: auth.Caller{Issuer: auth.IssuerAWSIAM, TenantID: "acme"}, req: vend.Request{TenantID: "globex"}, wantErr: vend.ErrForbidden},
+		{name: "any tenant still checked", caller: auth.Caller{AnyTenant: true}, req: vend.Request{TenantID: "${aws:username}"}, wantErr: vend.ErrInvalidTenant},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -380,5 +384,40 @@ func TestADurationTheCacheCannotServeIsRefusedAfterTheClamp(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "profile objects") {
 		t.Fatalf("err = %v: 1h credentials with a 2h minimum remaining life were accepted", err)
+	}
+}
+
+// keyLimiter records the keys it is asked about and allows one request a key.
+type keyLimiter struct {
+	mu   sync.Mutex
+	keys map[string]int
+}
+
+func (l *keyLimiter) Allow(_ context.Context, key string) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.keys[key]++
+	return l.keys[key] == 1, time.Second
+}
+
+func TestCallerBudgetIsPerIssuerSubjectAndClient(t *testing.T) {
+	limiter := &keyLimiter{keys: map[string]int{}}
+	s := newService(t, &fakeSTS{}, func(c *vend.Config) { c.CallerLimit = limiter })
+	callers := []auth.Caller{
+		{Issuer: "https://idp-a/", Subject: "svc", TenantID: "acme"},
+		{Issuer: "https://idp-b/", Subject: "svc", TenantID: "acme"},
+		{Issuer: "https://idp-b/", Subject: "svc", ClientID: "orders", TenantID: "acme"},
+		{Issuer: auth.IssuerAWSIAM, Subject: "svc", TenantID: "acme"},
+	}
+	for _, c := range callers {
+		if _, err := s.Vend(context.Background(), c, vend.Request{}); err != nil {
+			t.Errorf("%+v: first request: %v", c, err)
+		}
+	}
+	if _, err := s.Vend(context.Background(), callers[1], vend.Request{}); !errors.Is(err, vend.ErrRateLimited) {
+		t.Errorf("second request of one caller: err = %v, want ErrRateLimited", err)
+	}
+	if len(limiter.keys) != len(callers) {
+		t.Errorf("%d callers used %d budgets: %v", len(callers), len(limiter.keys), limiter.keys)
 	}
 }

@@ -11,9 +11,16 @@ tenant, not per request) and are refreshed ahead of expiry, once, however many
 threads use them. The scope is a contextvars.ContextVar: every thread and every
 asyncio task sees its own tenant, and nothing is left over for the next
 request. Nothing touches the network at import.
+
+A caller with an AWS identity but no identity provider (an ECS task, a
+Lambda function) proves it with a signed sts:GetCallerIdentity instead of a
+token:
+
+    client = tokenvendor.Client(url, token=tokenvendor.aws_iam_token(server_id="tokenvendor.prod", region="us-east-1"))
 """
 
+from ._awsiam import aws_iam_token
 from ._client import Client, TokenVendorError
 from ._scope import NoTenantError, bind, current_session, tenant, unbind
 
-__all__ = ["Client", "TokenVendorError", "NoTenantError", "current_session", "tenant", "bind", "unbind"]
+__all__ = ["Client", "TokenVendorError", "NoTenantError", "current_session", "tenant", "bind", "unbind", "aws_iam_token"]

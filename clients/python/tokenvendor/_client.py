@@ -27,6 +27,9 @@ _ADVISORY, _MANDATORY = 15 * 60, 10 * 60
 # After a failed refresh, the old credentials are used, and tokenvendor is
 # asked again no sooner than this, or a quarter of their remaining life.
 _RETRY = 30
+# A token with this prefix is a whole Authorization value (a signed AWS
+# request, see _awsiam), not a Bearer token.
+_AWS_IAM_SCHEME = "AWS-IAM "
 
 
 class TokenVendorError(Exception):
@@ -110,11 +113,13 @@ class Client:
     url is tokenvendor's base URL: https, or http on a loopback address.
     token is the caller's token, a str or a callable returning one; a
     callable is called for every request to tokenvendor (a projected token
-    file rotates), and once more after a 401. It must always be the same
-    caller's token: a tenant's credentials serve every session of that
-    tenant, so a service forwarding its users' tokens makes a Client per
-    user. profile names the profile when tokenvendor has several. verify
-    is True, False or a CA bundle path.
+    file rotates), and once more after a 401. It is sent as a Bearer
+    token, but one starting with "AWS-IAM " (tokenvendor.aws_iam_token's
+    signed request) is a whole Authorization value and is sent as it is.
+    It must always be the same caller's token: a tenant's credentials serve
+    every session of that tenant, so a service forwarding its users' tokens
+    makes a Client per user. profile names the profile when tokenvendor has
+    several. verify is True, False or a CA bundle path.
 
     Thread-safe: sessions of one tenant share one credentials object, whose
     refresh takes a lock, so it happens once.
@@ -171,8 +176,13 @@ class Client:
                 self._credentials[tenant_id] = creds
             return creds
 
-    def _token_value(self):
-        return self._token() if callable(self._token) else self._token
+    def _authorization(self):
+        """The Authorization header: a signed AWS request carries its own
+        scheme (AWS-IAM), anything else is a Bearer token."""
+        token = self._token() if callable(self._token) else self._token
+        if token.startswith(_AWS_IAM_SCHEME):
+            return token
+        return "Bearer " + token
 
     def _fetch(self, tenant_id):
         """POST /credentials (once more with a token asked anew after a 401)
@@ -202,7 +212,7 @@ class Client:
             self._endpoint,
             data=json.dumps(body).encode(),
             method="POST",
-            headers={"Content-Type": "application/json", "Authorization": "Bearer " + self._token_value()},
+            headers={"Content-Type": "application/json", "Authorization": self._authorization()},
         )
         try:
             with self._opener.open(req, timeout=self._timeout) as res:

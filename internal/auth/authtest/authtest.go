@@ -218,6 +218,17 @@ func (idp *IdP) MintPayload(k *Key, payload []byte) string {
 // MintAs signs claims with k but names kid and alg in the header as given.
 func (idp *IdP) MintAs(k *Key, kid string, alg jwa.SignatureAlgorithm, claims map[string]any) string {
 	idp.t.Helper()
+	return idp.mint(k, kid, alg, "JWT", claims)
+}
+
+// MintTyped signs claims with k under a "typ" header of typ ("" for none).
+func (idp *IdP) MintTyped(k *Key, typ string, claims map[string]any) string {
+	idp.t.Helper()
+	return idp.mint(k, k.KID, k.Alg, typ, claims)
+}
+
+func (idp *IdP) mint(k *Key, kid string, alg jwa.SignatureAlgorithm, typ string, claims map[string]any) string {
+	idp.t.Helper()
 	// jws.Sign copies the key's own kid into the header, so sign with a
 	// clone that carries the kid the header is to name.
 	key, err := k.private.Clone()
@@ -227,7 +238,9 @@ func (idp *IdP) MintAs(k *Key, kid string, alg jwa.SignatureAlgorithm, claims ma
 	_ = key.Remove(jwk.KeyIDKey)
 	_ = key.Remove(jwk.AlgorithmKey)
 	hdr := jws.NewHeaders()
-	_ = hdr.Set(jws.TypeKey, "JWT")
+	if typ != "" {
+		_ = hdr.Set(jws.TypeKey, typ)
+	}
 	if kid != "" {
 		_ = hdr.Set(jws.KeyIDKey, kid)
 	}

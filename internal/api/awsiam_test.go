@@ -1,0 +1,113 @@
+package api_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/tokenvendor/tokenvendor/internal/api"
+	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/tlsconfig/tlstest"
+	"github.com/tokenvendor/tokenvendor/internal/vend"
+)
+
+// signedRequests stands in for the AWS IAM method: it knows "signed-<tenant>"
+// and answers the error it is set to for anything else.
+type signedRequests struct {
+	mu   sync.Mutex
+	seen []string
+	err  error
+}
+
+func (s *signedRequests) Verify(_ context.Context, signed string) (auth.Caller, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seen = append(s.seen, signed)
+	if s.err != nil {
+		return auth.Caller{}, s.err
+	}
+	return auth.Caller{Issuer: auth.IssuerAWSIAM, Subject: "arn:aws:sts::123456789012:assumed-role/orders-api/task", TenantID: signed[len("signed-"):]}, nil
+}
+
+func TestAWSIAMSchemeReachesItsMethodOnBothRoutes(t *testing.T) {
+	iam := &signedRequests{}
+	e := newEnvWith(t, func(_ *vend.Config, a *api.Config) { a.Authenticator = auth.Methods{AWSIAM: iam} })
+
+	req := post("", "")
+	req.Header.Set("Authorization", "AWS-IAM signed-acme")
+	res := e.do(t, req)
+	if res.status != http.StatusOK || res.json(t)["TenantId"] != "acme" {
+		t.Fatalf("POST /credentials with AWS-IAM: %d %s", res.status, res.body)
+	}
+	req = httptest.NewRequest(http.MethodGet, "/v1/container-credentials/objects", nil)
+	req.Header.Set("Authorization", "aws-iam signed-globex")
+	if res := e.do(t, req); res.status != http.StatusOK {
+		t.Fatalf("container route with AWS-IAM: %d %s", res.status, res.body)
+	}
+	if fmt.Sprint(iam.seen) != "[signed-acme signed-globex]" {
+		t.Errorf("the method saw %v", iam.seen)
+	}
+	// Bearer tokens still go to the identity provider's verifier.
+	if res := e.do(t, post(e.token("initech"), "")); res.status != http.StatusOK {
+		t.Fatalf("bearer beside AWS IAM: %d %s", res.status, res.body)
+	}
+	if len(iam.seen) != 2 {
+		t.Errorf("a bearer token reached the AWS IAM method")
+	}
+
+	for _, tt := range []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{fmt.Errorf("%w: signed request is for another server", auth.ErrUnauthenticated), http.StatusUnauthorized, "unauthenticated"},
+		{fmt.Errorf("%w: arn:aws:sts::1:assumed-role/x/y", auth.ErrUnknownPrincipal), http.StatusForbidden, "forbidden"},
+		{fmt.Errorf("%w: STS answered 500", auth.ErrIdentityUnavailable), http.StatusServiceUnavailable, "upstream_unavailable"},
+	} {
+		iam.err = tt.err
+		req := post("", "")
+		req.Header.Set("Authorization", "AWS-IAM signed-acme")
+		res := e.do(t, req)
+		wantError(t, res, tt.status, tt.code)
+		if tt.status == http.StatusUnauthorized && res.header.Get("WWW-Authenticate") != `AWS-IAM realm="tokenvendor", error="invalid_token"` {
+			t.Errorf("WWW-Authenticate = %q", res.header.Get("WWW-Authenticate"))
+		}
+		if tt.status == http.StatusServiceUnavailable && res.header.Get("Retry-After") == "" {
+			t.Error("503 without Retry-After")
+		}
+	}
+}
+
+func TestAWSIAMSchemeWithoutTheMethodIs401(t *testing.T) {
+	e := newEnv(t)
+	req := post("", "")
+	req.Header.Set("Authorization", "AWS-IAM signed-acme")
+	wantError(t, e.do(t, req), http.StatusUnauthorized, "unauthenticated")
+}
+
+func TestTheConnectionsClientCertificateReachesTheVerifier(t *testing.T) {
+	e := newEnv(t)
+	ca := tlstest.NewCA(t, "clients")
+	_, _, pairA := ca.Issue(1, "svc-a")
+	_, _, pairB := ca.Issue(2, "svc-b")
+	certA, _ := x509.ParseCertificate(pairA.Certificate[0])
+	certB, _ := x509.ParseCertificate(pairB.Certificate[0])
+	tok := e.token("acme", func(c map[string]any) { c["cnf"] = map[string]any{"x5t#S256": auth.Thumbprint(certA)} })
+	over := func(cert *x509.Certificate) response {
+		req := post(tok, "")
+		if cert != nil {
+			req.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert}}
+		}
+		return e.do(t, req)
+	}
+	if res := over(certA); res.status != http.StatusOK {
+		t.Fatalf("bound token over its certificate: %d %s", res.status, res.body)
+	}
+	wantError(t, over(certB), http.StatusUnauthorized, "unauthenticated")
+	wantError(t, over(nil), http.StatusUnauthorized, "unauthenticated")
+}

@@ -1,0 +1,141 @@
+package auth_test
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/auth/authtest"
+	"github.com/tokenvendor/tokenvendor/internal/clock"
+	"github.com/tokenvendor/tokenvendor/internal/tlsconfig/tlstest"
+)
+
+func TestTokenTypeIsCheckedWhenConfigured(t *testing.T) {
+	idp := authtest.New(t)
+	clk := clock.NewFake(time.Now())
+	strict, reg := newVerifier(t, idp, clk, func(c *auth.Config) { c.TokenType = "at+jwt" })
+	lax, _ := newVerifier(t, idp, clk, nil)
+	for typ, ok := range map[string]bool{"at+jwt": true, "application/at+jwt": true, "AT+JWT": true, "JWT": false, "": false, "at+jwt2": false} {
+		tok := idp.MintTyped(idp.Key("rsa-1"), typ, authtest.Claims(clk.Now(), "svc", "acme"))
+		before := failures(t, reg, "type")
+		_, err := strict.Verify(context.Background(), tok)
+		if ok != (err == nil) {
+			t.Errorf("typ %q with token_type at+jwt: err = %v", typ, err)
+		}
+		if !ok && failures(t, reg, "type")-before != 1 {
+			t.Errorf("typ %q: failures{reason=type} did not grow", typ)
+		}
+		if _, err := lax.Verify(context.Background(), tok); err != nil {
+			t.Errorf("typ %q without token_type: %v", typ, err)
+		}
+	}
+}
+
+func TestCertificateBoundTokens(t *testing.T) {
+	idp := authtest.New(t)
+	clk := clock.NewFake(time.Now())
+	v, reg := newVerifier(t, idp, clk, nil)
+	ca := tlstest.NewCA(t, "clients")
+	_, _, pairA := ca.Issue(1, "svc-a")
+	_, _, pairB := ca.Issue(2, "svc-b")
+	certA, _ := x509.ParseCertificate(pairA.Certificate[0])
+	certB, _ := x509.ParseCertificate(pairB.Certificate[0])
+	claims := authtest.Claims(clk.Now(), "svc-a", "acme")
+	claims["cnf"] = map[string]any{"x5t#S256": auth.Thumbprint(certA)}
+	bound := idp.Mint(idp.Key("rsa-1"), claims)
+
+	if _, err := v.VerifyFrom(context.Background(), bound, certA); err != nil {
+		t.Fatalf("bound token over its certificate: %v", err)
+	}
+	// Checked on every request: the token is remembered now, and still
+	// refused over another connection's certificate.
+	for name, cert := range map[string]*x509.Certificate{"another certificate": certB, "no certificate": nil} {
+		before := failures(t, reg, "certificate")
+		if _, err := v.VerifyFrom(context.Background(), bound, cert); !errors.Is(err, auth.ErrUnauthenticated) {
+			t.Errorf("bound token over %s: err = %v", name, err)
+		}
+		if failures(t, reg, "certificate")-before != 1 {
+			t.Errorf("%s: failures{reason=certificate} did not grow", name)
+		}
+	}
+
+	unbound := idp.Mint(idp.Key("rsa-1"), authtest.Claims(clk.Now(), "svc-a", "acme"))
+	if _, err := v.VerifyFrom(context.Background(), unbound, certB); err != nil {
+		t.Errorf("unbound token without require_bound_tokens: %v", err)
+	}
+	requiring, reg2 := newVerifier(t, idp, clk, func(c *auth.Config) { c.RequireBoundTokens = true })
+	if _, err := requiring.VerifyFrom(context.Background(), unbound, certA); !errors.Is(err, auth.ErrUnauthenticated) || failures(t, reg2, "unbound") != 1 {
+		t.Errorf("unbound token with require_bound_tokens: err = %v", err)
+	}
+	if _, err := requiring.VerifyFrom(context.Background(), bound, certA); err != nil {
+		t.Errorf("bound token with require_bound_tokens: %v", err)
+	}
+
+	// A binding the service cannot honour is not ignored.
+	for name, cnf := range map[string]any{
+		"a string":            "x",
+		"a key binding (jkt)": map[string]any{"jkt": auth.Thumbprint(certA)},
+		"a short thumbprint":  map[string]any{"x5t#S256": "abc"},
+		"thumbprint and more": map[string]any{"x5t#S256": auth.Thumbprint(certA), "jkt": "x"},
+		"a thumbprint number": map[string]any{"x5t#S256": 42},
+	} {
+		c := authtest.Claims(clk.Now(), "svc-a", "acme")
+		c["cnf"] = cnf
+		if _, err := v.VerifyFrom(context.Background(), idp.Mint(idp.Key("rsa-1"), c), certA); !errors.Is(err, auth.ErrUnauthenticated) {
+			t.Errorf("cnf %s: err = %v", name, err)
+		}
+	}
+}
+
+func TestLimitKeyKeepsIssuersAndClientsApart(t *testing.T) {
+	keys := map[string]auth.Caller{
+		"issuer a":          {Issuer: "https://a/", Subject: "svc"},
+		"issuer b":          {Issuer: "https://b/", Subject: "svc"},
+		"issuer b, client":  {Issuer: "https://b/", Subject: "svc", ClientID: "c"},
+		"aws":               {Issuer: auth.IssuerAWSIAM, Subject: "svc"},
+		"quoted issuer":     {Issuer: `a" "b`, Subject: "c"},
+		"quoted subject":    {Issuer: "a", Subject: `b" "c`},
+		"subject of spaces": {Issuer: "a b", Subject: "c"},
+		"issuer of spaces":  {Issuer: "a", Subject: "b c"},
+	}
+	seen := map[string]string{}
+	for name, c := range keys {
+		k := c.LimitKey()
+		if other, dup := seen[k]; dup {
+			t.Errorf("%s and %s share the limit key %q", name, other, k)
+		}
+		seen[k] = name
+	}
+	if (auth.Caller{Issuer: "i", Subject: "s", TenantID: "acme"}).LimitKey() != (auth.Caller{Issuer: "i", Subject: "s", TenantID: "globex"}).LimitKey() {
+		t.Error("the tenant changes the caller's limit key: one caller would get a budget per tenant")
+	}
+}
+
+func TestARemovedKeyIsRefusedWithinTheRefreshInterval(t *testing.T) {
+	const refresh = time.Second
+	idp := authtest.New(t)
+	clk := clock.NewFake(time.Now())
+	v, _ := newVerifier(t, idp, clk, func(c *auth.Config) { c.RefreshInterval = refresh })
+	tok := idp.Mint(idp.Key("rsa-1"), authtest.Claims(clk.Now(), "svc", "acme"))
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	idp.Retire("rsa-1")
+	retired := time.Now()
+	for {
+		_, err := v.Verify(context.Background(), tok)
+		if errors.Is(err, auth.ErrUnauthenticated) {
+			break
+		}
+		// The bound is the refresh interval; the margin is for a loaded
+		// machine, not for the design.
+		if time.Since(retired) > refresh+time.Second {
+			t.Fatalf("a key removed from the key set still accepted %s later, with a refresh interval of %s", time.Since(retired), refresh)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("refused %s after the key left the key set", time.Since(retired).Round(time.Millisecond))
+}

@@ -1,0 +1,363 @@
+package awsiam_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenvendor/tokenvendor/client"
+	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/awsiam"
+	"github.com/tokenvendor/tokenvendor/internal/clock"
+	"github.com/tokenvendor/tokenvendor/internal/metrictest"
+)
+
+const (
+	serverID = "tokenvendor.test"
+	region   = "us-east-1"
+	account  = "123456789012"
+)
+
+// fakeSTS answers GetCallerIdentity with the ARN its access key is mapped
+// to, or with the error it is told, and records what it received. It checks
+// no signature: that is moto's part, end to end.
+type fakeSTS struct {
+	*httptest.Server
+	mu       sync.Mutex
+	arns     map[string]string // access key id -> ARN
+	status   int               // when not 0, answer this with code
+	code     string
+	received []*http.Request
+	bodies   []string
+}
+
+func newFakeSTS(t testing.TB) *fakeSTS {
+	f := &fakeSTS{arns: map[string]string{}}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b := make([]byte, 1024)
+		n, _ := r.Body.Read(b)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.received = append(f.received, r)
+		f.bodies = append(f.bodies, string(b[:n]))
+		if f.status != 0 {
+			w.WriteHeader(f.status)
+			fmt.Fprintf(w, `<ErrorResponse><Error><Type>Sender</Type><Code>%s</Code><Message>the secret is wrong</Message></Error></ErrorResponse>`, f.code)
+			return
+		}
+		akid := strings.Split(strings.TrimPrefix(r.Header.Get("Authorization"), "AWS4-HMAC-SHA256 Credential="), "/")[0]
+		arn, ok := f.arns[akid]
+		if !ok {
+			w.WriteHeader(http.StatusForbidden)
+			fmt.Fprint(w, `<ErrorResponse><Error><Code>InvalidClientTokenId</Code></Error></ErrorResponse>`)
+			return
+		}
+		fmt.Fprintf(w, `<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult><Arn>%s</Arn><UserId>AROA:x</UserId><Account>%s</Account></GetCallerIdentityResult></GetCallerIdentityResponse>`, arn, account)
+	}))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *fakeSTS) calls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.received)
+}
+
+func (f *fakeSTS) answer(status int, code string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.status, f.code = status, code
+}
+
+var principals = []awsiam.Principal{
+	{RoleARN: "arn:aws:iam::" + account + ":role/orders-api", TenantID: "acme"},
+	{RoleARN: "arn:aws:iam::" + account + ":role/service/billing-worker", AnyTenant: true},
+}
+
+func newVerifier(t *testing.T, sts *fakeSTS, clk *clock.Fake, mutate func(*awsiam.Config)) (*awsiam.Verifier, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	cfg := awsiam.Config{ServerID: serverID, Endpoint: sts.URL, Region: region, Principals: principals, Now: clk.Now, Registerer: reg}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	v, err := awsiam.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, reg
+}
+
+// sign signs a GetCallerIdentity for endpoint as the tokenvendor clients do.
+func sign(t testing.TB, endpoint, akid, sid string, at time.Time) string {
+	t.Helper()
+	s, err := client.SignGetCallerIdentity(context.Background(), v4.NewSigner(),
+		aws.Credentials{AccessKeyID: akid, SecretAccessKey: "secret-" + akid, SessionToken: "session-" + akid}, endpoint, region, sid, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// rewrite decodes a signed request, lets edit change its JSON, and encodes it again.
+func rewrite(t testing.TB, signed string, edit func(map[string]any)) string {
+	t.Helper()
+	raw, err := base64.RawURLEncoding.DecodeString(signed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	edit(m)
+	b, _ := json.Marshal(m)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func headers(m map[string]any) map[string]any { return m["headers"].(map[string]any) }
+
+func TestSessionsOfAConfiguredRoleGetItsTenantOrAnyTenant(t *testing.T) {
+	sts := newFakeSTS(t)
+	clk := clock.NewFake(time.Now())
+	v, reg := newVerifier(t, sts, clk, nil)
+	sts.arns["ASIAORDERS0000001"] = "arn:aws:sts::" + account + ":assumed-role/orders-api/task-1"
+	sts.arns["ASIAWORKER0000001"] = "arn:aws:sts::" + account + ":assumed-role/billing-worker/worker-7"
+	sts.arns["ASIAOTHERROLE0001"] = "arn:aws:sts::" + account + ":assumed-role/orders-api-v2/task-1"
+	sts.arns["ASIAOTHERACCOUNT1"] = "arn:aws:sts::210987654321:assumed-role/orders-api/task-1"
+	sts.arns["AKIAUSER000000001"] = "arn:aws:iam::" + account + ":user/orders-api"
+
+	caller, err := v.Verify(context.Background(), sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := auth.Caller{Issuer: auth.IssuerAWSIAM, Subject: "arn:aws:sts::" + account + ":assumed-role/orders-api/task-1", TenantID: "acme"}
+	if fmt.Sprint(caller) != fmt.Sprint(want) {
+		t.Errorf("orders-api session: %+v, want %+v", caller, want)
+	}
+	// The worker role has a path; its sessions' ARNs do not.
+	caller, err = v.Verify(context.Background(), sign(t, sts.URL, "ASIAWORKER0000001", serverID, clk.Now()))
+	if err != nil || !caller.AnyTenant || caller.TenantID != "" {
+		t.Errorf("billing-worker session: %+v, %v; want any tenant", caller, err)
+	}
+	for _, akid := range []string{"ASIAOTHERROLE0001", "ASIAOTHERACCOUNT1", "AKIAUSER000000001"} {
+		_, err := v.Verify(context.Background(), sign(t, sts.URL, akid, serverID, clk.Now()))
+		if !errors.Is(err, auth.ErrUnknownPrincipal) {
+			t.Errorf("%s (%s): err = %v, want ErrUnknownPrincipal", akid, sts.arns[akid], err)
+		}
+	}
+	if n := metrictest.Counter(t, reg, "tokenvendor_aws_iam_requests_total", "result", "unknown_principal"); n != 3 {
+		t.Errorf("unknown_principal = %v, want 3", n)
+	}
+}
+
+func TestRefusedBeforeAnyOutboundCall(t *testing.T) {
+	sts := newFakeSTS(t)
+	clk := clock.NewFake(time.Now())
+	v, reg := newVerifier(t, sts, clk, nil)
+	elsewhere := newFakeSTS(t)
+	sts.arns["ASIAORDERS0000001"] = "arn:aws:sts::" + account + ":assumed-role/orders-api/task-1"
+	good := func() string { return sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now()) }
+	elsewhereHost := strings.TrimPrefix(elsewhere.URL, "http://")
+
+	tests := []struct {
+		name, signed, result string
+	}{
+		{"empty", "", "malformed"},
+		{"not base64url", "!!!", "malformed"},
+		{"padded base64", good() + "==", "malformed"},
+		{"another server's id", sign(t, sts.URL, "ASIAORDERS0000001", "someone-else", clk.Now()), "server_id"},
+		{"server id not signed", rewrite(t, good(), func(m map[string]any) { delete(headers(m), awsiam.ServerIDHeader) }), "malformed"},
+		{"dated 6 minutes ago", sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now().Add(-6*time.Minute)), "stale"},
+		{"dated 6 minutes ahead", sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now().Add(6*time.Minute)), "stale"},
+		{"signed for another host", sign(t, elsewhere.URL, "ASIAORDERS0000001", serverID, clk.Now()), "malformed"},
+		{"a url field", rewrite(t, good(), func(m map[string]any) { m["url"] = elsewhere.URL }), "malformed"},
+		{"another action", rewrite(t, good(), func(m map[string]any) {
+			m["body"] = "Action=AssumeRole&Version=2011-06-15&RoleArn=arn:aws:iam::123456789012:role/admin&RoleSessionName=x"
+		}), "malformed"},
+		{"an extra parameter", rewrite(t, good(), func(m map[string]any) { m["body"] = "Action=GetCallerIdentity&Version=2011-06-15&Extra=1" }), "malformed"},
+		{"GET", rewrite(t, good(), func(m map[string]any) { m["method"] = "GET" }), "malformed"},
+		{"an unsigned header", rewrite(t, good(), func(m map[string]any) { headers(m)["X-Forwarded-Host"] = elsewhereHost }), "malformed"},
+		{"a hop-by-hop header", rewrite(t, good(), func(m map[string]any) { headers(m)["Transfer-Encoding"] = "chunked" }), "malformed"},
+		{"the Host of another server", rewrite(t, good(), func(m map[string]any) { headers(m)["Host"] = elsewhereHost }), "malformed"},
+		{"not SigV4", rewrite(t, good(), func(m map[string]any) { headers(m)["Authorization"] = "Bearer x" }), "malformed"},
+		{"scoped to another region", rewrite(t, good(), func(m map[string]any) {
+			h := headers(m)
+			h["Authorization"] = strings.Replace(h["Authorization"].(string), "/us-east-1/", "/eu-west-1/", 1)
+		}), "malformed"},
+		{"signed for s3", rewrite(t, good(), func(m map[string]any) {
+			h := headers(m)
+			h["Authorization"] = strings.Replace(h["Authorization"].(string), "/sts/", "/s3/", 1)
+		}), "malformed"},
+		{"over 16 KiB", rewrite(t, good(), func(m map[string]any) { headers(m)["X-Pad"] = strings.Repeat("x", 17<<10) }), "malformed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := metrictest.Counter(t, reg, "tokenvendor_aws_iam_requests_total", "result", tt.result)
+			_, err := v.Verify(context.Background(), tt.signed)
+			if !errors.Is(err, auth.ErrUnauthenticated) {
+				t.Fatalf("err = %v, want ErrUnauthenticated", err)
+			}
+			if got := metrictest.Counter(t, reg, "tokenvendor_aws_iam_requests_total", "result", tt.result) - before; got != 1 {
+				t.Errorf("result %q grew by %v (err %v)", tt.result, got, err)
+			}
+		})
+	}
+	if sts.calls() != 0 || elsewhere.calls() != 0 {
+		t.Errorf("refused requests reached STS %d times and the other server %d times, want 0 and 0", sts.calls(), elsewhere.calls())
+	}
+	// The same signer's request, well formed, does reach STS: the refusals
+	// above were the checks', not a broken signer's.
+	if _, err := v.Verify(context.Background(), good()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOnlyTheSignedRequestGoesOnlyToTheConfiguredEndpoint(t *testing.T) {
+	sts := newFakeSTS(t)
+	clk := clock.NewFake(time.Now())
+	v, _ := newVerifier(t, sts, clk, nil)
+	sts.arns["ASIAORDERS0000001"] = "arn:aws:sts::" + account + ":assumed-role/orders-api/task-1"
+	signed := sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now())
+	if _, err := v.Verify(context.Background(), signed); err != nil {
+		t.Fatal(err)
+	}
+	req, err := awsiam.Parse(signed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := sts.received[0]
+	u, _ := url.Parse(sts.URL)
+	if got.Method != http.MethodPost || got.URL.Path != "/" || got.URL.RawQuery != "" || got.Host != u.Host {
+		t.Errorf("STS received %s %s (Host %s)", got.Method, got.URL, got.Host)
+	}
+	if sts.bodies[0] != "Action=GetCallerIdentity&Version=2011-06-15" {
+		t.Errorf("STS received body %q", sts.bodies[0])
+	}
+	for name := range req.Header {
+		if name != "Host" && got.Header.Get(name) != req.Header.Get(name) {
+			t.Errorf("header %s: STS received %q, the caller signed %q", name, got.Header.Get(name), req.Header.Get(name))
+		}
+	}
+}
+
+func TestSTSRefusalIs401AndItsOutageIsUnavailable(t *testing.T) {
+	tests := []struct {
+		status int
+		code   string
+		want   error
+	}{
+		{http.StatusForbidden, "SignatureDoesNotMatch", auth.ErrUnauthenticated},
+		{http.StatusForbidden, "InvalidClientTokenId", auth.ErrUnauthenticated},
+		{http.StatusBadRequest, "ExpiredToken", auth.ErrUnauthenticated},
+		{http.StatusBadRequest, "Throttling", auth.ErrIdentityUnavailable},
+		{http.StatusInternalServerError, "InternalFailure", auth.ErrIdentityUnavailable},
+		{http.StatusTemporaryRedirect, "", auth.ErrIdentityUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.status, tt.code), func(t *testing.T) {
+			sts := newFakeSTS(t)
+			clk := clock.NewFake(time.Now())
+			v, _ := newVerifier(t, sts, clk, nil)
+			sts.answer(tt.status, tt.code)
+			_, err := v.Verify(context.Background(), sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now()))
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "the secret is wrong") {
+				t.Errorf("STS's message reached the caller: %v", err)
+			}
+		})
+	}
+	t.Run("unreachable", func(t *testing.T) {
+		sts := newFakeSTS(t)
+		clk := clock.NewFake(time.Now())
+		v, _ := newVerifier(t, sts, clk, nil)
+		signed := sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now())
+		sts.Close()
+		if _, err := v.Verify(context.Background(), signed); !errors.Is(err, auth.ErrIdentityUnavailable) {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
+
+func TestAnIdentityIsRememberedForItsSignedRequestOnlyAndBriefly(t *testing.T) {
+	sts := newFakeSTS(t)
+	clk := clock.NewFake(time.Now())
+	v, reg := newVerifier(t, sts, clk, func(c *awsiam.Config) { c.CacheTTL = time.Minute })
+	sts.arns["ASIAORDERS0000001"] = "arn:aws:sts::" + account + ":assumed-role/orders-api/task-1"
+	first := sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now())
+	for range 3 {
+		if _, err := v.Verify(context.Background(), first); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := sts.calls(); n != 1 {
+		t.Fatalf("the same signed request 3 times made %d STS calls, want 1", n)
+	}
+	if n := metrictest.Counter(t, reg, "tokenvendor_aws_iam_requests_total", "result", "cached"); n != 2 {
+		t.Errorf("cached = %v, want 2", n)
+	}
+	// The same access key, signed a second later: another signature, so
+	// STS is asked again; the key alone proves nothing.
+	clk.Add(time.Second)
+	if _, err := v.Verify(context.Background(), sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if n := sts.calls(); n != 2 {
+		t.Fatalf("a new signature by the same key made %d STS calls in all, want 2", n)
+	}
+	// Past the cache's time, the first request is sent again.
+	clk.Add(time.Minute)
+	if _, err := v.Verify(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+	if n := sts.calls(); n != 3 {
+		t.Fatalf("after cache_ttl: %d STS calls in all, want 3", n)
+	}
+	// Never past the request's own window, whatever the cache's time.
+	v2, _ := newVerifier(t, sts, clk, func(c *awsiam.Config) { c.CacheTTL = 5 * time.Minute })
+	old := sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now().Add(-4*time.Minute))
+	if _, err := v2.Verify(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(90 * time.Second)
+	if _, err := v2.Verify(context.Background(), old); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("a request past its 5 minutes, remembered before: err = %v, want ErrUnauthenticated", err)
+	}
+}
+
+func TestNewRefusesABadConfig(t *testing.T) {
+	for name, cfg := range map[string]awsiam.Config{
+		"no server id":       {Endpoint: "https://sts.us-east-1.amazonaws.com", Region: region},
+		"no endpoint":        {ServerID: serverID, Region: region},
+		"default port":       {ServerID: serverID, Endpoint: "https://sts.us-east-1.amazonaws.com:443", Region: region},
+		"endpoint with user": {ServerID: serverID, Endpoint: "https://u:p@sts.example", Region: region},
+		"bad region":         {ServerID: serverID, Endpoint: "https://sts.us-east-1.amazonaws.com", Region: "mars"},
+		"ttl over 5m":        {ServerID: serverID, Endpoint: "https://sts.us-east-1.amazonaws.com", Region: region, CacheTTL: 6 * time.Minute},
+		"user principal": {ServerID: serverID, Endpoint: "https://sts.us-east-1.amazonaws.com", Region: region,
+			Principals: []awsiam.Principal{{RoleARN: "arn:aws:iam::123456789012:user/x", TenantID: "acme"}}},
+		"tenant and any": {ServerID: serverID, Endpoint: "https://sts.us-east-1.amazonaws.com", Region: region,
+			Principals: []awsiam.Principal{{RoleARN: "arn:aws:iam::123456789012:role/x", TenantID: "acme", AnyTenant: true}}},
+		"same role twice": {ServerID: serverID, Endpoint: "https://sts.us-east-1.amazonaws.com", Region: region,
+			Principals: []awsiam.Principal{{RoleARN: "arn:aws:iam::123456789012:role/a/x", TenantID: "acme"}, {RoleARN: "arn:aws:iam::123456789012:role/b/x", TenantID: "globex"}}},
+	} {
+		if _, err := awsiam.New(cfg); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

@@ -1,0 +1,95 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenvendor/tokenvendor/internal/config"
+)
+
+// withoutIdP replaces the identity provider settings with an aws_iam section.
+func withoutIdP(section string) func(*string) {
+	return func(y *string) {
+		start, end := strings.Index(*y, "  issuer:"), strings.Index(*y, "  tenant_pattern:")
+		*y = (*y)[:start] + section + (*y)[end:]
+	}
+}
+
+const awsIAMSection = `  aws_iam:
+    server_id: tokenvendor.test
+    principals:
+      - {role_arn: "arn:aws:iam::123456789012:role/orders-api", tenant: acme}
+      - {role_arn: "arn:aws:iam::123456789012:role/jobs/billing-worker", any_tenant: true}
+`
+
+func TestAWSIAMSection(t *testing.T) {
+	c, err := config.Parse([]byte(mutated(withoutIdP(awsIAMSection))))
+	if err != nil {
+		t.Fatalf("aws_iam without an identity provider: %v", err)
+	}
+	w := c.Auth.AWSIAM
+	if c.Auth.UsesJWT() || w.Region != "us-east-1" || w.STSEndpoint != "https://sts.us-east-1.amazonaws.com" || w.CacheTTL != time.Minute {
+		t.Errorf("defaults: uses JWT %v, %+v", c.Auth.UsesJWT(), *w)
+	}
+	if got := w.VerifierConfig(); len(got.Principals) != 2 || !got.Principals[1].AnyTenant || got.Principals[0].TenantID != "acme" {
+		t.Errorf("VerifierConfig = %+v", got)
+	}
+
+	tests := map[string]struct {
+		section, want string
+	}{
+		"no server id":                  {strings.Replace(awsIAMSection, "server_id: tokenvendor.test", "region: us-east-1", 1), "auth.aws_iam.server_id: required"},
+		"server id with a space":        {strings.Replace(awsIAMSection, "tokenvendor.test", `"token vendor"`, 1), "auth.aws_iam.server_id"},
+		"no principals":                 {"  aws_iam: {server_id: x}\n", "auth.aws_iam.principals: at least one"},
+		"a user":                        {strings.Replace(awsIAMSection, "role/orders-api", "user/orders-api", 1), "auth.aws_iam.principals[0].role_arn: not an IAM role ARN"},
+		"tenant and any tenant":         {strings.Replace(awsIAMSection, "tenant: acme}", "tenant: acme, any_tenant: true}", 1), "auth.aws_iam.principals[0]: one of tenant or any_tenant"},
+		"a wildcard tenant":             {strings.Replace(awsIAMSection, "tenant: acme}", `tenant: "*"}`, 1), "auth.aws_iam.principals[0].tenant"},
+		"one role twice, by path":       {awsIAMSection + `      - {role_arn: "arn:aws:iam::123456789012:role/other/orders-api", tenant: globex}` + "\n", "auth.aws_iam.principals[2].role_arn: the same role"},
+		"http STS beyond loopback":      {strings.Replace(awsIAMSection, "server_id: tokenvendor.test", "server_id: tokenvendor.test\n    sts_endpoint: http://sts.example.com", 1), "auth.aws_iam.sts_endpoint"},
+		"cache past a signature's life": {strings.Replace(awsIAMSection, "server_id: tokenvendor.test", "server_id: tokenvendor.test\n    cache_ttl: 6m", 1), "auth.aws_iam.cache_ttl: at most 5m"},
+	}
+	for name, tt := range tests {
+		_, err := config.Parse([]byte(mutated(withoutIdP(tt.section))))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: err = %v, want %q", name, err, tt.want)
+		}
+	}
+	if _, err := config.Parse([]byte(mutated(withoutIdP("")))); err == nil || !strings.Contains(err.Error(), "auth.issuer: required (or") {
+		t.Errorf("neither an identity provider nor aws_iam: err = %v", err)
+	}
+	// Half an identity provider beside aws_iam is still an error.
+	if _, err := config.Parse([]byte(mutated(withoutIdP("  issuer: https://idp.example.com\n" + awsIAMSection)))); err == nil || !strings.Contains(err.Error(), "auth.jwks_url") {
+		t.Errorf("issuer without jwks_url beside aws_iam: err = %v", err)
+	}
+}
+
+func TestAuthHardeningSettings(t *testing.T) {
+	c, err := config.Parse([]byte(baseline))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Auth.JWKSRefresh != 5*time.Minute {
+		t.Errorf("jwks_refresh default = %s, want 5m", c.Auth.JWKSRefresh)
+	}
+	for setting, want := range map[string]string{
+		"  jwks_refresh: 100ms\n":        "auth.jwks_refresh: between 1s and 24h",
+		"  token_type: at jwt\n":         "auth.token_type",
+		"  require_bound_tokens: true\n": "auth.require_bound_tokens: needs tls.client_ca_file",
+	} {
+		_, err := config.Parse([]byte(mutated(replace("  audiences:", setting+"  audiences:"))))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: err = %v, want %q", setting, err, want)
+		}
+	}
+	if _, err := config.Parse([]byte(mutated(replace("  audiences:", "  jwks_refresh: 2s\n  token_type: at+jwt\n  audiences:")))); err != nil {
+		t.Errorf("jwks_refresh 2s, token_type at+jwt: %v", err)
+	}
+}
+
+// mutated is the baseline changed by mutate.
+func mutated(mutate func(*string)) string {
+	y := baseline
+	mutate(&y)
+	return y
+}
