@@ -128,29 +128,10 @@ func TestHTTPSWithClientCertificatesAndRenewalWithoutRestart(t *testing.T) {
 	if err := os.WriteFile(caFile, clientCA.PEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := withTop(t, fmt.Sprintf("tls: {cert_file: %s, key_file: %s, client_ca_file: %s}", certFile, keyFile, caFile))
-	p, err := start("tokenvendor-tls", peers.bin, []string{"serve", "--config", cfg}, []string{
-		"AWS_ACCESS_KEY_ID=" + minioUser, "AWS_SECRET_ACCESS_KEY=" + minioPassword, "AWS_REGION=us-east-1",
-		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true",
-	}, `"msg":"listening"`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.stop)
-	m := listeningTLS.FindStringSubmatch(p.out.String())
-	if m == nil {
-		t.Fatalf("no TLS listener in:\n%s", p.out.String())
-	}
-	url := "https://" + m[1] + "/credentials"
+	url := startTLSVendor(t, withTop(t, fmt.Sprintf("tls: {cert_file: %s, key_file: %s, client_ca_file: %s}", certFile, keyFile, caFile))) + "/credentials"
 	_, _, known := clientCA.Issue(7, "svc-orders")
 	_, _, stranger := strangerCA.Issue(8, "svc-evil")
-	client := func(cert *tls.Certificate) *http.Client {
-		tc := &tls.Config{RootCAs: serverCA.Pool()}
-		if cert != nil {
-			tc.Certificates = []tls.Certificate{*cert}
-		}
-		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tc, DisableKeepAlives: true}}
-	}
+	client := func(cert *tls.Certificate) *http.Client { return mtlsClient(serverCA, cert) }
 	tok := token(t, "svc-acme")
 	call := func(c *http.Client) (*http.Response, error) {
 		req, _ := http.NewRequest(http.MethodPost, url, nil)
@@ -190,4 +171,38 @@ func TestHTTPSWithClientCertificatesAndRenewalWithoutRestart(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// startTLSVendor runs tokenvendor with cfg, whose listener serves HTTPS,
+// and returns its https:// base URL.
+func startTLSVendor(t *testing.T, cfg string) string {
+	t.Helper()
+	p, err := start("tokenvendor-tls", peers.bin, []string{"serve", "--config", cfg}, []string{
+		"AWS_ACCESS_KEY_ID=" + minioUser, "AWS_SECRET_ACCESS_KEY=" + minioPassword, "AWS_REGION=us-east-1",
+		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true",
+	}, `"msg":"listening"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("tokenvendor output:\n%s", p.out.String())
+		}
+	})
+	m := listeningTLS.FindStringSubmatch(p.out.String())
+	if m == nil {
+		t.Fatalf("no TLS listener in:\n%s", p.out.String())
+	}
+	return "https://" + m[1]
+}
+
+// mtlsClient trusts serverCA and presents cert (none when nil), on a new
+// connection each request.
+func mtlsClient(serverCA *tlstest.CA, cert *tls.Certificate) *http.Client {
+	tc := &tls.Config{RootCAs: serverCA.Pool()}
+	if cert != nil {
+		tc.Certificates = []tls.Certificate{*cert}
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tc, DisableKeepAlives: true}}
 }

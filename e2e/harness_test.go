@@ -314,6 +314,7 @@ type configOptions struct {
 	shutdownTimeout string // shutdown_timeout, the default when empty
 	issuer          string // auth.issuer, the shared identity provider when empty
 	jwksURL         string // auth.jwks_url, the shared identity provider's when empty
+	authExtra       string // lines added to the auth section, each indented by two spaces
 }
 
 const objectsProfile = `
@@ -361,7 +362,7 @@ func writeConfig(t *testing.T, o configOptions) string {
   algorithms: [RS256, ES256]
   tenant_claim: tenant_id
   override_scope: %s
-sts:
+`+o.authExtra+`sts:
   region: us-east-1
   endpoint: %s
   timeout: %s
@@ -430,12 +431,23 @@ func (c credentials) aws() aws.Credentials {
 // post calls POST /credentials and returns the status and body.
 func (v *vendor) post(t *testing.T, token, body string) (int, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, v.url+"/credentials", strings.NewReader(body))
+	authorization := ""
+	if token != "" {
+		authorization = "Bearer " + token
+	}
+	return v.call(t, http.MethodPost, "/credentials", authorization, body)
+}
+
+// call sends method path with an Authorization header (none when empty)
+// and returns the status and body.
+func (v *vendor) call(t *testing.T, method, path, authorization, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, v.url+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -213,3 +213,36 @@ func TestRotatedKeysAreAcceptedRetiredRefusedAndUnknownKIDsRateLimited(t *testin
 		t.Errorf("5xx answered: %v", errs)
 	}
 }
+
+func TestAKeyRemovedFromTheKeySetIsRefusedWithinJWKSRefresh(t *testing.T) {
+	const refresh = 2 * time.Second
+	idp := startOIDC(t)
+	v := startVendor(t, writeConfig(t, configOptions{stsEndpoint: peers.minio, issuer: idp.url, jwksURL: idp.url + "/jwks",
+		authExtra: "  jwks_refresh: " + refresh.String() + "\n"}), minioUser, minioPassword)
+	first := tokenFrom(t, idp.url, "svc-acme")
+	v.vend(t, first, "") // verified, and remembered
+
+	idp.rotate(t, syscall.SIGUSR1)
+	idp.rotate(t, syscall.SIGUSR2) // the first key leaves the key set
+	removed := time.Now()
+	// No token with an unknown kid is presented: only the periodic
+	// refresh can tell the service.
+	for {
+		status, body := v.post(t, first, "")
+		if status == http.StatusUnauthorized {
+			break
+		}
+		if status != http.StatusOK {
+			t.Fatalf("token of the removed key: %d %s", status, body)
+		}
+		// The bound is jwks_refresh; the margin is for a loaded machine.
+		if time.Since(removed) > refresh+1500*time.Millisecond {
+			t.Fatalf("token of a removed key still accepted %s after, with jwks_refresh %s", time.Since(removed).Round(time.Millisecond), refresh)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("refused %s after its key left the key set", time.Since(removed).Round(time.Millisecond))
+	if n := v.metric(t, `tokenvendor_auth_failures_total{reason="unknown_kid"}`); n != 1 {
+		t.Errorf(`tokenvendor_auth_failures_total{reason="unknown_kid"} = %v, want 1 (the removed key's token)`, n)
+	}
+}

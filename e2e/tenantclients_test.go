@@ -103,29 +103,31 @@ func TestGoClientRefusalsAreClientErrors(t *testing.T) {
 // TestPythonClient runs the Python client's scenarios
 // (clients/python/tests/e2e_scenarios.py) against tokenvendor and MinIO.
 func TestPythonClient(t *testing.T) {
+	v := startVendor(t, writeConfig(t, configOptions{stsEndpoint: peers.minio, roleChaining: "off"}), minioUser, minioPassword)
+	runPython(t, "e2e_scenarios", "TV_URL="+v.url, "TV_TOKEN_WORKER="+token(t, "worker"), "TV_TOKEN_ACME="+token(t, "svc-acme"),
+		"MINIO_URL="+peers.minio, "BUCKET="+bucket)
+}
+
+// runPython runs a module of the Python client's tests/ with env, and
+// fails the test when it fails.
+func runPython(t *testing.T, module string, env ...string) {
+	t.Helper()
 	python, err := exec.LookPath("python3")
 	if err != nil {
 		t.Fatalf("python3 not on PATH: %v", err)
 	}
-	v := startVendor(t, writeConfig(t, configOptions{stsEndpoint: peers.minio, roleChaining: "off"}), minioUser, minioPassword)
 	dir := filepath.Join(peers.root, "clients", "python")
-	cmd := exec.Command(python, "-m", "unittest", "-v", "e2e_scenarios")
+	cmd := exec.Command(python, "-m", "unittest", "-v", module)
 	cmd.Dir = filepath.Join(dir, "tests")
-	cmd.Env = append(os.Environ(),
-		"PYTHONPATH="+dir+string(os.PathListSeparator)+cmd.Dir,
-		"TV_URL="+v.url,
-		"TV_TOKEN_WORKER="+token(t, "worker"),
-		"TV_TOKEN_ACME="+token(t, "svc-acme"),
-		"MINIO_URL="+peers.minio,
-		"BUCKET="+bucket,
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+dir+string(os.PathListSeparator)+cmd.Dir,
 		// The scenarios must use tokenvendor's credentials, never these.
 		"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
 		"AWS_EC2_METADATA_DISABLED=true",
-		"HTTP_PROXY=", "HTTPS_PROXY=", "http_proxy=", "https_proxy=",
-	)
+		"HTTP_PROXY=", "HTTPS_PROXY=", "http_proxy=", "https_proxy=")
+	cmd.Env = append(cmd.Env, env...)
 	out, err := cmd.CombinedOutput()
-	t.Logf("python3 -m unittest e2e_scenarios:\n%s", out)
+	t.Logf("python3 -m unittest %s:\n%s", module, out)
 	if err != nil {
-		t.Fatalf("the Python client's scenarios failed: %v", err)
+		t.Fatalf("the Python client's %s failed: %v", module, err)
 	}
 }

@@ -298,8 +298,11 @@ type callerIdentity struct {
 	Account string `xml:"GetCallerIdentityResult>Account"`
 }
 
+// stsError is STS's error document: <ErrorResponse><Error><Code>, or
+// <Errors><Error><Code> as some AWS-shaped servers (moto) write it.
 type stsError struct {
-	Code string `xml:"Error>Code"`
+	Code    string `xml:"Error>Code"`
+	Wrapped string `xml:"Errors>Error>Code"`
 }
 
 // refusedCodes are STS's answers to a signature it does not accept, safe
@@ -349,6 +352,9 @@ func (v *Verifier) callSTS(ctx context.Context, sr *SignedRequest) (string, erro
 	}
 	var e stsError
 	_ = xml.Unmarshal(body, &e)
+	if e.Code == "" {
+		e.Code = e.Wrapped
+	}
 	span.SetStatus(codes.Error, e.Code)
 	switch {
 	case res.StatusCode >= 500, res.StatusCode == http.StatusTooManyRequests,
