@@ -235,11 +235,20 @@ func (v *Verifier) identify(ctx context.Context, signed string) (string, string,
 	if signed == "" {
 		return "", "malformed", refuse("malformed", auth.ErrUnauthenticated, "no signed request")
 	}
+	// The cache holds only requests that passed every check below, under
+	// the hash of their exact bytes, until at most their own window ends:
+	// the same bytes would pass them again.
+	now := v.cfg.Now()
+	sum := sha256.Sum256([]byte(signed))
+	if v.cache != nil {
+		if id, ok := v.cache.Get(sum); ok && now.Before(id.until) {
+			return id.arn, "cached", nil
+		}
+	}
 	req, err := Parse(signed)
 	if err != nil {
 		return "", "malformed", refuse("malformed", auth.ErrUnauthenticated, "signed request: %v", err)
 	}
-	now := v.cfg.Now()
 	if d := now.Sub(req.Date); d > MaxSkew || d < -MaxSkew {
 		return "", "stale", refuse("stale", auth.ErrUnauthenticated, "signed request dated %s, more than %s from now", req.Date.Format(time.RFC3339), MaxSkew)
 	}
@@ -251,12 +260,6 @@ func (v *Verifier) identify(ctx context.Context, signed string) (string, string,
 	}
 	if h := req.Header.Get("Host"); h != "" && h != v.endpoint.Host {
 		return "", "malformed", refuse("malformed", auth.ErrUnauthenticated, "signed request names host %q; sign it for %s", h, v.endpoint.Host)
-	}
-	sum := sha256.Sum256([]byte(signed))
-	if v.cache != nil {
-		if id, ok := v.cache.Get(sum); ok && now.Before(id.until) {
-			return id.arn, "cached", nil
-		}
 	}
 	// Concurrent callers presenting the same request share one STS call,
 	// on a context no one of them can cancel for the others.

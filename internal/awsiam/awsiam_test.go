@@ -88,7 +88,7 @@ var principals = []awsiam.Principal{
 	{RoleARN: "arn:aws:iam::" + account + ":role/service/billing-worker", AnyTenant: true},
 }
 
-func newVerifier(t *testing.T, sts *fakeSTS, clk *clock.Fake, mutate func(*awsiam.Config)) (*awsiam.Verifier, *prometheus.Registry) {
+func newVerifier(t testing.TB, sts *fakeSTS, clk *clock.Fake, mutate func(*awsiam.Config)) (*awsiam.Verifier, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	cfg := awsiam.Config{ServerID: serverID, Endpoint: sts.URL, Region: region, Principals: principals, Now: clk.Now, Registerer: reg}
