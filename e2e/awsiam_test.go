@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/tokenvendor/tokenvendor/client"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
 const (
@@ -160,6 +161,19 @@ func signed(t *testing.T, creds aws.Credentials, endpoint, serverID string, at t
 	return s
 }
 
+// signatureOf is the hex signature in a signed request's Authorization.
+func signatureOf(t *testing.T, s string) string {
+	t.Helper()
+	var sig string
+	edited(t, s, func(_, h map[string]any) {
+		_, sig, _ = strings.Cut(h["Authorization"].(string), "Signature=")
+	})
+	if len(sig) != 64 {
+		t.Fatalf("no signature in %q", s)
+	}
+	return sig
+}
+
 // edited decodes a signed request, lets edit change it, and encodes it again.
 func edited(t *testing.T, s string, edit func(m map[string]any, headers map[string]any)) string {
 	t.Helper()
@@ -225,28 +239,30 @@ func TestAWSIAMCallersWithoutAnIdentityProvider(t *testing.T) {
 		name   string
 		signed string
 		status int
-		toSTS  bool // the request reaches STS, which decides
+		toSTS  bool   // the request reaches STS, which decides
+		says   string // in the answer's message
 	}{
-		{"a wrong secret", signed(t, wrongSecret, stsProxy.url(), iamServerID, now), http.StatusUnauthorized, true},
-		{"an unknown role", signed(t, intruder, stsProxy.url(), iamServerID, now), http.StatusForbidden, true},
-		{"a wrong server id", signed(t, orders, stsProxy.url(), "another-tokenvendor", now), http.StatusUnauthorized, false},
-		{"no server id header", edited(t, good, func(_, h map[string]any) { delete(h, "X-Tokenvendor-Server-Id") }), http.StatusUnauthorized, false},
+		// moto, not tokenvendor, decides: the 401 carries its code.
+		{"a wrong secret", signed(t, wrongSecret, stsProxy.url(), iamServerID, now), http.StatusUnauthorized, true, "SignatureDoesNotMatch"},
+		{"an unknown role", signed(t, intruder, stsProxy.url(), iamServerID, now), http.StatusForbidden, true, "assumed-role/intruder/task-1 is not among"},
+		{"a wrong server id", signed(t, orders, stsProxy.url(), "another-tokenvendor", now), http.StatusUnauthorized, false, "for another server"},
+		{"no server id header", edited(t, good, func(_, h map[string]any) { delete(h, "X-Tokenvendor-Server-Id") }), http.StatusUnauthorized, false, "x-tokenvendor-server-id is missing"},
 		{"a server id header not signed", edited(t, good, func(_, h map[string]any) {
 			h["Authorization"] = strings.Replace(h["Authorization"].(string), ";x-tokenvendor-server-id", "", 1)
-		}), http.StatusUnauthorized, false},
-		{"replayed after the window", signed(t, orders, stsProxy.url(), iamServerID, now.Add(-6*time.Minute)), http.StatusUnauthorized, false},
-		{"a url in the body", edited(t, good, func(m, _ map[string]any) { m["url"] = elsewhere.url() }), http.StatusUnauthorized, false},
-		{"another host", edited(t, good, func(_, h map[string]any) { h["Host"] = elsewhereHost }), http.StatusUnauthorized, false},
-		{"signed for another host", signed(t, orders, elsewhere.url(), iamServerID, now), http.StatusUnauthorized, false},
+		}), http.StatusUnauthorized, false, ""},
+		{"replayed after the window", signed(t, orders, stsProxy.url(), iamServerID, now.Add(-6*time.Minute)), http.StatusUnauthorized, false, "more than 5m0s from now"},
+		{"a url in the body", edited(t, good, func(m, _ map[string]any) { m["url"] = elsewhere.url() }), http.StatusUnauthorized, false, "not a JSON object of method, headers and body"},
+		{"another host", edited(t, good, func(_, h map[string]any) { h["Host"] = elsewhereHost }), http.StatusUnauthorized, false, ""},
+		{"signed for another host", signed(t, orders, elsewhere.url(), iamServerID, now), http.StatusUnauthorized, false, ""},
 		{"another action", edited(t, good, func(m, _ map[string]any) {
 			m["body"] = "Action=AssumeRole&Version=2011-06-15&RoleArn=arn:aws:iam::" + motoAccount + ":role/intruder&RoleSessionName=x"
-		}), http.StatusUnauthorized, false},
-		{"a forwarding header", edited(t, good, func(_, h map[string]any) { h["X-Forwarded-Host"] = elsewhereHost }), http.StatusUnauthorized, false},
+		}), http.StatusUnauthorized, false, ""},
+		{"a forwarding header", edited(t, good, func(_, h map[string]any) { h["X-Forwarded-Host"] = elsewhereHost }), http.StatusUnauthorized, false, "X-Forwarded-Host may not be sent on"},
 	}
 	for _, tt := range cases {
 		status, body := v.call(t, http.MethodPost, "/credentials", "AWS-IAM "+tt.signed, "")
-		if status != tt.status {
-			t.Errorf("%s: %d %s, want %d", tt.name, status, body, tt.status)
+		if status != tt.status || !strings.Contains(string(body), tt.says) {
+			t.Errorf("%s: %d %s, want %d %s", tt.name, status, body, tt.status, tt.says)
 		}
 		if tt.toSTS {
 			reached++
@@ -270,9 +286,16 @@ func TestAWSIAMCallersWithoutAnIdentityProvider(t *testing.T) {
 	if n := elsewhere.connections(); n != 0 {
 		t.Errorf("a server the callers named received %d connections, want 0", n)
 	}
-	// moto, not tokenvendor, decided the wrong secret: its refusal is in the log.
-	if !strings.Contains(v.out.String(), `"code":"SignatureDoesNotMatch"`) {
-		t.Errorf("no SignatureDoesNotMatch from moto in the log:\n%s", v.out.String())
+	// Nothing a caller presented is in the log: not its session token, not
+	// a signed request, not a signature.
+	logs := v.out.String()
+	for name, secret := range map[string]string{"session token": orders.SessionToken, "secret": orders.SecretAccessKey,
+		"signed request": good, "signature": signatureOf(t, good)} {
+		for _, enc := range testsupport.Encodings(secret) {
+			if strings.Contains(logs, enc) {
+				t.Errorf("the caller's %s is in tokenvendor's log", name)
+			}
+		}
 	}
 	if n := v.metric(t, `tokenvendor_aws_iam_requests_total{result="verified"}`); n != 3 {
 		t.Errorf(`tokenvendor_aws_iam_requests_total{result="verified"} = %v, want 3 (Go client, container route, Python client)`, n)

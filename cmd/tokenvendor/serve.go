@@ -195,7 +195,7 @@ func authMethods(ctx context.Context, cfg *config.Config, reg prometheus.Registe
 	}
 	if cfg.Auth.AWSIAM != nil {
 		c := cfg.Auth.AWSIAM.VerifierConfig()
-		c.HTTPClient = &http.Client{Timeout: cfg.STS.Timeout}
+		c.Timeout = cfg.STS.Timeout
 		c.Registerer, c.Logger, c.TracerProvider = reg, log, tp
 		v, err := awsiam.New(c)
 		if err != nil {

@@ -75,8 +75,9 @@ type Config struct {
 	// triggered by tokens with a kid not in the set; default 10 s.
 	UnknownKIDInterval time.Duration
 	// RefreshInterval is how often the key set is fetched in the
-	// background, and so how long a key removed from it is still accepted;
-	// default 5 min.
+	// background, and so how long a key removed from it is still accepted
+	// while fetches succeed (a failing fetch keeps the keys held); default
+	// 5 min.
 	RefreshInterval time.Duration
 	// TokenType, when set, is the JWT "typ" header every token must carry
 	// (e.g. "at+jwt", RFC 9068); compared without case and without an
@@ -119,13 +120,23 @@ const IssuerAWSIAM = "aws-iam"
 
 // LimitKey names the caller's rate-limit budget: issuer and subject, and
 // the OAuth client when the token names one, so that two issuers' subjects
-// never share a budget.
+// never share a budget. An AWS IAM caller's budget is its role's (the
+// client): every session of the role shares it, however it is named. Each
+// part is length-prefixed, so no choice of values makes two keys meet.
 func (c Caller) LimitKey() string {
-	k := strconv.Quote(c.Issuer) + " " + strconv.Quote(c.Subject)
-	if c.ClientID != "" {
-		k += " " + strconv.Quote(c.ClientID)
+	parts := [3]string{c.Issuer, c.Subject, c.ClientID}
+	if c.Issuer == IssuerAWSIAM {
+		parts[1] = ""
 	}
-	return k
+	var num [20]byte
+	var b strings.Builder
+	b.Grow(len(parts[0]) + len(parts[1]) + len(parts[2]) + 3*8)
+	for _, p := range parts {
+		b.Write(strconv.AppendInt(num[:0], int64(len(p)), 10))
+		b.WriteByte(':')
+		b.WriteString(p)
+	}
+	return b.String()
 }
 
 // HasScope reports whether the caller's token grants scope.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 )
 
 // Schemes of a presented credential: a JWT, or a signed AWS
@@ -22,6 +23,9 @@ type Credential struct {
 	// when there is none.
 	ClientCert *x509.Certificate
 }
+
+// LogValue keeps the token or signed request out of every log.
+func (Credential) LogValue() slog.Value { return slog.StringValue("REDACTED") }
 
 // SignedRequestVerifier verifies a caller's signed AWS request and maps its
 // identity to a Caller; *awsiam.Verifier is one.

@@ -63,7 +63,10 @@ type Config struct {
 	// at most MaxSkew. Negative turns the cache off.
 	CacheTTL   time.Duration
 	CacheSize  int
-	HTTPClient *http.Client // default: 10 s timeout; redirects are never followed
+	HTTPClient *http.Client // default: the default transport; redirects are never followed
+	// Timeout bounds one GetCallerIdentity, shared by the callers waiting
+	// on it; default 10 s.
+	Timeout time.Duration
 	Now        func() time.Time
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -90,8 +93,9 @@ type identity struct {
 }
 
 // roleKey is what an assumed-role ARN shares with its role's ARN: the
-// partition, the account and the role's name (the ARN of a session drops
-// the role's path, and a name is unique in an account).
+// partition, the account and the role's name, lower-cased (the ARN of a
+// session drops the role's path, and a name is unique in an account,
+// without regard to case).
 type roleKey struct{ partition, account, name string }
 
 var (
@@ -110,8 +114,11 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.CacheSize == 0 {
 		cfg.CacheSize = defaultCacheSize
 	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = defaultTimeout
+	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Timeout: defaultTimeout}
+		cfg.HTTPClient = &http.Client{}
 	}
 	// A copy that never follows a redirect: STS answers where it is asked.
 	client := *cfg.HTTPClient
@@ -154,7 +161,7 @@ func New(cfg Config) (*Verifier, error) {
 		case (p.TenantID == "") == !p.AnyTenant:
 			errs = append(errs, fmt.Errorf("principals[%d]: one of tenant or any_tenant", i))
 		}
-		k := roleKey{m[1], m[2], m[3]}
+		k := roleKey{m[1], m[2], strings.ToLower(m[3])}
 		if _, dup := roles[k]; dup {
 			errs = append(errs, fmt.Errorf("principals[%d].role_arn: the same role as an entry before (a role's path does not tell it apart)", i))
 		}
@@ -225,9 +232,13 @@ func (v *Verifier) verify(ctx context.Context, signed string) (auth.Caller, stri
 	}
 	p, ok := v.principal(arn)
 	if !ok {
+		// Not a secret, and what the operator needs to add the entry.
+		v.cfg.Logger.Info("AWS principal refused: not among auth.aws_iam.principals", "arn", arn)
 		return auth.Caller{}, "unknown_principal", fmt.Errorf("%w: %s is not among auth.aws_iam.principals", auth.ErrUnknownPrincipal, arn)
 	}
-	return auth.Caller{Issuer: auth.IssuerAWSIAM, Subject: arn, TenantID: p.TenantID, AnyTenant: p.AnyTenant}, result, nil
+	// The session is the subject (audit, session names); the role it is a
+	// session of is the client, whose budget every session shares.
+	return auth.Caller{Issuer: auth.IssuerAWSIAM, Subject: arn, ClientID: p.RoleARN, TenantID: p.TenantID, AnyTenant: p.AnyTenant}, result, nil
 }
 
 // identify returns the ARN that signed the request, from the cache or STS.
@@ -264,7 +275,9 @@ func (v *Verifier) identify(ctx context.Context, signed string) (string, string,
 	// Concurrent callers presenting the same request share one STS call,
 	// on a context no one of them can cancel for the others.
 	res, err, _ := v.flights.Do(string(sum[:]), func() (any, error) {
-		return v.callSTS(context.WithoutCancel(ctx), req)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.cfg.Timeout)
+		defer cancel()
+		return v.callSTS(sctx, req)
 	})
 	if err != nil {
 		result := "unavailable"
@@ -278,7 +291,9 @@ func (v *Verifier) identify(ctx context.Context, signed string) (string, string,
 	if v.cache != nil {
 		until := now.Add(v.cfg.CacheTTL)
 		if end := req.Date.Add(MaxSkew); end.Before(until) {
-			until = end // never remembered past the request's own window
+			// Never remembered past the request's own window: a cached
+			// request is answered before its date is checked again.
+			until = end
 		}
 		v.cache.Add(sum, identity{arn: arn, until: until})
 	}
@@ -291,7 +306,7 @@ func (v *Verifier) principal(arn string) (Principal, bool) {
 	if m == nil {
 		return Principal{}, false
 	}
-	p, ok := v.roles[roleKey{m[1], m[2], m[3]}]
+	p, ok := v.roles[roleKey{m[1], m[2], strings.ToLower(m[3])}]
 	return p, ok
 }
 
@@ -368,7 +383,9 @@ func (v *Verifier) callSTS(ctx context.Context, sr *SignedRequest) (string, erro
 		v.cfg.Logger.Error("STS GetCallerIdentity answered a redirect; check auth.aws_iam.sts_endpoint", "status", res.StatusCode)
 		return "", fmt.Errorf("%w: STS answered %d", auth.ErrIdentityUnavailable, res.StatusCode)
 	}
-	v.cfg.Logger.Info("STS refused a caller's signed request", "status", res.StatusCode, "code", e.Code)
+	// Debug: a caller can make as many of these as it likes; the code
+	// reaches the caller in the 401.
+	v.cfg.Logger.Debug("STS refused a caller's signed request", "status", res.StatusCode, "code", e.Code)
 	code := "refused"
 	if refusedCodes[e.Code] {
 		code = e.Code

@@ -2,7 +2,9 @@ package awsiam_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -113,6 +115,35 @@ func sign(t testing.TB, endpoint, akid, sid string, at time.Time) string {
 	return s
 }
 
+// signWith signs as sign does, with one more header signed.
+func signWith(t testing.TB, endpoint, name, value string, at time.Time) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, endpoint, strings.NewReader("Action=GetCallerIdentity&Version=2011-06-15"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+	req.Header.Set(awsiam.ServerIDHeader, serverID)
+	req.Header.Set(name, value)
+	creds := aws.Credentials{AccessKeyID: "ASIAORDERS0000001", SecretAccessKey: "secret", SessionToken: "session"}
+	sum := sha256.Sum256([]byte("Action=GetCallerIdentity&Version=2011-06-15"))
+	if err := v4.NewSigner().SignHTTP(context.Background(), creds, req, hex.EncodeToString(sum[:]), "sts", region, at); err != nil {
+		t.Fatal(err)
+	}
+	h := map[string]string{"Host": req.URL.Host, "Content-Length": "43"}
+	for k := range req.Header {
+		h[k] = req.Header.Get(k)
+	}
+	b, _ := json.Marshal(map[string]any{"method": "POST", "headers": h, "body": "Action=GetCallerIdentity&Version=2011-06-15"})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decoded(t testing.TB, signed string) []byte {
+	t.Helper()
+	raw, err := base64.RawURLEncoding.DecodeString(signed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
 // rewrite decodes a signed request, lets edit change its JSON, and encodes it again.
 func rewrite(t testing.TB, signed string, edit func(map[string]any)) string {
 	t.Helper()
@@ -140,12 +171,14 @@ func TestSessionsOfAConfiguredRoleGetItsTenantOrAnyTenant(t *testing.T) {
 	sts.arns["ASIAOTHERROLE0001"] = "arn:aws:sts::" + account + ":assumed-role/orders-api-v2/task-1"
 	sts.arns["ASIAOTHERACCOUNT1"] = "arn:aws:sts::210987654321:assumed-role/orders-api/task-1"
 	sts.arns["AKIAUSER000000001"] = "arn:aws:iam::" + account + ":user/orders-api"
+	sts.arns["ASIAORDERSCASE001"] = "arn:aws:sts::" + account + ":assumed-role/Orders-API/task-2"
 
 	caller, err := v.Verify(context.Background(), sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := auth.Caller{Issuer: auth.IssuerAWSIAM, Subject: "arn:aws:sts::" + account + ":assumed-role/orders-api/task-1", TenantID: "acme"}
+	want := auth.Caller{Issuer: auth.IssuerAWSIAM, Subject: "arn:aws:sts::" + account + ":assumed-role/orders-api/task-1",
+		ClientID: "arn:aws:iam::" + account + ":role/orders-api", TenantID: "acme"}
 	if fmt.Sprint(caller) != fmt.Sprint(want) {
 		t.Errorf("orders-api session: %+v, want %+v", caller, want)
 	}
@@ -153,6 +186,11 @@ func TestSessionsOfAConfiguredRoleGetItsTenantOrAnyTenant(t *testing.T) {
 	caller, err = v.Verify(context.Background(), sign(t, sts.URL, "ASIAWORKER0000001", serverID, clk.Now()))
 	if err != nil || !caller.AnyTenant || caller.TenantID != "" {
 		t.Errorf("billing-worker session: %+v, %v; want any tenant", caller, err)
+	}
+	// IAM role names are unique without regard to case; STS says the
+	// role's own spelling.
+	if caller, err := v.Verify(context.Background(), sign(t, sts.URL, "ASIAORDERSCASE001", serverID, clk.Now())); err != nil || caller.TenantID != "acme" {
+		t.Errorf("a session ARN spelling the role in other case: %+v, %v", caller, err)
 	}
 	for _, akid := range []string{"ASIAOTHERROLE0001", "ASIAOTHERACCOUNT1", "AKIAUSER000000001"} {
 		_, err := v.Verify(context.Background(), sign(t, sts.URL, akid, serverID, clk.Now()))
@@ -193,6 +231,9 @@ func TestRefusedBeforeAnyOutboundCall(t *testing.T) {
 		{"GET", rewrite(t, good(), func(m map[string]any) { m["method"] = "GET" }), "malformed"},
 		{"an unsigned header", rewrite(t, good(), func(m map[string]any) { headers(m)["X-Forwarded-Host"] = elsewhereHost }), "malformed"},
 		{"a hop-by-hop header", rewrite(t, good(), func(m map[string]any) { headers(m)["Transfer-Encoding"] = "chunked" }), "malformed"},
+		{"a signed Accept", signWith(t, sts.URL, "Accept", "application/json", clk.Now()), "malformed"},
+		{"a signed Accept-Encoding", signWith(t, sts.URL, "Accept-Encoding", "gzip", clk.Now()), "malformed"},
+		{"trailing brackets", base64.RawURLEncoding.EncodeToString(append(decoded(t, good()), []byte("}} ]")...)), "malformed"},
 		{"the Host of another server", rewrite(t, good(), func(m map[string]any) { headers(m)["Host"] = elsewhereHost }), "malformed"},
 		{"not SigV4", rewrite(t, good(), func(m map[string]any) { headers(m)["Authorization"] = "Bearer x" }), "malformed"},
 		{"scoped to another region", rewrite(t, good(), func(m map[string]any) {
@@ -353,6 +394,8 @@ func TestNewRefusesABadConfig(t *testing.T) {
 			Principals: []awsiam.Principal{{RoleARN: "arn:aws:iam::123456789012:user/x", TenantID: "acme"}}},
 		"tenant and any": {ServerID: serverID, Endpoint: "https://sts.us-east-1.amazonaws.com", Region: region,
 			Principals: []awsiam.Principal{{RoleARN: "arn:aws:iam::123456789012:role/x", TenantID: "acme", AnyTenant: true}}},
+		"same role twice, in other case": {ServerID: serverID, Endpoint: "https://sts.us-east-1.amazonaws.com", Region: region,
+			Principals: []awsiam.Principal{{RoleARN: "arn:aws:iam::123456789012:role/Orders", TenantID: "acme"}, {RoleARN: "arn:aws:iam::123456789012:role/orders", TenantID: "globex"}}},
 		"same role twice": {ServerID: serverID, Endpoint: "https://sts.us-east-1.amazonaws.com", Region: region,
 			Principals: []awsiam.Principal{{RoleARN: "arn:aws:iam::123456789012:role/a/x", TenantID: "acme"}, {RoleARN: "arn:aws:iam::123456789012:role/b/x", TenantID: "globex"}}},
 	} {

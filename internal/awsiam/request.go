@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"net/textproto"
@@ -47,6 +49,10 @@ type SignedRequest struct {
 	SignedHeaders []string
 }
 
+// LogValue keeps the signature and the caller's session token out of
+// every log.
+func (SignedRequest) LogValue() slog.Value { return slog.StringValue("REDACTED") }
+
 // wire is the JSON inside the header value.
 type wire struct {
 	Method  string            `json:"method"`
@@ -62,16 +68,18 @@ var (
 	headerNameList   = regexp.MustCompile(`^[a-z0-9-]+(;[a-z0-9-]+)*$`)
 )
 
-// hopByHop are headers a caller may not hand the service to send on.
-var hopByHop = map[string]bool{
-	"Connection": true, "Keep-Alive": true, "Proxy-Authorization": true, "Proxy-Connection": true,
-	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Expect": true,
+// forwarded are the only headers a caller may hand the service to send on:
+// what a SigV4 GetCallerIdentity needs.
+var forwarded = map[string]bool{
+	"Authorization": true, "Host": true, "X-Amz-Date": true, "X-Amz-Security-Token": true,
+	"X-Amz-Content-Sha256": true, "Content-Type": true, "Content-Length": true,
+	textproto.CanonicalMIMEHeaderKey(ServerIDHeader): true,
 }
 
 // Parse decodes the value of an "Authorization: AWS-IAM" header and checks
 // that it is a SigV4-signed sts:GetCallerIdentity POST and nothing else:
 // no other action or parameter, no URL (the service alone chooses where
-// it goes), no header that is not signed, no hop-by-hop header.
+// it goes), no header that is not signed or not needed for one.
 func Parse(signed string) (*SignedRequest, error) {
 	if len(signed) > MaxSignedBytes {
 		return nil, fmt.Errorf("signed request over %d bytes", MaxSignedBytes)
@@ -86,7 +94,7 @@ func Parse(signed string) (*SignedRequest, error) {
 	if err := dec.Decode(&w); err != nil {
 		return nil, errors.New("not a JSON object of method, headers and body")
 	}
-	if dec.More() {
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("trailing data after the JSON object")
 	}
 	if w.Method != http.MethodPost {
@@ -104,7 +112,9 @@ func Parse(signed string) (*SignedRequest, error) {
 			return nil, errors.New("a header name or value is not valid HTTP")
 		}
 		canonical := textproto.CanonicalMIMEHeaderKey(name)
-		if hopByHop[canonical] {
+		if !forwarded[canonical] {
+			// Anything else could change how STS answers (Accept,
+			// Accept-Encoding) or what a proxy on the way does.
 			return nil, fmt.Errorf("header %s may not be sent on", canonical)
 		}
 		if _, dup := r.Header[canonical]; dup {

@@ -232,7 +232,8 @@ type Auth struct {
 	// TokenType, when set, is the "typ" every JWT must carry (at+jwt).
 	TokenType string `yaml:"token_type"`
 	// RequireBoundTokens refuses JWTs not bound to the caller's client
-	// certificate (RFC 8705); needs tls.client_ca_file.
+	// certificate (RFC 8705); needs tls.client_ca_file. AWS IAM callers
+	// present no token and are not concerned.
 	RequireBoundTokens bool `yaml:"require_bound_tokens"`
 	// AWSIAM, when set, admits callers by a signed sts:GetCallerIdentity.
 	AWSIAM *AWSIAM `yaml:"aws_iam"`
@@ -245,7 +246,7 @@ type AWSIAM struct {
 	// Region is the STS region callers sign for; default sts.region.
 	Region string `yaml:"region"`
 	// STSEndpoint is where every signed request goes; default
-	// https://sts.REGION.amazonaws.com.
+	// https://sts.REGION.amazonaws.com (.com.cn in China regions).
 	STSEndpoint string `yaml:"sts_endpoint"`
 	// CacheTTL bounds how long a proven identity is remembered for the
 	// same signed request; default 1m, at most 5m, negative for never.

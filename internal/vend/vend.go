@@ -436,14 +436,14 @@ func (r *rules) profile(name string) (Profile, error) {
 	return p, nil
 }
 
-// tenant decides whose credentials the caller gets: its token's tenant, or
+// tenant decides whose credentials the caller gets: its own tenant, or
 // the one it names when that is the same or the caller holds the override
-// scope. The id is checked before anything else sees it, so registries,
+// scope or may name any tenant (AnyTenant). The id is checked before anything else sees it, so registries,
 // limits and logs only ever hold valid tenant ids.
 func (r *rules) tenant(caller auth.Caller, requested string) (string, error) {
 	if requested == "" || requested == caller.TenantID {
 		if caller.TenantID == "" {
-			return "", fmt.Errorf("%w: token carries no usable tenant claim", ErrForbidden)
+			return "", fmt.Errorf("%w: the caller has no tenant of its own (no usable tenant claim); name one with tenant_id if it may", ErrForbidden)
 		}
 		if err := r.tenants.Check(caller.TenantID); err != nil {
 			return "", fmt.Errorf("%w: the token's tenant claim: %w", ErrInvalidTenant, err)
@@ -454,7 +454,7 @@ func (r *rules) tenant(caller auth.Caller, requested string) (string, error) {
 		return "", fmt.Errorf("%w: %w", ErrInvalidTenant, err)
 	}
 	if !caller.AnyTenant && (r.overrideScope == "" || !caller.HasScope(r.overrideScope)) {
-		return "", fmt.Errorf("%w: token may not act for another tenant", ErrForbidden)
+		return "", fmt.Errorf("%w: the caller may not act for another tenant", ErrForbidden)
 	}
 	return requested, nil
 }
