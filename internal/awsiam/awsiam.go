@@ -66,7 +66,7 @@ type Config struct {
 	HTTPClient *http.Client // default: the default transport; redirects are never followed
 	// Timeout bounds one GetCallerIdentity, shared by the callers waiting
 	// on it; default 10 s.
-	Timeout time.Duration
+	Timeout    time.Duration
 	Now        func() time.Time
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
