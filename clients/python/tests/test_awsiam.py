@@ -239,6 +239,20 @@ class ClientAuthorizationTest(unittest.TestCase):
         self.assertEqual(self.fetch("x"), "Bearer x")
         self.assertEqual(self.fetch(lambda: "AWS-IAMx"), "Bearer AWS-IAMx")
 
+    def test_a_401_makes_the_client_sign_anew(self):
+        clock = Clock()
+        source = tokenvendor.aws_iam_token("tv", "us-east-1", session=static(SESSION_TOKEN), _now=clock.monotonic)
+        with mock.patch.object(botocore.auth, "get_current_datetime", clock.utc):
+            first = source()
+            self.fake.refuse_tokens.add(first)
+            clock.t = 1  # well within reuse: only invalidate makes a new one
+            tokenvendor.Client(self.fake.url, token=source).credentials("acme").get_frozen_credentials()
+        sent = [authorization for authorization, _ in self.fake.requests]
+        self.assertEqual(len(sent), 2)
+        self.assertEqual(sent[0], first)
+        self.assertNotEqual(sent[1], first)
+        self.assertTrue(sent[1].startswith("AWS-IAM "))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -89,6 +89,13 @@ class _Signer:
             self._last = (value, now, creds.access_key)
             return value
 
+    def invalidate(self):
+        """Forget the signature held for reuse, so the next call signs anew:
+        the Client calls it after a 401 (credentials rotated under it, a
+        clock that was off)."""
+        with self._lock:
+            self._last = None
+
     def _frozen_credentials(self):
         # Outside the lock: a refresh may take a while, and botocore's
         # refreshable credentials take their own lock for it.

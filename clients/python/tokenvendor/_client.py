@@ -192,6 +192,11 @@ class Client:
         except TokenVendorError as err:
             if err.status != 401 or not callable(self._token):
                 raise
+            # A token source that reuses what it made (aws_iam_token's
+            # signature) is told to make it anew.
+            invalidate = getattr(self._token, "invalidate", None)
+            if invalidate is not None:
+                invalidate()
             metadata, answered = self._post(tenant_id)
         with self._lock:
             want = tenant_id or self._own_tenant
