@@ -610,7 +610,7 @@ func TestDashboardQueriesParse(t *testing.T) {
 		"tokenvendor_cache_requests_total", "tokenvendor_cache_entries", "tokenvendor_sts_requests_total",
 		"tokenvendor_sts_request_duration_seconds_bucket", "tokenvendor_auth_failures_total", "tokenvendor_jwks_refreshes_total",
 		"tokenvendor_shared_cache_requests_total", "tokenvendor_redis_errors_total", "tokenvendor_redis_up",
-		"tokenvendor_isolation_canary", "tokenvendor_isolation_canary_runs_total",
+		"tokenvendor_isolation_canary", "tokenvendor_isolation_canary_runs_total", "tokenvendor_aws_iam_requests_total",
 		"go_goroutines", "go_memstats_heap_inuse_bytes", "go_gc_duration_seconds_count",
 	} {
 		if !used[name] {
@@ -1103,9 +1103,14 @@ auth:
   jwks_url: %s/jwks
   audiences: [tokenvendor]
   algorithms: [ES256]
+  aws_iam:
+    server_id: tokenvendor.monitoring.test
+    sts_endpoint: %[4]s
+    principals:
+      - {role_arn: "arn:aws:iam::123456789012:role/orders-api", tenant: acme}
 sts:
   region: us-east-1
-  endpoint: %s
+  endpoint: %[4]s
   role_chaining: "off"
 redis:
   url: redis://%s/0
