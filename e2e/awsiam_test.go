@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -278,6 +279,28 @@ func TestAWSIAMCallersWithoutAnIdentityProvider(t *testing.T) {
 		"MINIO_URL="+peers.minio, "BUCKET="+bucket)
 	if got := stsProxy.count(gci); got != reached+1 {
 		t.Errorf("the Python client's signature: STS has received %d GetCallerIdentity in all, want %d", got, reached+1)
+	}
+
+	// SIGHUP reloads the principals: the intruder's role, mapped now,
+	// gets its tenant, and its identity is proven again only if the
+	// signature is new (this one is remembered).
+	intruderSigned := signed(t, intruder, stsProxy.url(), iamServerID, now)
+	cfg, err := os.ReadFile(v.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapped := strings.Replace(string(cfg), "    principals:\n", "    principals:\n      - {role_arn: \"arn:aws:iam::"+motoAccount+":role/intruder\", tenant: globex}\n", 1)
+	if err := os.WriteFile(v.config, []byte(mapped), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v.signal(syscall.SIGHUP)
+	v.waitLog(t, `"aws_iam_principals":2`, 1)
+	if strings.Contains(v.out.String(), "settings that change only on restart") {
+		t.Errorf("a principals change was taken for a restart-only one:\n%s", v.out.String())
+	}
+	status, body := v.call(t, http.MethodPost, "/credentials", "AWS-IAM "+intruderSigned, "")
+	if status != http.StatusOK || !strings.Contains(string(body), `"TenantId":"globex"`) {
+		t.Errorf("the newly mapped role after SIGHUP: %d %s", status, body)
 	}
 
 	if n := stsProxy.count("Action=AssumeRole"); n != 0 {

@@ -143,7 +143,7 @@ func serve(ctx context.Context, path string, getenv func(string) string, stdout,
 		case err := <-errc:
 			return fmt.Errorf("serve: %w", err)
 		case <-hup:
-			reload(path, cfg, vendor, log)
+			reload(path, cfg, vendor, methods, log)
 		case <-ctx.Done():
 			running = false
 		}
@@ -208,10 +208,10 @@ func authMethods(ctx context.Context, cfg *config.Config, reg prometheus.Registe
 }
 
 // reload reads the config file again and swaps in its profiles, templates,
-// tenant pattern and override scope. An invalid file changes nothing. Other
-// settings (listeners, auth, STS, cache) take effect only on restart; a
-// change to them is logged.
-func reload(path string, boot *config.Config, vendor *vend.Service, log *slog.Logger) {
+// tenant pattern, override scope and AWS IAM principals. An invalid file
+// changes nothing. Other settings (listeners, auth, STS, cache) take effect
+// only on restart; a change to them is logged.
+func reload(path string, boot *config.Config, vendor *vend.Service, methods auth.Methods, log *slog.Logger) {
 	next, err := config.Load(path)
 	if err != nil {
 		log.Error("config reload failed; keeping the running config", "err", err)
@@ -224,7 +224,16 @@ func reload(path string, boot *config.Config, vendor *vend.Service, log *slog.Lo
 		log.Error("config reload failed; keeping the running config", "err", err)
 		return
 	}
-	log.Info("config reloaded", "profiles", len(next.Profiles))
+	var principals []awsiam.Principal
+	if v, ok := methods.AWSIAM.(*awsiam.Verifier); ok && next.Auth.AWSIAM != nil {
+		// Load checked them with the verifier's own rules: this cannot fail
+		// after the profiles changed.
+		principals = next.Auth.AWSIAM.VerifierConfig().Principals
+		if err := v.SetPrincipals(principals); err != nil {
+			log.Error("AWS IAM principals not reloaded; keeping the running ones", "err", err)
+		}
+	}
+	log.Info("config reloaded", "profiles", len(next.Profiles), "aws_iam_principals", len(principals))
 }
 
 // restartOnly names the settings that differ between a and b and that a
@@ -233,6 +242,12 @@ func restartOnly(a, b *config.Config) []string {
 	authA, authB := a.Auth, b.Auth
 	authA.TenantPattern, authB.TenantPattern = "", ""
 	authA.OverrideScope, authB.OverrideScope = "", ""
+	// The principals are reloaded; the rest of aws_iam is not.
+	if authA.AWSIAM != nil && authB.AWSIAM != nil {
+		a, b := *authA.AWSIAM, *authB.AWSIAM
+		a.Principals, b.Principals = nil, nil
+		authA.AWSIAM, authB.AWSIAM = &a, &b
+	}
 	var changed []string
 	for name, same := range map[string]bool{
 		"listen":           a.Listen == b.Listen,

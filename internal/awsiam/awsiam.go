@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -78,7 +79,7 @@ type Config struct {
 type Verifier struct {
 	cfg      Config
 	endpoint *url.URL
-	roles    map[roleKey]Principal
+	roles    atomic.Pointer[map[roleKey]Principal]
 	cache    *lru.Cache[[sha256.Size]byte, identity]
 	flights  singleflight.Group
 	results  *prometheus.CounterVec
@@ -151,21 +152,9 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.CacheTTL > MaxSkew {
 		errs = append(errs, fmt.Errorf("cache_ttl: at most %s, the life of a signature", MaxSkew))
 	}
-	roles := map[roleKey]Principal{}
-	for i, p := range cfg.Principals {
-		m := roleARNPattern.FindStringSubmatch(p.RoleARN)
-		switch {
-		case m == nil:
-			errs = append(errs, fmt.Errorf("principals[%d].role_arn: not an IAM role ARN", i))
-			continue
-		case (p.TenantID == "") == !p.AnyTenant:
-			errs = append(errs, fmt.Errorf("principals[%d]: one of tenant or any_tenant", i))
-		}
-		k := roleKey{m[1], m[2], strings.ToLower(m[3])}
-		if _, dup := roles[k]; dup {
-			errs = append(errs, fmt.Errorf("principals[%d].role_arn: the same role as an entry before (a role's path does not tell it apart)", i))
-		}
-		roles[k] = p
+	roles, err := compilePrincipals(cfg.Principals)
+	if err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -173,7 +162,8 @@ func New(cfg Config) (*Verifier, error) {
 	if u.Path == "" {
 		u.Path = "/"
 	}
-	v := &Verifier{cfg: cfg, endpoint: u, roles: roles, tracer: tracing.Tracer(cfg.TracerProvider, tracerName)}
+	v := &Verifier{cfg: cfg, endpoint: u, tracer: tracing.Tracer(cfg.TracerProvider, tracerName)}
+	v.roles.Store(&roles)
 	if cfg.CacheTTL > 0 {
 		v.cache, err = lru.New[[sha256.Size]byte, identity](cfg.CacheSize)
 		if err != nil {
@@ -191,6 +181,40 @@ func New(cfg Config) (*Verifier, error) {
 }
 
 const tracerName = "github.com/tokenvendor/tokenvendor/internal/awsiam"
+
+// compilePrincipals checks ps and indexes them by role.
+func compilePrincipals(ps []Principal) (map[roleKey]Principal, error) {
+	var errs []error
+	roles := map[roleKey]Principal{}
+	for i, p := range ps {
+		m := roleARNPattern.FindStringSubmatch(p.RoleARN)
+		switch {
+		case m == nil:
+			errs = append(errs, fmt.Errorf("principals[%d].role_arn: not an IAM role ARN", i))
+			continue
+		case (p.TenantID == "") == !p.AnyTenant:
+			errs = append(errs, fmt.Errorf("principals[%d]: one of tenant or any_tenant", i))
+		}
+		k := roleKey{m[1], m[2], strings.ToLower(m[3])}
+		if _, dup := roles[k]; dup {
+			errs = append(errs, fmt.Errorf("principals[%d].role_arn: the same role as an entry before (a role's path does not tell it apart)", i))
+		}
+		roles[k] = p
+	}
+	return roles, errors.Join(errs...)
+}
+
+// SetPrincipals replaces the principals, for a config reload; invalid ones
+// change nothing. Identities already remembered are mapped anew on their
+// next use: the cache holds who signed, not what that was allowed.
+func (v *Verifier) SetPrincipals(ps []Principal) error {
+	roles, err := compilePrincipals(ps)
+	if err != nil {
+		return err
+	}
+	v.roles.Store(&roles)
+	return nil
+}
 
 // refusal is a failure with its result label.
 type refusal struct {
@@ -306,7 +330,7 @@ func (v *Verifier) principal(arn string) (Principal, bool) {
 	if m == nil {
 		return Principal{}, false
 	}
-	p, ok := v.roles[roleKey{m[1], m[2], strings.ToLower(m[3])}]
+	p, ok := (*v.roles.Load())[roleKey{m[1], m[2], strings.ToLower(m[3])}]
 	return p, ok
 }
 

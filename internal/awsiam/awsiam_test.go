@@ -404,3 +404,35 @@ func TestNewRefusesABadConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestSetPrincipalsRemapsEvenRememberedIdentities(t *testing.T) {
+	sts := newFakeSTS(t)
+	clk := clock.NewFake(time.Now())
+	v, _ := newVerifier(t, sts, clk, nil)
+	sts.arns["ASIAORDERS0000001"] = "arn:aws:sts::" + account + ":assumed-role/orders-api/task-1"
+	signed := sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now())
+	if c, err := v.Verify(context.Background(), signed); err != nil || c.TenantID != "acme" {
+		t.Fatalf("before: %+v, %v", c, err)
+	}
+	if err := v.SetPrincipals([]awsiam.Principal{{RoleARN: "arn:aws:iam::" + account + ":role/orders-api", TenantID: "acme", AnyTenant: true}}); err == nil {
+		t.Fatal("an invalid entry was accepted")
+	}
+	if c, err := v.Verify(context.Background(), signed); err != nil || c.TenantID != "acme" {
+		t.Fatalf("after an invalid reload: %+v, %v", c, err)
+	}
+	if err := v.SetPrincipals([]awsiam.Principal{{RoleARN: "arn:aws:iam::" + account + ":role/orders-api", TenantID: "globex"}}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := v.Verify(context.Background(), signed); err != nil || c.TenantID != "globex" {
+		t.Fatalf("remembered identity after the reload: %+v, %v; want globex", c, err)
+	}
+	if err := v.SetPrincipals(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(context.Background(), signed); !errors.Is(err, auth.ErrUnknownPrincipal) {
+		t.Fatalf("remembered identity whose entry was removed: err = %v", err)
+	}
+	if sts.calls() != 1 {
+		t.Errorf("%d STS calls, want 1", sts.calls())
+	}
+}
