@@ -281,6 +281,23 @@ func TestAWSIAMCallersWithoutAnIdentityProvider(t *testing.T) {
 		t.Errorf("the Python client's signature: STS has received %d GetCallerIdentity in all, want %d", got, reached+1)
 	}
 
+	if n := v.metric(t, `tokenvendor_aws_iam_requests_total{result="verified"}`); n != 3 {
+		t.Errorf(`tokenvendor_aws_iam_requests_total{result="verified"} = %v, want 3 (Go client, container route, Python client)`, n)
+	}
+
+	// The unmodified AWS CLI, through credential_process: the process
+	// signs with the role's own profile (a VM's or task's credentials).
+	awsConfig := filepath.Join(t.TempDir(), "config")
+	writeFile(t, awsConfig, fmt.Sprintf(`[profile tenant-app]
+credential_process = %s credential-process --url %s --profile objects --aws-iam-server-id %s --aws-iam-region us-east-1 --aws-iam-sts-endpoint %s --aws-iam-profile role
+region = us-east-1
+[profile role]
+aws_access_key_id = %s
+aws_secret_access_key = %s
+aws_session_token = %s
+`, peers.bin, v.url, iamServerID, stsProxy.url(), orders.AccessKeyID, orders.SecretAccessKey, orders.SessionToken))
+	checkCLIIsolation(t, v, newAWSCLI(t, "AWS_CONFIG_FILE="+awsConfig, "AWS_PROFILE=tenant-app"), credentialsOK, "acme", "globex")
+
 	// SIGHUP reloads the principals: the intruder's role, mapped now,
 	// gets its tenant, and its identity is proven again only if the
 	// signature is new (this one is remembered).
@@ -319,9 +336,6 @@ func TestAWSIAMCallersWithoutAnIdentityProvider(t *testing.T) {
 				t.Errorf("the caller's %s is in tokenvendor's log", name)
 			}
 		}
-	}
-	if n := v.metric(t, `tokenvendor_aws_iam_requests_total{result="verified"}`); n != 3 {
-		t.Errorf(`tokenvendor_aws_iam_requests_total{result="verified"} = %v, want 3 (Go client, container route, Python client)`, n)
 	}
 	if errs := v.serverErrors(t); len(errs) > 0 {
 		t.Errorf("5xx answered: %v", errs)

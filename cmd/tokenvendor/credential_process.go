@@ -15,6 +15,10 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+
+	"github.com/tokenvendor/tokenvendor/client"
 )
 
 const (
@@ -34,7 +38,16 @@ const (
 type credentialProcessFlags struct {
 	url, profile, tenant string
 	tokenFile, tokenEnv  string
-	timeout              time.Duration
+	// With awsIAM.serverID, the caller is known by its AWS identity: it
+	// signs a GetCallerIdentity instead of presenting a token.
+	awsIAM  awsIAMFlags
+	timeout time.Duration
+}
+
+// awsIAMFlags say how credential-process signs with the process's own AWS
+// credentials.
+type awsIAMFlags struct {
+	serverID, region, stsEndpoint, profile string
 }
 
 func parseCredentialProcessFlags(args []string) (credentialProcessFlags, error) {
@@ -47,6 +60,10 @@ func parseCredentialProcessFlags(args []string) (credentialProcessFlags, error) 
 	fs.StringVar(&f.tenant, "tenant", "", "tenant id (needs the override scope unless it is the token's)")
 	fs.StringVar(&f.tokenFile, "token-file", "", "file holding the caller's JWT, read on every call")
 	fs.StringVar(&f.tokenEnv, "token-env", "", "environment variable holding the caller's JWT")
+	fs.StringVar(&f.awsIAM.serverID, "aws-iam-server-id", "", "sign a GetCallerIdentity with the process's own AWS credentials for the service's auth.aws_iam.server_id, instead of a token")
+	fs.StringVar(&f.awsIAM.region, "aws-iam-region", "", "the service's auth.aws_iam.region (default: the AWS SDK's region)")
+	fs.StringVar(&f.awsIAM.stsEndpoint, "aws-iam-sts-endpoint", "", "the service's auth.aws_iam.sts_endpoint (default https://sts.REGION.amazonaws.com)")
+	fs.StringVar(&f.awsIAM.profile, "aws-iam-profile", "", "the AWS profile whose credentials sign (default: the SDK's default chain)")
 	fs.DurationVar(&f.timeout, "timeout", defaultClientTimeout, "bound on the whole call")
 	if err := fs.Parse(args); err != nil {
 		return f, fmt.Errorf("%w: %s: %w", errUsage, cmd, err)
@@ -65,8 +82,11 @@ func parseCredentialProcessFlags(args []string) (credentialProcessFlags, error) 
 	if f.profile == "" {
 		problems = append(problems, "--profile required")
 	}
-	if (f.tokenFile == "") == (f.tokenEnv == "") {
-		problems = append(problems, "exactly one of --token-file and --token-env required")
+	if n := countSet(f.tokenFile, f.tokenEnv, f.awsIAM.serverID); n != 1 {
+		problems = append(problems, "exactly one of --token-file, --token-env and --aws-iam-server-id required")
+	}
+	if f.awsIAM.serverID == "" && f.awsIAM != (awsIAMFlags{}) {
+		problems = append(problems, "--aws-iam-region, --aws-iam-sts-endpoint and --aws-iam-profile go with --aws-iam-server-id")
 	}
 	if f.timeout <= 0 {
 		problems = append(problems, "--timeout must be positive")
@@ -75,6 +95,16 @@ func parseCredentialProcessFlags(args []string) (credentialProcessFlags, error) 
 		return f, fmt.Errorf("%w: %s: %s", errUsage, cmd, strings.Join(problems, "; "))
 	}
 	return f, nil
+}
+
+func countSet(values ...string) int {
+	n := 0
+	for _, v := range values {
+		if v != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // processCredentials is what the AWS SDKs and CLI read from a
@@ -94,7 +124,12 @@ func credentialProcess(ctx context.Context, args []string, getenv func(string) s
 	if err != nil {
 		return err
 	}
-	token, err := readToken(f, getenv)
+	var token string
+	if f.awsIAM.serverID != "" {
+		token, err = signedIdentity(ctx, f.awsIAM, getenv)
+	} else {
+		token, err = readToken(f, getenv)
+	}
 	if err != nil {
 		return fmt.Errorf("credential-process: %w", err)
 	}
@@ -136,6 +171,45 @@ func readToken(f credentialProcessFlags, getenv func(string) string) (string, er
 	return token, nil
 }
 
+// signingGuard is set in the environment of anything the AWS SDK starts to
+// find the credentials to sign with. A profile whose own credential_process
+// is this command would otherwise start it again, and again.
+const signingGuard = "TOKENVENDOR_CREDENTIAL_PROCESS_SIGNING"
+
+// signedIdentity is the Authorization value of a caller known by its AWS
+// identity: a GetCallerIdentity signed with the process's own credentials
+// (the default chain, or --aws-iam-profile), for the service's server id.
+func signedIdentity(ctx context.Context, f awsIAMFlags, getenv func(string) string) (string, error) {
+	if getenv(signingGuard) != "" {
+		return "", errors.New("the AWS credentials to sign with come from a credential_process that is this command again " +
+			"(a profile that runs tokenvendor credential-process --aws-iam-server-id): name the role's own profile with --aws-iam-profile")
+	}
+	if err := os.Setenv(signingGuard, "1"); err != nil {
+		return "", err
+	}
+	var opts []func(*awsconfig.LoadOptions) error
+	if f.profile != "" {
+		opts = append(opts, awsconfig.WithSharedConfigProfile(f.profile))
+	}
+	if f.region != "" {
+		opts = append(opts, awsconfig.WithRegion(f.region))
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return "", fmt.Errorf("AWS credentials to sign with: %w", err)
+	}
+	if cfg.Region == "" {
+		return "", errors.New("no region to sign for: --aws-iam-region (the service's auth.aws_iam.region) or AWS_REGION")
+	}
+	token, err := client.AWSIAMToken(client.AWSIAMConfig{
+		Credentials: cfg.Credentials, ServerID: f.serverID, Region: cfg.Region, STSEndpoint: f.stsEndpoint,
+	})
+	if err != nil {
+		return "", err
+	}
+	return token(ctx)
+}
+
 // fetchCredentials calls POST /credentials and checks the answer is usable.
 func fetchCredentials(ctx context.Context, f credentialProcessFlags, token string) (processCredentials, error) {
 	body, err := json.Marshal(struct {
@@ -152,7 +226,11 @@ func fetchCredentials(ctx context.Context, f credentialProcessFlags, token strin
 	if err != nil {
 		return processCredentials{}, err
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
+	if strings.HasPrefix(token, client.AWSIAMScheme) {
+		req.Header.Set("Authorization", token)
+	} else {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "tokenvendor-credential-process/"+version)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/internal/api"
 	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/awsiam"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
@@ -32,6 +33,15 @@ func (a *fakeAuthenticator) Authenticate(_ context.Context, c auth.Credential) (
 	a.mu.Lock()
 	a.seen = append(a.seen, token)
 	a.mu.Unlock()
+	if c.Scheme == auth.SchemeAWSIAM {
+		// A well-formed request for the test's server id, signed by the
+		// test's access key, is acme's; STS's part is the e2e test's.
+		r, err := awsiam.Parse(token)
+		if err != nil || r.Header.Get(awsiam.ServerIDHeader) != "tokenvendor.test" || r.AccessKeyID != "ASIAPROCESSROLE01" {
+			return auth.Caller{}, fmt.Errorf("%w: not the test's signed request (%v)", auth.ErrUnauthenticated, err)
+		}
+		return auth.Caller{Issuer: auth.IssuerAWSIAM, Subject: "arn:aws:sts::1:assumed-role/r/s", TenantID: "acme"}, nil
+	}
 	tenant, ok := strings.CutPrefix(token, "token-")
 	if !ok {
 		return auth.Caller{}, fmt.Errorf("%w: signature does not verify", auth.ErrUnauthenticated)
@@ -262,6 +272,61 @@ func TestCredentialProcessFailsWithOneClearLine(t *testing.T) {
 	}
 }
 
+// signingEnv gives the process AWS credentials of its own in the
+// environment and nothing else the SDK could find.
+func signingEnv(t *testing.T) {
+	for k, v := range map[string]string{
+		"AWS_ACCESS_KEY_ID": "ASIAPROCESSROLE01", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "session",
+		"AWS_PROFILE": "", "AWS_CONFIG_FILE": os.DevNull, "AWS_SHARED_CREDENTIALS_FILE": os.DevNull,
+		"AWS_EC2_METADATA_DISABLED": "true", "AWS_REGION": "", signingGuard: "",
+	} {
+		t.Setenv(k, v)
+	}
+}
+
+func TestCredentialProcessSignsWithTheProcesssOwnAWSCredentials(t *testing.T) {
+	e := newServiceEnv(t)
+	signingEnv(t)
+	out, _, err := runWith(nil, "credential-process", "--url", e.url, "--profile", "objects",
+		"--aws-iam-server-id", "tokenvendor.test", "--aws-iam-region", "us-east-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, `"AccessKeyId":"ASIAACME"`) {
+		t.Fatalf("stdout = %q", out)
+	}
+	r, err := awsiam.Parse(e.auth.seen[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Region != "us-east-1" || r.Header.Get("X-Amz-Security-Token") != "session" || r.Header.Get("Host") != "sts.us-east-1.amazonaws.com" {
+		t.Errorf("signed request: region %s, token %q, host %q", r.Region, r.Header.Get("X-Amz-Security-Token"), r.Header.Get("Host"))
+	}
+	if os.Getenv(signingGuard) == "" {
+		t.Errorf("%s is not set for what the SDK may start", signingGuard)
+	}
+
+	// Without a region, nothing is signed.
+	t.Setenv(signingGuard, "")
+	if _, _, err := runWith(nil, "credential-process", "--url", e.url, "--profile", "objects", "--aws-iam-server-id", "tokenvendor.test"); err == nil ||
+		!strings.Contains(err.Error(), "no region") {
+		t.Errorf("no region: err = %v", err)
+	}
+}
+
+func TestCredentialProcessDoesNotStartItselfToFindItsSigningCredentials(t *testing.T) {
+	e := newServiceEnv(t)
+	signingEnv(t)
+	_, _, err := runWith(map[string]string{signingGuard: "1"}, "credential-process", "--url", e.url, "--profile", "objects",
+		"--aws-iam-server-id", "tokenvendor.test", "--aws-iam-region", "us-east-1")
+	if err == nil || !strings.Contains(err.Error(), "this command again") {
+		t.Fatalf("err = %v", err)
+	}
+	if len(e.auth.seen) != 0 {
+		t.Error("the service was called")
+	}
+}
+
 func TestCredentialProcessUsageErrors(t *testing.T) {
 	base := []string{"--url", "http://127.0.0.1:8080", "--profile", "objects", "--token-file", "/tmp/t"}
 	tests := []struct {
@@ -275,6 +340,8 @@ func TestCredentialProcessUsageErrors(t *testing.T) {
 		{name: "no profile", mutate: func(a []string) []string { return append(a[:2], a[4:]...) }},
 		{name: "no token", mutate: func(a []string) []string { return a[:4] }},
 		{name: "two token sources", mutate: func(a []string) []string { return append(a, "--token-env", "T") }},
+		{name: "a token and AWS IAM", mutate: func(a []string) []string { return append(a, "--aws-iam-server-id", "tv") }},
+		{name: "an AWS IAM setting without AWS IAM", mutate: func(a []string) []string { return append(a, "--aws-iam-region", "us-east-1") }},
 		{name: "zero timeout", mutate: func(a []string) []string { return append(a, "--timeout", "0s") }},
 		{name: "stray argument", mutate: func(a []string) []string { return append(a, "extra") }},
 		{name: "unknown flag", mutate: func(a []string) []string { return append(a, "--region", "x") }},

@@ -31,7 +31,8 @@ const usage = `usage:
   tokenvendor check  --config FILE
   tokenvendor render --config FILE --profile P --tenant T [--subject S]
   tokenvendor canary --config FILE
-  tokenvendor credential-process --url BASE_URL --profile P (--token-file F | --token-env VAR) [--tenant T] [--timeout 10s]
+  tokenvendor credential-process --url BASE_URL --profile P (--token-file F | --token-env VAR |
+      --aws-iam-server-id ID [--aws-iam-region R] [--aws-iam-sts-endpoint URL] [--aws-iam-profile P]) [--tenant T] [--timeout 10s]
   tokenvendor healthcheck [--url http://127.0.0.1:8080/readyz] [--timeout 2s]
   tokenvendor version
 
