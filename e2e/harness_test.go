@@ -508,11 +508,18 @@ type oidcProvider struct {
 // startOIDC runs a dedicated identity provider with the shared one's clients.
 func startOIDC(t *testing.T) *oidcProvider {
 	t.Helper()
+	return startOIDCWith(t, oidcClients)
+}
+
+// startOIDCWith runs a dedicated identity provider with clients, and env
+// added to its environment.
+func startOIDCWith(t *testing.T, clients []map[string]any, env ...string) *oidcProvider {
+	t.Helper()
 	port := freePort()
 	u := fmt.Sprintf("http://127.0.0.1:%d", port)
-	clients, _ := json.Marshal(oidcClients)
+	list, _ := json.Marshal(clients)
 	p, err := start("oidc-"+t.Name(), "node", []string{filepath.Join(peers.tools, "oidc", "server.mjs")},
-		[]string{fmt.Sprintf("PORT=%d", port), "ISSUER=" + u, "AUDIENCE=" + audience, "CLIENTS=" + string(clients)}, "ready")
+		append([]string{fmt.Sprintf("PORT=%d", port), "ISSUER=" + u, "AUDIENCE=" + audience, "CLIENTS=" + string(list)}, env...), "ready")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,12 +3,18 @@
 // client_credentials grant. Must live next to a node_modules that contains
 // oidc-provider (see e2e/oidc/README.md).
 //
-// Env: PORT (required), ISSUER, AUDIENCE, CLIENTS (JSON), TOKEN_TTL, ALG.
+// Env: PORT (required), ISSUER, AUDIENCE, CLIENTS (JSON), TOKEN_TTL, ALG;
+//      MTLS_PORT with MTLS_CERT, MTLS_KEY and MTLS_CLIENT_CA (PEM files): a
+//      second, HTTPS listener that requires a client certificate signed by
+//      MTLS_CLIENT_CA, where clients marked "bound": true get access tokens
+//      bound to that certificate (RFC 8705, cnf x5t#S256).
 // Signals: SIGUSR1 = add a new signing key (old public keys stay published),
 //          SIGUSR2 = retire every key except the current signing key,
 //          SIGTERM/SIGINT = exit.
 import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 
 // Silence oidc-provider warnings that are expected for this test-only setup
 // (Node 20 runtime notice, in-memory adapter on every (re)build, the
@@ -84,6 +90,7 @@ const CLIENT_METADATA = clientsInput.map((c, i) => {
   if (typeof secret !== 'string' || !secret) fail(`CLIENTS[${i}].client_secret must be a non-empty string`);
   if (CLIENT_INFO.has(id)) fail(`CLIENTS[${i}].client_id is duplicated`);
   if (c.scope !== undefined && typeof c.scope !== 'string') fail(`CLIENTS[${i}].scope must be a string`);
+  if (c.bound !== undefined && typeof c.bound !== 'boolean') fail(`CLIENTS[${i}].bound must be a boolean`);
   const scopes = (c.scope || '').split(' ').filter(Boolean).join(' ');
   CLIENT_INFO.set(id, {
     scopes,
@@ -100,8 +107,15 @@ const CLIENT_METADATA = clientsInput.map((c, i) => {
     // methods as interchangeable at the token endpoint.
     token_endpoint_auth_method: 'client_secret_basic',
     id_token_signed_response_alg: ALG,
+    ...(c.bound ? { tls_client_certificate_bound_access_tokens: true } : {}),
   };
 });
+
+const MTLS_PORT = process.env.MTLS_PORT ? Number.parseInt(process.env.MTLS_PORT, 10) : 0;
+if (process.env.MTLS_PORT && (!Number.isInteger(MTLS_PORT) || MTLS_PORT <= 0 || MTLS_PORT > 65535)) fail('MTLS_PORT must be a valid port');
+if (MTLS_PORT && !(process.env.MTLS_CERT && process.env.MTLS_KEY && process.env.MTLS_CLIENT_CA)) {
+  fail('MTLS_PORT needs MTLS_CERT, MTLS_KEY and MTLS_CLIENT_CA');
+}
 
 // ------------------------------------------------------------------ keys --
 
@@ -148,6 +162,16 @@ function buildProvider() {
       introspection: { enabled: false },
       revocation: { enabled: false },
       userinfo: { enabled: false },
+      // Certificate-bound access tokens: the client certificate is the one
+      // the mTLS listener verified (none on the plain listener).
+      mTLS: {
+        enabled: !!MTLS_PORT,
+        certificateBoundAccessTokens: !!MTLS_PORT,
+        getCertificate: (ctx) => {
+          const peer = ctx.socket?.getPeerCertificate?.();
+          return peer?.raw ? new crypto.X509Certificate(peer.raw) : undefined;
+        },
+      },
       resourceIndicators: {
         enabled: true,
         defaultResource: async () => RESOURCE_ID,
@@ -268,6 +292,21 @@ process.on('SIGTERM', shutdown);
 process.on('SIGINT', shutdown);
 
 server.on('error', (err) => fail(`listen failed: ${err.message}`));
-server.listen(PORT, '127.0.0.1', () => {
-  process.stdout.write('ready\n');
-});
+let listening = MTLS_PORT ? 2 : 1;
+const ready = () => {
+  listening -= 1;
+  if (listening === 0) process.stdout.write('ready\n');
+};
+server.listen(PORT, '127.0.0.1', ready);
+if (MTLS_PORT) {
+  const mtls = https.createServer({
+    cert: fs.readFileSync(process.env.MTLS_CERT),
+    key: fs.readFileSync(process.env.MTLS_KEY),
+    ca: fs.readFileSync(process.env.MTLS_CLIENT_CA),
+    requestCert: true,
+    rejectUnauthorized: true,
+  }, (req, res) => handler(req, res));
+  mtls.keepAliveTimeout = 1000;
+  mtls.on('error', (err) => fail(`mTLS listen failed: ${err.message}`));
+  mtls.listen(MTLS_PORT, '127.0.0.1', ready);
+}
