@@ -121,10 +121,12 @@ func newEnvWith(t testing.TB, mutate func(*vend.Config, *api.Config), profiles .
 	if err := verifier.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// A test may have set the AWS IAM method; the JWT one is always the IdP's.
-	methods, _ := acfg.Authenticator.(auth.Methods)
-	methods.JWT = verifier
-	acfg.Authenticator = methods
+	// A test may have set the AWS IAM method; the JWT one is the IdP's,
+	// unless the test set an authenticator of another type.
+	if methods, ok := acfg.Authenticator.(auth.Methods); ok || acfg.Authenticator == nil {
+		methods.JWT = verifier
+		acfg.Authenticator = methods
+	}
 	svc, err := vend.New(vcfg)
 	if err != nil {
 		t.Fatal(err)

@@ -83,6 +83,30 @@ func TestAWSIAMSchemeReachesItsMethodOnBothRoutes(t *testing.T) {
 	}
 }
 
+// iamOnly is a service without an identity provider.
+type iamOnly struct{ auth.Methods }
+
+func TestTheChallengeNamesTheSchemesTheServiceAccepts(t *testing.T) {
+	for _, tt := range []struct {
+		name          string
+		authenticator api.Authenticator // nil: the identity provider's alone
+		want          string
+	}{
+		{"JWT only", nil, `Bearer realm="tokenvendor"`},
+		{"JWT and AWS IAM", auth.Methods{AWSIAM: &signedRequests{}}, `Bearer realm="tokenvendor", AWS-IAM realm="tokenvendor"`},
+		{"AWS IAM only", iamOnly{auth.Methods{AWSIAM: &signedRequests{}}}, `AWS-IAM realm="tokenvendor"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnvWith(t, func(_ *vend.Config, a *api.Config) { a.Authenticator = tt.authenticator })
+			res := e.do(t, post("", ""))
+			wantError(t, res, http.StatusUnauthorized, "unauthenticated")
+			if got := res.header.Get("WWW-Authenticate"); got != tt.want {
+				t.Errorf("WWW-Authenticate = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestAWSIAMSchemeWithoutTheMethodIs401(t *testing.T) {
 	e := newEnv(t)
 	req := post("", "")

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
@@ -93,14 +94,7 @@ func (h *handlers) fail(w http.ResponseWriter, r *http.Request, err error) probl
 	p := toProblem(err)
 	switch p.status {
 	case http.StatusUnauthorized:
-		challenge := `Bearer realm="tokenvendor"`
-		if scheme, _, _ := schemed(r); scheme == auth.SchemeAWSIAM {
-			challenge = auth.SchemeAWSIAM + ` realm="tokenvendor"`
-		}
-		if r.Header.Get("Authorization") != "" {
-			challenge += `, error="invalid_token"`
-		}
-		w.Header().Set("WWW-Authenticate", challenge)
+		w.Header().Set("WWW-Authenticate", h.challenge(r))
 	case http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 	case http.StatusTooManyRequests:
@@ -115,4 +109,25 @@ func (h *handlers) fail(w http.ResponseWriter, r *http.Request, err error) probl
 	}
 	writeJSON(w, p.status, p.body)
 	return p
+}
+
+// challenge is a 401's WWW-Authenticate: the scheme the caller tried, with
+// invalid_token; without one, every scheme the service accepts.
+func (h *handlers) challenge(r *http.Request) string {
+	if r.Header.Get("Authorization") != "" {
+		scheme, _, ok := schemed(r)
+		if !ok {
+			scheme = auth.SchemeBearer // the container route's bare token
+		}
+		return scheme + ` realm="tokenvendor", error="invalid_token"`
+	}
+	schemes := []string{auth.SchemeBearer}
+	if s, ok := h.cfg.Authenticator.(interface{ Schemes() []string }); ok && len(s.Schemes()) > 0 {
+		schemes = s.Schemes()
+	}
+	challenges := make([]string, len(schemes))
+	for i, scheme := range schemes {
+		challenges[i] = scheme + ` realm="tokenvendor"`
+	}
+	return strings.Join(challenges, ", ")
 }

@@ -40,6 +40,18 @@ type Methods struct {
 	AWSIAM SignedRequestVerifier
 }
 
+// Schemes are the schemes m accepts, for a 401's challenge.
+func (m Methods) Schemes() []string {
+	var out []string
+	if m.JWT != nil {
+		out = append(out, SchemeBearer)
+	}
+	if m.AWSIAM != nil {
+		out = append(out, SchemeAWSIAM)
+	}
+	return out
+}
+
 // Authenticate returns the caller c proves to be. Failures wrap
 // ErrUnauthenticated, ErrJWKSUnavailable, ErrUnknownPrincipal or
 // ErrIdentityUnavailable.
