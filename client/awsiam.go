@@ -38,7 +38,8 @@ type AWSIAMConfig struct {
 	// ServerID is tokenvendor's auth.aws_iam.server_id.
 	ServerID string
 	// Region is tokenvendor's auth.aws_iam.region; STSEndpoint its
-	// auth.aws_iam.sts_endpoint, by default https://sts.REGION.amazonaws.com.
+	// auth.aws_iam.sts_endpoint, by default https://sts.REGION.amazonaws.com
+	// (.com.cn in China regions), as tokenvendor's.
 	Region, STSEndpoint string
 	// Reuse is how long one signature is presented before signing anew,
 	// so that tokenvendor answers repeated requests from its cache; default
@@ -58,6 +59,9 @@ func AWSIAMToken(cfg AWSIAMConfig) (func(context.Context) (string, error), error
 	}
 	if cfg.STSEndpoint == "" {
 		cfg.STSEndpoint = "https://sts." + cfg.Region + ".amazonaws.com"
+		if strings.HasPrefix(cfg.Region, "cn-") {
+			cfg.STSEndpoint += ".cn" // as tokenvendor's own default
+		}
 	}
 	u, err := url.Parse(cfg.STSEndpoint)
 	if err != nil || u.Host == "" {

@@ -299,9 +299,8 @@ aws_session_token = %s
 	checkCLIIsolation(t, v, newAWSCLI(t, "AWS_CONFIG_FILE="+awsConfig, "AWS_PROFILE=tenant-app"), credentialsOK, "acme", "globex")
 
 	// SIGHUP reloads the principals: the intruder's role, mapped now,
-	// gets its tenant, and its identity is proven again only if the
-	// signature is new (this one is remembered).
-	intruderSigned := signed(t, intruder, stsProxy.url(), iamServerID, now)
+	// gets its tenant.
+	intruderSigned := signed(t, intruder, stsProxy.url(), iamServerID, time.Now())
 	cfg, err := os.ReadFile(v.config)
 	if err != nil {
 		t.Fatal(err)
@@ -339,5 +338,29 @@ aws_session_token = %s
 	}
 	if errs := v.serverErrors(t); len(errs) > 0 {
 		t.Errorf("5xx answered: %v", errs)
+	}
+}
+
+// TestCredentialProcessRefusesToSignWithItself: a profile whose
+// credential_process signs with that same profile would start itself
+// forever; the real binary, through the real SDK, stops at the first
+// repeat and says why.
+func TestCredentialProcessRefusesToSignWithItself(t *testing.T) {
+	awsConfig := filepath.Join(t.TempDir(), "config")
+	self := "credential_process = " + peers.bin + " credential-process --url http://127.0.0.1:1 --profile objects" +
+		" --aws-iam-server-id tokenvendor.e2e --aws-iam-region us-east-1 --aws-iam-profile loop"
+	writeFile(t, awsConfig, "[profile loop]\n"+self+"\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	args := strings.Fields(strings.TrimPrefix(self, "credential_process = "))
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "AWS_CONFIG_FILE=" + awsConfig,
+		"AWS_SHARED_CREDENTIALS_FILE=" + os.DevNull, "AWS_EC2_METADATA_DISABLED=true"}
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("credential-process signing with its own profile ran for 30 s:\n%s", out)
+	}
+	if err == nil || !strings.Contains(string(out), "this command again") {
+		t.Fatalf("err = %v, output:\n%s", err, out)
 	}
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -12,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -62,7 +65,7 @@ func parseCredentialProcessFlags(args []string) (credentialProcessFlags, error) 
 	fs.StringVar(&f.tokenEnv, "token-env", "", "environment variable holding the caller's JWT")
 	fs.StringVar(&f.awsIAM.serverID, "aws-iam-server-id", "", "sign a GetCallerIdentity with the process's own AWS credentials for the service's auth.aws_iam.server_id, instead of a token")
 	fs.StringVar(&f.awsIAM.region, "aws-iam-region", "", "the service's auth.aws_iam.region (default: the AWS SDK's region)")
-	fs.StringVar(&f.awsIAM.stsEndpoint, "aws-iam-sts-endpoint", "", "the service's auth.aws_iam.sts_endpoint (default https://sts.REGION.amazonaws.com)")
+	fs.StringVar(&f.awsIAM.stsEndpoint, "aws-iam-sts-endpoint", "", "the service's auth.aws_iam.sts_endpoint (default the region's STS endpoint)")
 	fs.StringVar(&f.awsIAM.profile, "aws-iam-profile", "", "the AWS profile whose credentials sign (default: the SDK's default chain)")
 	fs.DurationVar(&f.timeout, "timeout", defaultClientTimeout, "bound on the whole call")
 	if err := fs.Parse(args); err != nil {
@@ -124,6 +127,10 @@ func credentialProcess(ctx context.Context, args []string, getenv func(string) s
 	if err != nil {
 		return err
 	}
+	// --timeout bounds the whole call, finding the credentials to sign
+	// with included (instance metadata, a nested credential_process).
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
 	var token string
 	if f.awsIAM.serverID != "" {
 		token, err = signedIdentity(ctx, f.awsIAM, getenv)
@@ -137,7 +144,11 @@ func credentialProcess(ctx context.Context, args []string, getenv func(string) s
 	if err != nil {
 		// The token never appears in an error this code writes; scrub it
 		// anyway in case something between here and the service echoed it.
-		return errors.New(strings.ReplaceAll(fmt.Sprintf("credential-process: %v", err), token, "[token]"))
+		msg := strings.ReplaceAll(fmt.Sprintf("credential-process: %v", err), token, "[token]")
+		if signed, ok := strings.CutPrefix(token, client.AWSIAMScheme); ok {
+			msg = strings.ReplaceAll(msg, signed, "[token]") // replayable for minutes
+		}
+		return errors.New(msg)
 	}
 	return json.NewEncoder(stdout).Encode(creds)
 }
@@ -172,19 +183,35 @@ func readToken(f credentialProcessFlags, getenv func(string) string) (string, er
 }
 
 // signingGuard is set in the environment of anything the AWS SDK starts to
-// find the credentials to sign with. A profile whose own credential_process
-// is this command would otherwise start it again, and again.
-const signingGuard = "TOKENVENDOR_CREDENTIAL_PROCESS_SIGNING"
+// find the credentials to sign with: the invocations of this command that
+// are under way, one key each. A profile whose own credential_process is
+// this command, with the same flags, would otherwise start it again, and
+// again; a chain of different ones stops at maxSigningDepth.
+const (
+	signingGuard    = "TOKENVENDOR_CREDENTIAL_PROCESS_SIGNING"
+	maxSigningDepth = 4
+)
+
+// signingKey names one invocation: what it signs for and with.
+func signingKey(f awsIAMFlags) string {
+	sum := sha256.Sum256([]byte(strings.Join([]string{f.serverID, f.region, f.stsEndpoint, f.profile}, "\x00")))
+	return hex.EncodeToString(sum[:8])
+}
 
 // signedIdentity is the Authorization value of a caller known by its AWS
 // identity: a GetCallerIdentity signed with the process's own credentials
 // (the default chain, or --aws-iam-profile), for the service's server id.
 func signedIdentity(ctx context.Context, f awsIAMFlags, getenv func(string) string) (string, error) {
-	if getenv(signingGuard) != "" {
+	key := signingKey(f)
+	var under []string
+	if g := getenv(signingGuard); g != "" {
+		under = strings.Split(g, ",")
+	}
+	if slices.Contains(under, key) || len(under) >= maxSigningDepth {
 		return "", errors.New("the AWS credentials to sign with come from a credential_process that is this command again " +
 			"(a profile that runs tokenvendor credential-process --aws-iam-server-id): name the role's own profile with --aws-iam-profile")
 	}
-	if err := os.Setenv(signingGuard, "1"); err != nil {
+	if err := os.Setenv(signingGuard, strings.Join(append(under, key), ",")); err != nil {
 		return "", err
 	}
 	var opts []func(*awsconfig.LoadOptions) error
@@ -199,7 +226,7 @@ func signedIdentity(ctx context.Context, f awsIAMFlags, getenv func(string) stri
 		return "", fmt.Errorf("AWS credentials to sign with: %w", err)
 	}
 	if cfg.Region == "" {
-		return "", errors.New("no region to sign for: --aws-iam-region (the service's auth.aws_iam.region) or AWS_REGION")
+		return "", errors.New("no region to sign for: --aws-iam-region (the service's auth.aws_iam.region), AWS_REGION or AWS_DEFAULT_REGION")
 	}
 	token, err := client.AWSIAMToken(client.AWSIAMConfig{
 		Credentials: cfg.Credentials, ServerID: f.serverID, Region: cfg.Region, STSEndpoint: f.stsEndpoint,

@@ -278,7 +278,7 @@ func signingEnv(t *testing.T) {
 	for k, v := range map[string]string{
 		"AWS_ACCESS_KEY_ID": "ASIAPROCESSROLE01", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "session",
 		"AWS_PROFILE": "", "AWS_CONFIG_FILE": os.DevNull, "AWS_SHARED_CREDENTIALS_FILE": os.DevNull,
-		"AWS_EC2_METADATA_DISABLED": "true", "AWS_REGION": "", signingGuard: "",
+		"AWS_EC2_METADATA_DISABLED": "true", "AWS_REGION": "", "AWS_DEFAULT_REGION": "", "AWS_DEFAULT_PROFILE": "",
 	} {
 		t.Setenv(k, v)
 	}
@@ -302,12 +302,12 @@ func TestCredentialProcessSignsWithTheProcesssOwnAWSCredentials(t *testing.T) {
 	if r.Region != "us-east-1" || r.Header.Get("X-Amz-Security-Token") != "session" || r.Header.Get("Host") != "sts.us-east-1.amazonaws.com" {
 		t.Errorf("signed request: region %s, token %q, host %q", r.Region, r.Header.Get("X-Amz-Security-Token"), r.Header.Get("Host"))
 	}
-	if os.Getenv(signingGuard) == "" {
-		t.Errorf("%s is not set for what the SDK may start", signingGuard)
+	want := signingKey(awsIAMFlags{serverID: "tokenvendor.test", region: "us-east-1"})
+	if os.Getenv(signingGuard) != want {
+		t.Errorf("%s = %q for what the SDK may start, want this invocation's key %q", signingGuard, os.Getenv(signingGuard), want)
 	}
 
 	// Without a region, nothing is signed.
-	t.Setenv(signingGuard, "")
 	if _, _, err := runWith(nil, "credential-process", "--url", e.url, "--profile", "objects", "--aws-iam-server-id", "tokenvendor.test"); err == nil ||
 		!strings.Contains(err.Error(), "no region") {
 		t.Errorf("no region: err = %v", err)
@@ -317,13 +317,24 @@ func TestCredentialProcessSignsWithTheProcesssOwnAWSCredentials(t *testing.T) {
 func TestCredentialProcessDoesNotStartItselfToFindItsSigningCredentials(t *testing.T) {
 	e := newServiceEnv(t)
 	signingEnv(t)
-	_, _, err := runWith(map[string]string{signingGuard: "1"}, "credential-process", "--url", e.url, "--profile", "objects",
-		"--aws-iam-server-id", "tokenvendor.test", "--aws-iam-region", "us-east-1")
-	if err == nil || !strings.Contains(err.Error(), "this command again") {
-		t.Fatalf("err = %v", err)
+	args := []string{"credential-process", "--url", e.url, "--profile", "objects", "--aws-iam-server-id", "tokenvendor.test", "--aws-iam-region", "us-east-1"}
+	self := signingKey(awsIAMFlags{serverID: "tokenvendor.test", region: "us-east-1"})
+	for name, under := range map[string]string{
+		"under itself":          self,
+		"under itself, deeper":  "aaaa," + self,
+		"four invocations deep": "a,b,c,d",
+	} {
+		if _, _, err := runWith(map[string]string{signingGuard: under}, args...); err == nil || !strings.Contains(err.Error(), "this command again") {
+			t.Errorf("%s: err = %v", name, err)
+		}
 	}
 	if len(e.auth.seen) != 0 {
 		t.Error("the service was called")
+	}
+	// Under another invocation (a signing profile that is itself a
+	// tokenvendor for another server), it runs.
+	if _, _, err := runWith(map[string]string{signingGuard: "another"}, args...); err != nil {
+		t.Errorf("under another invocation: %v", err)
 	}
 }
 

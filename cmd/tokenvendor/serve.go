@@ -220,20 +220,30 @@ func reload(path string, boot *config.Config, vendor *vend.Service, methods auth
 	if changed := restartOnly(boot, next); len(changed) > 0 {
 		log.Warn("settings that change only on restart differ from the running ones; keeping the running values", "settings", changed)
 	}
+	// Everything is checked before anything changes: a reload applies
+	// whole or not at all.
+	iam, _ := methods.AWSIAM.(*awsiam.Verifier)
+	var principals *awsiam.Principals
+	if iam != nil && next.Auth.AWSIAM != nil {
+		p, err := awsiam.CompilePrincipals(next.Auth.AWSIAM.VerifierConfig().Principals)
+		if err != nil {
+			log.Error("config reload failed; keeping the running config", "err", err)
+			return
+		}
+		principals = p
+	}
 	if err := vendor.Update(vendProfiles(next), next.TenantRule, next.Auth.OverrideScope); err != nil {
 		log.Error("config reload failed; keeping the running config", "err", err)
 		return
 	}
-	var principals []awsiam.Principal
-	if v, ok := methods.AWSIAM.(*awsiam.Verifier); ok && next.Auth.AWSIAM != nil {
-		// Load checked them with the verifier's own rules: this cannot fail
-		// after the profiles changed.
-		principals = next.Auth.AWSIAM.VerifierConfig().Principals
-		if err := v.SetPrincipals(principals); err != nil {
-			log.Error("AWS IAM principals not reloaded; keeping the running ones", "err", err)
-		}
+	attrs := []any{"profiles", len(next.Profiles)}
+	if principals != nil {
+		iam.UsePrincipals(principals)
 	}
-	log.Info("config reloaded", "profiles", len(next.Profiles), "aws_iam_principals", len(principals))
+	if iam != nil {
+		attrs = append(attrs, "aws_iam_principals", iam.PrincipalCount())
+	}
+	log.Info("config reloaded", attrs...)
 }
 
 // restartOnly names the settings that differ between a and b and that a
@@ -244,9 +254,9 @@ func restartOnly(a, b *config.Config) []string {
 	authA.OverrideScope, authB.OverrideScope = "", ""
 	// The principals are reloaded; the rest of aws_iam is not.
 	if authA.AWSIAM != nil && authB.AWSIAM != nil {
-		a, b := *authA.AWSIAM, *authB.AWSIAM
-		a.Principals, b.Principals = nil, nil
-		authA.AWSIAM, authB.AWSIAM = &a, &b
+		iamA, iamB := *authA.AWSIAM, *authB.AWSIAM
+		iamA.Principals, iamB.Principals = nil, nil
+		authA.AWSIAM, authB.AWSIAM = &iamA, &iamB
 	}
 	var changed []string
 	for name, same := range map[string]bool{

@@ -255,6 +255,7 @@ function swapProvider() {
 // ---------------------------------------------------------------- server --
 
 const server = http.createServer((req, res) => handler(req, res));
+let mtlsServer; // the mTLS listener, with MTLS_PORT
 server.keepAliveTimeout = 1000;
 
 const published = () => keys.map((k) => k.kid).join(',');
@@ -284,6 +285,8 @@ let stopping = false;
 function shutdown() {
   if (stopping) return;
   stopping = true;
+  mtlsServer?.close();
+  mtlsServer?.closeAllConnections?.();
   server.close(() => process.exit(0));
   server.closeAllConnections?.();
   setTimeout(() => process.exit(0), 2000).unref();
@@ -299,14 +302,14 @@ const ready = () => {
 };
 server.listen(PORT, '127.0.0.1', ready);
 if (MTLS_PORT) {
-  const mtls = https.createServer({
+  mtlsServer = https.createServer({
     cert: fs.readFileSync(process.env.MTLS_CERT),
     key: fs.readFileSync(process.env.MTLS_KEY),
     ca: fs.readFileSync(process.env.MTLS_CLIENT_CA),
     requestCert: true,
     rejectUnauthorized: true,
   }, (req, res) => handler(req, res));
-  mtls.keepAliveTimeout = 1000;
-  mtls.on('error', (err) => fail(`mTLS listen failed: ${err.message}`));
-  mtls.listen(MTLS_PORT, '127.0.0.1', ready);
+  mtlsServer.keepAliveTimeout = 1000;
+  mtlsServer.on('error', (err) => fail(`mTLS listen failed: ${err.message}`));
+  mtlsServer.listen(MTLS_PORT, '127.0.0.1', ready);
 }

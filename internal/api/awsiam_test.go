@@ -103,6 +103,12 @@ func TestTheChallengeNamesTheSchemesTheServiceAccepts(t *testing.T) {
 			if got := res.header.Get("WWW-Authenticate"); got != tt.want {
 				t.Errorf("WWW-Authenticate = %q, want %q", got, tt.want)
 			}
+			// A scheme the service does not accept is answered like none.
+			req := post("", "")
+			req.Header.Set("Authorization", "Basic dXNlcjpwYXNz")
+			if got := e.do(t, req).header.Get("WWW-Authenticate"); got != tt.want {
+				t.Errorf("after Basic: WWW-Authenticate = %q, want %q", got, tt.want)
+			}
 		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -112,18 +113,20 @@ func (h *handlers) fail(w http.ResponseWriter, r *http.Request, err error) probl
 }
 
 // challenge is a 401's WWW-Authenticate: the scheme the caller tried, with
-// invalid_token; without one, every scheme the service accepts.
+// invalid_token, when the service accepts it; else every scheme it accepts.
 func (h *handlers) challenge(r *http.Request) string {
-	if r.Header.Get("Authorization") != "" {
-		scheme, _, ok := schemed(r)
-		if !ok {
-			scheme = auth.SchemeBearer // the container route's bare token
-		}
-		return scheme + ` realm="tokenvendor", error="invalid_token"`
-	}
 	schemes := []string{auth.SchemeBearer}
 	if s, ok := h.cfg.Authenticator.(interface{ Schemes() []string }); ok && len(s.Schemes()) > 0 {
 		schemes = s.Schemes()
+	}
+	if a := r.Header.Get("Authorization"); a != "" {
+		scheme, _, ok := schemed(r)
+		if !ok && !strings.Contains(strings.TrimSpace(a), " ") {
+			scheme = auth.SchemeBearer // the container route's bare token
+		}
+		if slices.Contains(schemes, scheme) {
+			return scheme + ` realm="tokenvendor", error="invalid_token"`
+		}
 	}
 	challenges := make([]string, len(schemes))
 	for i, scheme := range schemes {

@@ -162,6 +162,7 @@ func New(cfg Config) (*Verifier, error) {
 	if u.Path == "" {
 		u.Path = "/"
 	}
+	cfg.Principals = nil // in roles from now on, which a reload replaces
 	v := &Verifier{cfg: cfg, endpoint: u, tracer: tracing.Tracer(cfg.TracerProvider, tracerName)}
 	v.roles.Store(&roles)
 	if cfg.CacheTTL > 0 {
@@ -204,17 +205,36 @@ func compilePrincipals(ps []Principal) (map[roleKey]Principal, error) {
 	return roles, errors.Join(errs...)
 }
 
-// SetPrincipals replaces the principals, for a config reload; invalid ones
-// change nothing. Identities already remembered are mapped anew on their
-// next use: the cache holds who signed, not what that was allowed.
-func (v *Verifier) SetPrincipals(ps []Principal) error {
+// Principals are checked principals, ready to be used.
+type Principals struct{ roles map[roleKey]Principal }
+
+// CompilePrincipals checks ps, for a config reload that must check
+// everything before it changes anything.
+func CompilePrincipals(ps []Principal) (*Principals, error) {
 	roles, err := compilePrincipals(ps)
+	if err != nil {
+		return nil, err
+	}
+	return &Principals{roles: roles}, nil
+}
+
+// UsePrincipals replaces the principals. Identities already remembered are
+// mapped anew on their next use: the cache holds who signed, not what that
+// was allowed.
+func (v *Verifier) UsePrincipals(p *Principals) { v.roles.Store(&p.roles) }
+
+// SetPrincipals checks ps and uses them; invalid ones change nothing.
+func (v *Verifier) SetPrincipals(ps []Principal) error {
+	p, err := CompilePrincipals(ps)
 	if err != nil {
 		return err
 	}
-	v.roles.Store(&roles)
+	v.UsePrincipals(p)
 	return nil
 }
+
+// PrincipalCount is the number of principals in force.
+func (v *Verifier) PrincipalCount() int { return len(*v.roles.Load()) }
 
 // refusal is a failure with its result label.
 type refusal struct {

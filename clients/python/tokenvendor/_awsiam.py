@@ -91,8 +91,9 @@ class _Signer:
 
     def invalidate(self):
         """Forget the signature held for reuse, so the next call signs anew:
-        the Client calls it after a 401 (credentials rotated under it, a
-        clock that was off)."""
+        the Client calls it after a 401, when what it presented may be a
+        signature aged past what tokenvendor accepts (a clock that jumped,
+        a process suspended). A new access key is signed with anyway."""
         with self._lock:
             self._last = None
 
