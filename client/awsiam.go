@@ -24,6 +24,15 @@ import (
 // value is sent as a Bearer token.
 const AWSIAMScheme = "AWS-IAM "
 
+// AuthorizationHeader is the Authorization value that presents token: as
+// it is for a signed AWS request (AWSIAMToken's), else as a Bearer token.
+func AuthorizationHeader(token string) string {
+	if strings.HasPrefix(token, AWSIAMScheme) {
+		return token
+	}
+	return "Bearer " + token
+}
+
 // ServerIDHeader is the signed header naming the tokenvendor a request is for.
 const ServerIDHeader = "X-Tokenvendor-Server-Id"
 

@@ -221,11 +221,7 @@ func (p *provider) post(ctx context.Context) (aws.Credentials, string, error) {
 		return aws.Credentials{}, "", fmt.Errorf("tokenvendor: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if strings.HasPrefix(token, AWSIAMScheme) {
-		req.Header.Set("Authorization", token)
-	} else {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
+	req.Header.Set("Authorization", AuthorizationHeader(token))
 	res, err := p.c.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return aws.Credentials{}, "", fmt.Errorf("tokenvendor: %w", err)

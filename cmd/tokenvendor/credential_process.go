@@ -253,11 +253,7 @@ func fetchCredentials(ctx context.Context, f credentialProcessFlags, token strin
 	if err != nil {
 		return processCredentials{}, err
 	}
-	if strings.HasPrefix(token, client.AWSIAMScheme) {
-		req.Header.Set("Authorization", token)
-	} else {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
+	req.Header.Set("Authorization", client.AuthorizationHeader(token))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "tokenvendor-credential-process/"+version)

@@ -237,10 +237,10 @@ func reload(path string, boot *config.Config, vendor *vend.Service, methods auth
 		return
 	}
 	attrs := []any{"profiles", len(next.Profiles)}
-	if principals != nil {
-		iam.UsePrincipals(principals)
-	}
 	if iam != nil {
+		if principals != nil {
+			iam.UsePrincipals(principals)
+		}
 		attrs = append(attrs, "aws_iam_principals", iam.PrincipalCount())
 	}
 	log.Info("config reloaded", attrs...)

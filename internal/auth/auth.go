@@ -392,12 +392,31 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Caller, error) {
 func (v *Verifier) VerifyFrom(ctx context.Context, token string, cert *x509.Certificate) (Caller, error) {
 	ctx, span := tracing.Start(ctx, v.tracer, "verify")
 	defer span.End()
-	var sum [sha256.Size]byte
+	caller, result, err := v.check(ctx, token, cert)
+	if err != nil {
+		v.failures.WithLabelValues(result).Inc()
+	}
+	// The result is one of a fixed set; never the token or a claim.
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("tokenvendor.auth.result", result))
+		if err != nil {
+			span.SetStatus(codes.Error, "token refused")
+		}
+	}
+	if err != nil {
+		return Caller{}, err
+	}
+	return caller, nil
+}
+
+// check returns token's caller and how it was known ("remembered" or
+// "verified"), or the reason it is refused.
+func (v *Verifier) check(ctx context.Context, token string, cert *x509.Certificate) (Caller, string, error) {
 	var (
+		sum    [sha256.Size]byte
 		caller Caller
 		cnf    string
-		reason = "remembered"
-		err    error
+		result = "remembered"
 		ok     bool
 	)
 	if token != "" && len(token) <= v.cfg.MaxTokenBytes {
@@ -405,32 +424,19 @@ func (v *Verifier) VerifyFrom(ctx context.Context, token string, cert *x509.Cert
 		caller, cnf, ok = v.remembered(ctx, sum)
 	}
 	if !ok {
-		reason = "verified"
-		var why string
-		if caller, cnf, why, err = v.verify(ctx, token, sum); err != nil {
-			reason = why
+		var reason string
+		var err error
+		if caller, cnf, reason, err = v.verify(ctx, token, sum); err != nil {
+			return Caller{}, reason, err
 		}
+		result = "verified"
 	}
-	if err == nil {
-		// The binding is a property of the connection, so it is checked on
-		// every request, remembered tokens too.
-		if why, berr := v.bound(cnf, cert); berr != nil {
-			reason, err = why, berr
-		}
+	// The binding is a property of the connection, so it is checked on
+	// every request, remembered tokens too.
+	if reason, err := v.bound(cnf, cert); err != nil {
+		return Caller{}, reason, err
 	}
-	if err != nil {
-		v.failures.WithLabelValues(reason).Inc()
-		// The reason is one of a fixed set; never the token or a claim.
-		if span.IsRecording() {
-			span.SetAttributes(attribute.String("tokenvendor.auth.result", reason))
-			span.SetStatus(codes.Error, "token refused")
-		}
-		return Caller{}, err
-	}
-	if span.IsRecording() {
-		span.SetAttributes(attribute.String("tokenvendor.auth.result", reason))
-	}
-	return caller, nil
+	return caller, result, nil
 }
 
 // bound checks the token's certificate binding against the connection's

@@ -223,20 +223,10 @@ func CompilePrincipals(ps []Principal) (*Principals, error) {
 // was allowed.
 func (v *Verifier) UsePrincipals(p *Principals) { v.roles.Store(&p.roles) }
 
-// SetPrincipals checks ps and uses them; invalid ones change nothing.
-func (v *Verifier) SetPrincipals(ps []Principal) error {
-	p, err := CompilePrincipals(ps)
-	if err != nil {
-		return err
-	}
-	v.UsePrincipals(p)
-	return nil
-}
-
 // PrincipalCount is the number of principals in force.
 func (v *Verifier) PrincipalCount() int { return len(*v.roles.Load()) }
 
-// refusal is a failure with its result label.
+// refusal is an authentication failure with its result label.
 type refusal struct {
 	result string
 	err    error
@@ -245,8 +235,8 @@ type refusal struct {
 func (r *refusal) Error() string { return r.err.Error() }
 func (r *refusal) Unwrap() error { return r.err }
 
-func refuse(result string, sentinel error, format string, args ...any) *refusal {
-	return &refusal{result: result, err: fmt.Errorf("%w: %s", sentinel, fmt.Sprintf(format, args...))}
+func refuse(result, format string, args ...any) *refusal {
+	return &refusal{result: result, err: fmt.Errorf("%w: %s", auth.ErrUnauthenticated, fmt.Sprintf(format, args...))}
 }
 
 // Verify returns the caller that signed the request in signed, the value
@@ -270,9 +260,18 @@ func (v *Verifier) Verify(ctx context.Context, signed string) (auth.Caller, erro
 }
 
 func (v *Verifier) verify(ctx context.Context, signed string) (auth.Caller, string, error) {
-	arn, result, err := v.identify(ctx, signed)
+	arn, cached, err := v.identify(ctx, signed)
 	if err != nil {
+		result := "unavailable"
+		var r *refusal
+		if errors.As(err, &r) {
+			result = r.result
+		}
 		return auth.Caller{}, result, err
+	}
+	result := "verified"
+	if cached {
+		result = "cached"
 	}
 	p, ok := v.principal(arn)
 	if !ok {
@@ -286,9 +285,11 @@ func (v *Verifier) verify(ctx context.Context, signed string) (auth.Caller, stri
 }
 
 // identify returns the ARN that signed the request, from the cache or STS.
-func (v *Verifier) identify(ctx context.Context, signed string) (string, string, error) {
+// Its refusals are *refusal, naming their result; anything else is STS
+// unavailable.
+func (v *Verifier) identify(ctx context.Context, signed string) (arn string, cached bool, err error) {
 	if signed == "" {
-		return "", "malformed", refuse("malformed", auth.ErrUnauthenticated, "no signed request")
+		return "", false, refuse("malformed", "no signed request")
 	}
 	// The cache holds only requests that passed every check below, under
 	// the hash of their exact bytes, until at most their own window ends:
@@ -297,24 +298,24 @@ func (v *Verifier) identify(ctx context.Context, signed string) (string, string,
 	sum := sha256.Sum256([]byte(signed))
 	if v.cache != nil {
 		if id, ok := v.cache.Get(sum); ok && now.Before(id.until) {
-			return id.arn, "cached", nil
+			return id.arn, true, nil
 		}
 	}
 	req, err := Parse(signed)
 	if err != nil {
-		return "", "malformed", refuse("malformed", auth.ErrUnauthenticated, "signed request: %v", err)
+		return "", false, refuse("malformed", "signed request: %v", err)
 	}
 	if d := now.Sub(req.Date); d > MaxSkew || d < -MaxSkew {
-		return "", "stale", refuse("stale", auth.ErrUnauthenticated, "signed request dated %s, more than %s from now", req.Date.Format(time.RFC3339), MaxSkew)
+		return "", false, refuse("stale", "signed request dated %s, more than %s from now", req.Date.Format(time.RFC3339), MaxSkew)
 	}
 	if req.Header.Get(ServerIDHeader) != v.cfg.ServerID {
-		return "", "server_id", refuse("server_id", auth.ErrUnauthenticated, "signed request is for another server (%s)", ServerIDHeader)
+		return "", false, refuse("server_id", "signed request is for another server (%s)", ServerIDHeader)
 	}
 	if req.Region != v.cfg.Region {
-		return "", "malformed", refuse("malformed", auth.ErrUnauthenticated, "signed request is scoped to region %s, the service's STS is in %s", req.Region, v.cfg.Region)
+		return "", false, refuse("malformed", "signed request is scoped to region %s, the service's STS is in %s", req.Region, v.cfg.Region)
 	}
 	if h := req.Header.Get("Host"); h != "" && h != v.endpoint.Host {
-		return "", "malformed", refuse("malformed", auth.ErrUnauthenticated, "signed request names host %q; sign it for %s", h, v.endpoint.Host)
+		return "", false, refuse("malformed", "signed request names host %q; sign it for %s", h, v.endpoint.Host)
 	}
 	// Concurrent callers presenting the same request share one STS call,
 	// on a context no one of them can cancel for the others.
@@ -324,14 +325,9 @@ func (v *Verifier) identify(ctx context.Context, signed string) (string, string,
 		return v.callSTS(sctx, req)
 	})
 	if err != nil {
-		result := "unavailable"
-		var r *refusal
-		if errors.As(err, &r) {
-			result = r.result
-		}
-		return "", result, err
+		return "", false, err
 	}
-	arn := res.(string)
+	arn = res.(string)
 	if v.cache != nil {
 		until := now.Add(v.cfg.CacheTTL)
 		if end := req.Date.Add(MaxSkew); end.Before(until) {
@@ -341,7 +337,7 @@ func (v *Verifier) identify(ctx context.Context, signed string) (string, string,
 		}
 		v.cache.Add(sum, identity{arn: arn, until: until})
 	}
-	return arn, "verified", nil
+	return arn, false, nil
 }
 
 // principal finds the configured principal of an assumed-role ARN.
@@ -434,5 +430,5 @@ func (v *Verifier) callSTS(ctx context.Context, sr *SignedRequest) (string, erro
 	if refusedCodes[e.Code] {
 		code = e.Code
 	}
-	return "", refuse("signature", auth.ErrUnauthenticated, "STS did not accept the signed request (%s)", code)
+	return "", refuse("signature", "STS did not accept the signed request (%s)", code)
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -31,6 +32,10 @@ const (
 	serverID = "tokenvendor.test"
 	region   = "us-east-1"
 	account  = "123456789012"
+	// ordersKey signs as a session of the orders-api role, which every
+	// fakeSTS knows.
+	ordersKey     = "ASIAORDERS0000001"
+	ordersSession = "arn:aws:sts::" + account + ":assumed-role/orders-api/task-1"
 )
 
 // fakeSTS answers GetCallerIdentity with the ARN its access key is mapped
@@ -47,14 +52,13 @@ type fakeSTS struct {
 }
 
 func newFakeSTS(t testing.TB) *fakeSTS {
-	f := &fakeSTS{arns: map[string]string{}}
+	f := &fakeSTS{arns: map[string]string{ordersKey: ordersSession}}
 	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b := make([]byte, 1024)
-		n, _ := r.Body.Read(b)
+		body, _ := io.ReadAll(r.Body)
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.received = append(f.received, r)
-		f.bodies = append(f.bodies, string(b[:n]))
+		f.bodies = append(f.bodies, string(body))
 		if f.status != 0 {
 			w.WriteHeader(f.status)
 			fmt.Fprintf(w, `<ErrorResponse><Error><Type>Sender</Type><Code>%s</Code><Message>the secret is wrong</Message></Error></ErrorResponse>`, f.code)
@@ -104,6 +108,15 @@ func newVerifier(t testing.TB, sts *fakeSTS, clk *clock.Fake, mutate func(*awsia
 	return v, reg
 }
 
+// setup is a fake STS, a clock standing now and a verifier of both.
+func setup(t testing.TB, mutate func(*awsiam.Config)) (*fakeSTS, *clock.Fake, *awsiam.Verifier, *prometheus.Registry) {
+	t.Helper()
+	sts := newFakeSTS(t)
+	clk := clock.NewFake(time.Now())
+	v, reg := newVerifier(t, sts, clk, mutate)
+	return sts, clk, v, reg
+}
+
 // sign signs a GetCallerIdentity for endpoint as the tokenvendor clients do.
 func sign(t testing.TB, endpoint, akid, sid string, at time.Time) string {
 	t.Helper()
@@ -122,7 +135,7 @@ func signWith(t testing.TB, endpoint, name, value string, at time.Time) string {
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
 	req.Header.Set(awsiam.ServerIDHeader, serverID)
 	req.Header.Set(name, value)
-	creds := aws.Credentials{AccessKeyID: "ASIAORDERS0000001", SecretAccessKey: "secret", SessionToken: "session"}
+	creds := aws.Credentials{AccessKeyID: ordersKey, SecretAccessKey: "secret", SessionToken: "session"}
 	sum := sha256.Sum256([]byte("Action=GetCallerIdentity&Version=2011-06-15"))
 	if err := v4.NewSigner().SignHTTP(context.Background(), creds, req, hex.EncodeToString(sum[:]), "sts", region, at); err != nil {
 		t.Fatal(err)
@@ -163,21 +176,18 @@ func rewrite(t testing.TB, signed string, edit func(map[string]any)) string {
 func headers(m map[string]any) map[string]any { return m["headers"].(map[string]any) }
 
 func TestSessionsOfAConfiguredRoleGetItsTenantOrAnyTenant(t *testing.T) {
-	sts := newFakeSTS(t)
-	clk := clock.NewFake(time.Now())
-	v, reg := newVerifier(t, sts, clk, nil)
-	sts.arns["ASIAORDERS0000001"] = "arn:aws:sts::" + account + ":assumed-role/orders-api/task-1"
+	sts, clk, v, reg := setup(t, nil)
 	sts.arns["ASIAWORKER0000001"] = "arn:aws:sts::" + account + ":assumed-role/billing-worker/worker-7"
 	sts.arns["ASIAOTHERROLE0001"] = "arn:aws:sts::" + account + ":assumed-role/orders-api-v2/task-1"
 	sts.arns["ASIAOTHERACCOUNT1"] = "arn:aws:sts::210987654321:assumed-role/orders-api/task-1"
 	sts.arns["AKIAUSER000000001"] = "arn:aws:iam::" + account + ":user/orders-api"
 	sts.arns["ASIAORDERSCASE001"] = "arn:aws:sts::" + account + ":assumed-role/Orders-API/task-2"
 
-	caller, err := v.Verify(context.Background(), sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now()))
+	caller, err := v.Verify(context.Background(), sign(t, sts.URL, ordersKey, serverID, clk.Now()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := auth.Caller{Issuer: auth.IssuerAWSIAM, Subject: "arn:aws:sts::" + account + ":assumed-role/orders-api/task-1",
+	want := auth.Caller{Issuer: auth.IssuerAWSIAM, Subject: ordersSession,
 		ClientID: "arn:aws:iam::" + account + ":role/orders-api", TenantID: "acme"}
 	if fmt.Sprint(caller) != fmt.Sprint(want) {
 		t.Errorf("orders-api session: %+v, want %+v", caller, want)
@@ -204,12 +214,9 @@ func TestSessionsOfAConfiguredRoleGetItsTenantOrAnyTenant(t *testing.T) {
 }
 
 func TestRefusedBeforeAnyOutboundCall(t *testing.T) {
-	sts := newFakeSTS(t)
-	clk := clock.NewFake(time.Now())
-	v, reg := newVerifier(t, sts, clk, nil)
+	sts, clk, v, reg := setup(t, nil)
 	elsewhere := newFakeSTS(t)
-	sts.arns["ASIAORDERS0000001"] = "arn:aws:sts::" + account + ":assumed-role/orders-api/task-1"
-	good := func() string { return sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now()) }
+	good := func() string { return sign(t, sts.URL, ordersKey, serverID, clk.Now()) }
 	elsewhereHost := strings.TrimPrefix(elsewhere.URL, "http://")
 
 	tests := []struct {
@@ -218,11 +225,11 @@ func TestRefusedBeforeAnyOutboundCall(t *testing.T) {
 		{"empty", "", "malformed"},
 		{"not base64url", "!!!", "malformed"},
 		{"padded base64", good() + "==", "malformed"},
-		{"another server's id", sign(t, sts.URL, "ASIAORDERS0000001", "someone-else", clk.Now()), "server_id"},
+		{"another server's id", sign(t, sts.URL, ordersKey, "someone-else", clk.Now()), "server_id"},
 		{"server id not signed", rewrite(t, good(), func(m map[string]any) { delete(headers(m), awsiam.ServerIDHeader) }), "malformed"},
-		{"dated 6 minutes ago", sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now().Add(-6*time.Minute)), "stale"},
-		{"dated 6 minutes ahead", sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now().Add(6*time.Minute)), "stale"},
-		{"signed for another host", sign(t, elsewhere.URL, "ASIAORDERS0000001", serverID, clk.Now()), "malformed"},
+		{"dated 6 minutes ago", sign(t, sts.URL, ordersKey, serverID, clk.Now().Add(-6*time.Minute)), "stale"},
+		{"dated 6 minutes ahead", sign(t, sts.URL, ordersKey, serverID, clk.Now().Add(6*time.Minute)), "stale"},
+		{"signed for another host", sign(t, elsewhere.URL, ordersKey, serverID, clk.Now()), "malformed"},
 		{"a url field", rewrite(t, good(), func(m map[string]any) { m["url"] = elsewhere.URL }), "malformed"},
 		{"another action", rewrite(t, good(), func(m map[string]any) {
 			m["body"] = "Action=AssumeRole&Version=2011-06-15&RoleArn=arn:aws:iam::123456789012:role/admin&RoleSessionName=x"
@@ -269,11 +276,8 @@ func TestRefusedBeforeAnyOutboundCall(t *testing.T) {
 }
 
 func TestOnlyTheSignedRequestGoesOnlyToTheConfiguredEndpoint(t *testing.T) {
-	sts := newFakeSTS(t)
-	clk := clock.NewFake(time.Now())
-	v, _ := newVerifier(t, sts, clk, nil)
-	sts.arns["ASIAORDERS0000001"] = "arn:aws:sts::" + account + ":assumed-role/orders-api/task-1"
-	signed := sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now())
+	sts, clk, v, _ := setup(t, nil)
+	signed := sign(t, sts.URL, ordersKey, serverID, clk.Now())
 	if _, err := v.Verify(context.Background(), signed); err != nil {
 		t.Fatal(err)
 	}
@@ -311,11 +315,9 @@ func TestSTSRefusalIs401AndItsOutageIsUnavailable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.status, tt.code), func(t *testing.T) {
-			sts := newFakeSTS(t)
-			clk := clock.NewFake(time.Now())
-			v, _ := newVerifier(t, sts, clk, nil)
+			sts, clk, v, _ := setup(t, nil)
 			sts.answer(tt.status, tt.code)
-			_, err := v.Verify(context.Background(), sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now()))
+			_, err := v.Verify(context.Background(), sign(t, sts.URL, ordersKey, serverID, clk.Now()))
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
 			}
@@ -325,10 +327,8 @@ func TestSTSRefusalIs401AndItsOutageIsUnavailable(t *testing.T) {
 		})
 	}
 	t.Run("unreachable", func(t *testing.T) {
-		sts := newFakeSTS(t)
-		clk := clock.NewFake(time.Now())
-		v, _ := newVerifier(t, sts, clk, nil)
-		signed := sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now())
+		sts, clk, v, _ := setup(t, nil)
+		signed := sign(t, sts.URL, ordersKey, serverID, clk.Now())
 		sts.Close()
 		if _, err := v.Verify(context.Background(), signed); !errors.Is(err, auth.ErrIdentityUnavailable) {
 			t.Fatalf("err = %v", err)
@@ -337,11 +337,8 @@ func TestSTSRefusalIs401AndItsOutageIsUnavailable(t *testing.T) {
 }
 
 func TestAnIdentityIsRememberedForItsSignedRequestOnlyAndBriefly(t *testing.T) {
-	sts := newFakeSTS(t)
-	clk := clock.NewFake(time.Now())
-	v, reg := newVerifier(t, sts, clk, func(c *awsiam.Config) { c.CacheTTL = time.Minute })
-	sts.arns["ASIAORDERS0000001"] = "arn:aws:sts::" + account + ":assumed-role/orders-api/task-1"
-	first := sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now())
+	sts, clk, v, reg := setup(t, func(c *awsiam.Config) { c.CacheTTL = time.Minute })
+	first := sign(t, sts.URL, ordersKey, serverID, clk.Now())
 	for range 3 {
 		if _, err := v.Verify(context.Background(), first); err != nil {
 			t.Fatal(err)
@@ -356,7 +353,7 @@ func TestAnIdentityIsRememberedForItsSignedRequestOnlyAndBriefly(t *testing.T) {
 	// The same access key, signed a second later: another signature, so
 	// STS is asked again; the key alone proves nothing.
 	clk.Add(time.Second)
-	if _, err := v.Verify(context.Background(), sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now())); err != nil {
+	if _, err := v.Verify(context.Background(), sign(t, sts.URL, ordersKey, serverID, clk.Now())); err != nil {
 		t.Fatal(err)
 	}
 	if n := sts.calls(); n != 2 {
@@ -372,7 +369,7 @@ func TestAnIdentityIsRememberedForItsSignedRequestOnlyAndBriefly(t *testing.T) {
 	}
 	// Never past the request's own window, whatever the cache's time.
 	v2, _ := newVerifier(t, sts, clk, func(c *awsiam.Config) { c.CacheTTL = 5 * time.Minute })
-	old := sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now().Add(-4*time.Minute))
+	old := sign(t, sts.URL, ordersKey, serverID, clk.Now().Add(-4*time.Minute))
 	if _, err := v2.Verify(context.Background(), old); err != nil {
 		t.Fatal(err)
 	}
@@ -405,30 +402,28 @@ func TestNewRefusesABadConfig(t *testing.T) {
 	}
 }
 
-func TestSetPrincipalsRemapsEvenRememberedIdentities(t *testing.T) {
-	sts := newFakeSTS(t)
-	clk := clock.NewFake(time.Now())
-	v, _ := newVerifier(t, sts, clk, nil)
-	sts.arns["ASIAORDERS0000001"] = "arn:aws:sts::" + account + ":assumed-role/orders-api/task-1"
-	signed := sign(t, sts.URL, "ASIAORDERS0000001", serverID, clk.Now())
+func TestUsePrincipalsRemapsEvenRememberedIdentities(t *testing.T) {
+	sts, clk, v, _ := setup(t, nil)
+	signed := sign(t, sts.URL, ordersKey, serverID, clk.Now())
 	if c, err := v.Verify(context.Background(), signed); err != nil || c.TenantID != "acme" {
 		t.Fatalf("before: %+v, %v", c, err)
 	}
-	if err := v.SetPrincipals([]awsiam.Principal{{RoleARN: "arn:aws:iam::" + account + ":role/orders-api", TenantID: "acme", AnyTenant: true}}); err == nil {
+	if _, err := awsiam.CompilePrincipals([]awsiam.Principal{{RoleARN: "arn:aws:iam::" + account + ":role/orders-api", TenantID: "acme", AnyTenant: true}}); err == nil {
 		t.Fatal("an invalid entry was accepted")
 	}
-	if c, err := v.Verify(context.Background(), signed); err != nil || c.TenantID != "acme" {
-		t.Fatalf("after an invalid reload: %+v, %v", c, err)
+	use := func(ps []awsiam.Principal) {
+		t.Helper()
+		p, err := awsiam.CompilePrincipals(ps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.UsePrincipals(p)
 	}
-	if err := v.SetPrincipals([]awsiam.Principal{{RoleARN: "arn:aws:iam::" + account + ":role/orders-api", TenantID: "globex"}}); err != nil {
-		t.Fatal(err)
-	}
+	use([]awsiam.Principal{{RoleARN: "arn:aws:iam::" + account + ":role/orders-api", TenantID: "globex"}})
 	if c, err := v.Verify(context.Background(), signed); err != nil || c.TenantID != "globex" {
 		t.Fatalf("remembered identity after the reload: %+v, %v; want globex", c, err)
 	}
-	if err := v.SetPrincipals(nil); err != nil {
-		t.Fatal(err)
-	}
+	use(nil)
 	if _, err := v.Verify(context.Background(), signed); !errors.Is(err, auth.ErrUnknownPrincipal) {
 		t.Fatalf("remembered identity whose entry was removed: err = %v", err)
 	}

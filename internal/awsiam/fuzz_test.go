@@ -17,7 +17,7 @@ import (
 // them: nothing else may ever be sent on to STS.
 func FuzzParse(f *testing.F) {
 	now := time.Date(2026, 12, 2, 6, 0, 0, 0, time.UTC)
-	signed := sign(f, "https://sts.us-east-1.amazonaws.com", "ASIAORDERS0000001", serverID, now)
+	signed := sign(f, "https://sts.us-east-1.amazonaws.com", ordersKey, serverID, now)
 	f.Add(signed)
 	f.Add(rewrite(f, signed, func(m map[string]any) { m["body"] = "Version=2011-06-15&Action=GetCallerIdentity" }))
 	f.Add(rewrite(f, signed, func(m map[string]any) { m["url"] = "http://169.254.169.254/" }))

@@ -597,8 +597,8 @@ var awsServerIDPattern = regexp.MustCompile(`^[!-~]{1,256}$`)
 
 // validate fills the aws_iam section's defaults and checks it.
 func (w *AWSIAM) validate(c *Config, bad func(setting, format string, args ...any)) {
-	if !awsServerIDPattern.MatchString(w.ServerID) {
-		bad("auth.aws_iam.server_id", "required: 1 to 256 printable characters without spaces, the same in every caller's signed %s", awsiam.ServerIDHeader)
+	if w.ServerID != "" && !awsServerIDPattern.MatchString(w.ServerID) { // "required" is the verifier's
+		bad("auth.aws_iam.server_id", "1 to 256 printable characters without spaces, the same in every caller's signed %s", awsiam.ServerIDHeader)
 	}
 	if w.Region == "" {
 		w.Region = c.STS.Region
@@ -632,18 +632,9 @@ func (w *AWSIAM) validate(c *Config, bad func(setting, format string, args ...an
 	if _, err := awsiam.New(w.VerifierConfig()); err != nil {
 		for _, e := range unjoin(err) {
 			setting, problem, _ := strings.Cut(e.Error(), ": ")
-			if setting != "server_id" { // said above, with the pattern
-				bad("auth.aws_iam."+setting, "%s", problem)
-			}
+			bad("auth.aws_iam."+setting, "%s", problem)
 		}
 	}
-}
-
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
 }
 
 // VerifierConfig is the section as awsiam reads it; the caller adds the
@@ -834,14 +825,22 @@ func setDefault[T comparable](v *T, def T) {
 
 // prefixed names the setting in each of a joined error's parts.
 func prefixed(at string, err error) error {
-	var parts []error
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		for _, e := range j.Unwrap() {
-			parts = append(parts, prefixed(at, e))
-		}
-		return errors.Join(parts...)
+	parts := unjoin(err)
+	if len(parts) == 1 {
+		return fmt.Errorf("%s.%w", at, err)
 	}
-	return fmt.Errorf("%s.%w", at, err)
+	for i, e := range parts {
+		parts[i] = prefixed(at, e)
+	}
+	return errors.Join(parts...)
+}
+
+// unjoin is the parts of an errors.Join, or err alone.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return append([]error(nil), j.Unwrap()...)
+	}
+	return []error{err}
 }
 
 // checkFetchURL accepts https URLs, and http only on a loopback address,
