@@ -23,6 +23,9 @@ type faultProxy struct {
 
 	delay    atomic.Int64 // nanoseconds added to every chunk
 	accepted atomic.Int64
+	// Every stallEvery-th answer (a chunk from the peer) is held back
+	// stall more, as a retransmit or a pause of the peer would.
+	stallEvery, stall, answers atomic.Int64
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -71,6 +74,23 @@ func (p *faultProxy) url() string { return "http://" + p.addr }
 
 // setDelay sets the latency added to every chunk from now on.
 func (p *faultProxy) setDelay(d time.Duration) { p.delay.Store(int64(d)) }
+
+// setStall holds back every n-th answer from the peer by d more than the
+// delay; n 0 stalls none.
+func (p *faultProxy) setStall(n int64, d time.Duration) {
+	p.stall.Store(int64(d))
+	p.stallEvery.Store(n)
+}
+
+// held is the delay of the chunk just read: the delay in force, and a stall
+// when it is an answer due for one.
+func (p *faultProxy) held(towardsPeer bool) time.Duration {
+	d := time.Duration(p.delay.Load())
+	if n := p.stallEvery.Load(); !towardsPeer && n > 0 && p.answers.Add(1)%n == 0 {
+		d += time.Duration(p.stall.Load())
+	}
+	return d
+}
 
 // connections is the number of connections accepted so far.
 func (p *faultProxy) connections() int64 { return p.accepted.Load() }
@@ -188,7 +208,7 @@ func (p *faultProxy) pipe(c *proxyPair, src, dst net.Conn, towardsPeer bool) {
 					tail = p.countPatterns(tail, buf[:n])
 				}
 				select {
-				case queue <- chunk{data: buf[:n], due: time.Now().Add(time.Duration(p.delay.Load()))}:
+				case queue <- chunk{data: buf[:n], due: time.Now().Add(p.held(towardsPeer))}:
 				case <-c.done:
 					return
 				}

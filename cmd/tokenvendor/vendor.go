@@ -84,6 +84,10 @@ func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 	if err != nil {
 		return nil, release, err
 	}
+	budget, err := stsBudget(tier, cfg.STS)
+	if err != nil {
+		return nil, release, err
+	}
 	vendor, err = vend.New(vend.Config{
 		Profiles:      vendProfiles(cfg),
 		Tenants:       cfg.TenantRule,
@@ -93,6 +97,7 @@ func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 		Registry:      tenantRegistry,
 		CallerLimit:   callerLimiter,
 		TenantLimit:   tenantLimiter,
+		Budget:        budget,
 		Sessions:      cfg.SessionNamer,
 		Cache: cache.Config{
 			MaxEntries:     cfg.Cache.MaxEntries,
@@ -163,6 +168,22 @@ func limiter(tier *shared.Tier, name string, local *limit.Limiter) (vend.Limiter
 		return local, nil
 	}
 	return shared.NewLimiter(tier, name, local)
+}
+
+// stsBudget paces AssumeRole calls when sts.max_rps is set: in Redis when
+// the replicas share one, in the process otherwise.
+func stsBudget(tier *shared.Tier, cfg config.STS) (vend.Budget, error) {
+	if cfg.MaxRPS == 0 {
+		return nil, nil
+	}
+	local, err := limit.NewPace(cfg.MaxRPS, cfg.MaxBurst, nil)
+	if err != nil {
+		return nil, err
+	}
+	if tier == nil {
+		return local, nil
+	}
+	return shared.NewBudget(tier, local), nil
 }
 
 func vendProfiles(cfg *config.Config) []vend.Profile {

@@ -15,10 +15,10 @@ func BenchmarkGetHit(b *testing.B) {
 	}
 	fetch := func(context.Context) (int64, time.Time, error) { return 1, time.Now().Add(time.Hour), nil }
 	ctx := context.Background()
-	c.Get(ctx, "k", fetch)
+	c.Get(ctx, cache.Key{ID: "k"}, fetch)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, r, _ := c.Get(ctx, "k", fetch); r != cache.Hit {
+		if _, r, _ := c.Get(ctx, cache.Key{ID: "k"}, fetch); r != cache.Hit {
 			b.Fatal(r)
 		}
 	}

@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,24 +49,63 @@ const (
 	Stale Result = "stale" // a cached value below its minimum remaining life, because refreshing failed
 )
 
+// Key names a cached value. Keys of one Group are dropped together
+// (RemoveGroup) and, in a shared tier, sit side by side (one Redis Cluster
+// slot), so that what concerns a whole group is read in the same round trip
+// as a key of it.
+type Key struct {
+	Group string
+	ID    string
+}
+
 // Shared is a tier of values that several processes see (Redis, across the
 // replicas of a service). The cache consults it only when a key has no
 // usable value in the process, so a hit never reaches it.
 //
 // It is help, never a dependency: an implementation hides its own failures.
-// A Load that fails is a miss; a Lease that cannot be decided because the
-// tier is unreachable is granted, so that each process fetches alone; a
-// Store that fails is dropped.
+// An Acquire that cannot be answered grants a lease that stores nothing, so
+// that each process fetches alone.
 type Shared[V any] interface {
-	// Load returns what is stored under key: a value, the note that the
-	// latest fetch failed, or both.
-	Load(ctx context.Context, key string) (Stored[V], bool)
-	// Store keeps s under key: its value until s.Expires, and replaces any
-	// note; or, with s.Failure, the note alone, leaving the value in place.
-	Store(ctx context.Context, key string, s Stored[V])
-	// Lease takes key's fetch lease for at least ttl. It returns false while
-	// another process holds it; release gives it back early.
-	Lease(ctx context.Context, key string, ttl time.Duration) (release func(), ok bool)
+	// Watch reports, by closing done, that key's value or failure note was
+	// stored or its lease given back, by any process; or, when the tier
+	// cannot promise to tell, after a short pause. stop ends the watch.
+	// Watching before Acquire misses nothing stored in between.
+	Watch(key Key) (done <-chan struct{}, stop func())
+	// Acquire looks key up and, unless the tier holds a value that expires
+	// after q.After or a note that the latest fetch failed, takes the key's
+	// fetch lease for q.Lease, in one round trip.
+	Acquire(ctx context.Context, key Key, q Query) Acquired[V]
+}
+
+// Query says what Acquire looks for.
+type Query struct {
+	// After is the expiry a value must pass to be worth taking: the
+	// process's own value's, or zero when it holds none.
+	After time.Time
+	// Lease is how long a lease lasts when one is taken.
+	Lease time.Duration
+	// Force takes the lease whatever the tier holds: the value it returned
+	// last cannot be served.
+	Force bool
+}
+
+// Acquired is the answer to an Acquire: what the tier holds (a value when
+// Expires is set, the note of a failed fetch when Failure is), and, when
+// this process is to fetch, its lease.
+type Acquired[V any] struct {
+	Stored[V]
+	Lease Lease[V]
+}
+
+// Lease is one process's right to fetch a key. Exactly one of its methods
+// is called, once.
+type Lease[V any] interface {
+	// Store keeps s under the key (its value until s.Expires, replacing any
+	// note; or, with s.Failure, the note alone), gives the lease back and
+	// tells the watchers.
+	Store(ctx context.Context, s Stored[V])
+	// Release gives the lease back unused and tells the watchers.
+	Release(ctx context.Context)
 }
 
 // Stored is what the shared tier keeps for a key: a value (when Expires is
@@ -96,11 +136,31 @@ type ElsewhereError struct {
 
 func (e *ElsewhereError) Error() string { return "fetch in another process: " + e.Reason }
 
-// Pauses between looks at the shared tier while another process fetches.
-const (
-	sharedPollMin = 10 * time.Millisecond
-	sharedPollMax = 200 * time.Millisecond
-)
+// Skip marks an error that a Fetch returns without having asked the
+// upstream (a rule refused first, or there was no budget for a refresh):
+// the cache neither remembers it nor notes it in the shared tier; a
+// refresh ahead that was skipped is tried again after RetryBase.
+func Skip(err error) error { return &skipError{err} }
+
+type skipError struct{ err error }
+
+func (e *skipError) Error() string { return e.err.Error() }
+func (e *skipError) Unwrap() error { return e.err }
+
+func skipped(err error) bool {
+	var s *skipError
+	return errors.As(err, &s)
+}
+
+// refreshKey marks the context of a refresh ahead.
+type refreshKey struct{}
+
+// Refreshing reports whether a Fetch runs ahead of need, for a value the
+// cache still serves, rather than for a caller that waits.
+func Refreshing(ctx context.Context) bool {
+	b, _ := ctx.Value(refreshKey{}).(bool)
+	return b
+}
 
 // Fetch produces a fresh value and the time it expires. It runs on a context
 // detached from any one caller, bounded by Config.FetchTimeout.
@@ -152,8 +212,8 @@ type Config struct {
 type Cache[V any] struct {
 	cfg      Config
 	shared   Shared[V]
-	entries  *lru.Cache[string, *entry[V]]
-	failures *lru.Cache[string, failure]
+	entries  *lru.Cache[Key, *entry[V]]
+	failures *lru.Cache[Key, failure]
 	flights  singleflight.Group
 	limiter  *rate.Limiter
 	bg       sync.WaitGroup
@@ -217,11 +277,11 @@ func New[V any](cfg Config, shared Shared[V]) (*Cache[V], error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
-	entries, err := lru.New[string, *entry[V]](cfg.MaxEntries)
+	entries, err := lru.New[Key, *entry[V]](cfg.MaxEntries)
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
-	failures, err := lru.New[string, failure](cfg.MaxEntries)
+	failures, err := lru.New[Key, failure](cfg.MaxEntries)
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
@@ -245,7 +305,7 @@ func setDefault[T comparable](v *T, def T) {
 // Get returns the value for key, fetching it when there is no usable one.
 // A caller whose ctx ends stops waiting without cancelling the fetch for
 // the others.
-func (c *Cache[V]) Get(ctx context.Context, key string, fetch Fetch[V]) (V, Result, error) {
+func (c *Cache[V]) Get(ctx context.Context, key Key, fetch Fetch[V]) (V, Result, error) {
 	var zero V
 	now := c.cfg.Now()
 	if e, ok := c.entries.Get(key); ok {
@@ -308,7 +368,23 @@ func (cfg Config) CheckLifetime(life time.Duration) error {
 func (c *Cache[V]) CheckLifetime(life time.Duration) error { return c.cfg.CheckLifetime(life) }
 
 // Remove drops key's value, so that the next Get fetches.
-func (c *Cache[V]) Remove(key string) { c.entries.Remove(key) }
+func (c *Cache[V]) Remove(key Key) { c.entries.Remove(key) }
+
+// RemoveGroup drops the values and remembered failures of every key of
+// group. It walks every key held: it is for rare events, such as a tenant
+// suspended, not for requests.
+func (c *Cache[V]) RemoveGroup(group string) {
+	for _, k := range c.entries.Keys() {
+		if k.Group == group {
+			c.entries.Remove(k)
+		}
+	}
+	for _, k := range c.failures.Keys() {
+		if k.Group == group {
+			c.failures.Remove(k)
+		}
+	}
+}
 
 // Len is the number of keys held.
 func (c *Cache[V]) Len() int { return c.entries.Len() }
@@ -317,10 +393,10 @@ func (c *Cache[V]) Len() int { return c.entries.Len() }
 func (c *Cache[V]) Wait() { c.bg.Wait() }
 
 // fetch joins or starts the one fetch for key and waits for it or for ctx.
-func (c *Cache[V]) fetch(ctx context.Context, key string, fetch Fetch[V]) (V, error) {
+func (c *Cache[V]) fetch(ctx context.Context, key Key, fetch Fetch[V]) (V, error) {
 	var zero V
 	select {
-	case r := <-c.flights.DoChan(key, c.flight(ctx, key, fetch)):
+	case r := <-c.flights.DoChan(flightKey(key), c.flight(ctx, key, fetch)):
 		if r.Err != nil {
 			return zero, r.Err
 		}
@@ -332,7 +408,7 @@ func (c *Cache[V]) fetch(ctx context.Context, key string, fetch Fetch[V]) (V, er
 
 // refreshAhead starts a background refresh of e unless one is running, the
 // key is backing off after a failure, or the background rate is spent.
-func (c *Cache[V]) refreshAhead(ctx context.Context, key string, e *entry[V], fetch Fetch[V], now time.Time) {
+func (c *Cache[V]) refreshAhead(ctx context.Context, key Key, e *entry[V], fetch Fetch[V], now time.Time) {
 	if e.backingOff(now) || !e.refreshing.CompareAndSwap(false, true) {
 		return
 	}
@@ -340,7 +416,7 @@ func (c *Cache[V]) refreshAhead(ctx context.Context, key string, e *entry[V], fe
 		e.refreshing.Store(false)
 		return
 	}
-	bctx, done := context.WithoutCancel(ctx), func() {}
+	bctx, done := context.WithValue(context.WithoutCancel(ctx), refreshKey{}, true), func() {}
 	if c.cfg.Background != nil {
 		bctx, done = c.cfg.Background(bctx)
 	}
@@ -349,11 +425,15 @@ func (c *Cache[V]) refreshAhead(ctx context.Context, key string, e *entry[V], fe
 		defer c.bg.Done()
 		defer e.refreshing.Store(false)
 		defer done()
-		<-c.flights.DoChan(key, c.flight(bctx, key, fetch))
+		<-c.flights.DoChan(flightKey(key), c.flight(bctx, key, fetch))
 	}()
 }
 
-func (c *Cache[V]) flight(ctx context.Context, key string, fetch Fetch[V]) func() (any, error) {
+// flightKey is key as singleflight names it: the group's length first, so
+// that no two keys meet.
+func flightKey(key Key) string { return strconv.Itoa(len(key.Group)) + ":" + key.Group + key.ID }
+
+func (c *Cache[V]) flight(ctx context.Context, key Key, fetch Fetch[V]) func() (any, error) {
 	return func() (any, error) {
 		// A flight that ended just before this one started may have stored
 		// a value that needs no refresh.
@@ -396,41 +476,53 @@ func (c *Cache[V]) fetchOne(ctx context.Context, fetch Fetch[V]) (*entry[V], err
 // shared tier, within one FetchTimeout in all. A value another process
 // stored is taken when it is better than held (the process's own value, nil
 // on a miss), and a note that its fetch failed is that failure. Otherwise
-// the process that takes the key's lease looks once more, fetches, and
-// stores the value or the note of its failure; the others look again, with
-// growing pauses, until one of them is there or the time is up.
-func (c *Cache[V]) fetchShared(ctx context.Context, key string, fetch Fetch[V], held *entry[V]) (*entry[V], error) {
+// the process that takes the key's lease fetches, and stores the value or
+// the note of its failure; the others wait until the tier tells them the
+// key changed, then look again, until the time is up.
+func (c *Cache[V]) fetchShared(ctx context.Context, key Key, fetch Fetch[V], held *entry[V]) (*entry[V], error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.FetchTimeout)
 	defer cancel()
-	for pause := sharedPollMin; ; pause = min(2*pause, sharedPollMax) {
-		if e, err := c.loadShared(ctx, key, held); e != nil || err != nil {
-			return e, err
-		}
-		release, ok := c.shared.Lease(ctx, key, c.cfg.FetchTimeout)
-		if ok {
-			defer release()
-			if e, err := c.loadShared(ctx, key, held); e != nil || err != nil {
-				return e, err
+	q := Query{Lease: c.cfg.FetchTimeout}
+	if held != nil {
+		q.After = held.expires
+	}
+	for {
+		changed, stop := c.shared.Watch(key)
+		a := c.shared.Acquire(ctx, key, q)
+		e, err := c.fromShared(a.Stored, held)
+		switch {
+		case a.Lease != nil:
+			stop()
+			if e != nil {
+				a.Lease.Release(context.WithoutCancel(ctx))
+				return e, nil
 			}
-			return c.fetchAndStore(ctx, key, fetch)
+			return c.fetchAndStore(ctx, fetch, a.Lease)
+		case e != nil || err != nil:
+			stop()
+			return e, err
+		case !a.Expires.IsZero() && !q.Force:
+			// A value this process cannot serve, which the tier took for
+			// one: fetch over it.
+			stop()
+			q.Force = true
+			continue
 		}
 		select {
+		case <-changed:
+			stop()
 		case <-ctx.Done():
+			stop()
 			return nil, &ElsewhereError{Recoverable: true, Reason: "no value within the fetch timeout"}
-		case <-time.After(pause):
 		}
 	}
 }
 
-// loadShared returns the shared tier's value for key as an entry, when it
-// can be served and, if the process holds a value, expires later than it;
-// otherwise the failure another process noted, if any. A note does not hide
-// a value a process without one can serve.
-func (c *Cache[V]) loadShared(ctx context.Context, key string, held *entry[V]) (*entry[V], error) {
-	s, ok := c.shared.Load(ctx, key)
-	if !ok {
-		return nil, nil
-	}
+// fromShared returns what the shared tier holds for a key as an entry, when
+// it can be served and, if the process holds a value, expires later than
+// it; otherwise the failure another process noted, if any. A note does not
+// hide a value a process without one can serve.
+func (c *Cache[V]) fromShared(s Stored[V], held *entry[V]) (*entry[V], error) {
 	if !s.Expires.IsZero() {
 		e := c.newEntry(s.Value, s.Fetched, s.Expires)
 		if e.expires.Sub(c.cfg.Now()) > e.minRemaining && (held == nil || e.expires.After(held.expires)) {
@@ -447,21 +539,26 @@ func (c *Cache[V]) loadShared(ctx context.Context, key string, held *entry[V]) (
 	return nil, nil
 }
 
-// fetchAndStore fetches and leaves the value, or the note of its failure,
-// in the shared tier. The store outlives ctx: a fetch that used up the
-// time still shares its value.
-func (c *Cache[V]) fetchAndStore(ctx context.Context, key string, fetch Fetch[V]) (*entry[V], error) {
+// fetchAndStore fetches under lease and leaves the value, or the note of
+// its failure, in the shared tier; a fetch that was skipped gives the lease
+// back. The store outlives ctx: a fetch that used up the time still shares
+// its value.
+func (c *Cache[V]) fetchAndStore(ctx context.Context, fetch Fetch[V], lease Lease[V]) (*entry[V], error) {
 	e, err := c.fetchOne(ctx, fetch)
 	sctx := context.WithoutCancel(ctx)
-	if err != nil {
+	switch {
+	case err != nil && skipped(err):
+		lease.Release(sctx)
+		return nil, err
+	case err != nil:
 		f := &Failure{Recoverable: c.recoverable(err), Until: c.cfg.Now().Add(c.cfg.NegativeBase)}
 		if f.Recoverable {
 			f.Until = c.cfg.Now().Add(c.cfg.RetryBase)
 		}
-		c.shared.Store(sctx, key, Stored[V]{Failure: f})
+		lease.Store(sctx, Stored[V]{Failure: f})
 		return nil, err
 	}
-	c.shared.Store(sctx, key, Stored[V]{Value: e.value, Fetched: e.fetched, Expires: e.expires})
+	lease.Store(sctx, Stored[V]{Value: e.value, Fetched: e.fetched, Expires: e.expires})
 	return e, nil
 }
 
@@ -477,7 +574,17 @@ func (c *Cache[V]) recoverable(err error) bool {
 
 // recordFailure backs a cached value off after a recoverable failure, and
 // otherwise evicts it and remembers the failure.
-func (c *Cache[V]) recordFailure(key string, err error, now time.Time) {
+func (c *Cache[V]) recordFailure(key Key, err error, now time.Time) {
+	if skipped(err) {
+		// Nothing was asked of the upstream: nothing to remember, but a
+		// refresh ahead waits a little before it tries again.
+		if e, ok := c.entries.Peek(key); ok {
+			e.mu.Lock()
+			e.retryAt = now.Add(c.cfg.RetryBase)
+			e.mu.Unlock()
+		}
+		return
+	}
 	recoverable := c.recoverable(err)
 	if e, ok := c.entries.Peek(key); ok {
 		if recoverable && e.expires.Sub(now) > c.cfg.StaleFloor {

@@ -74,7 +74,7 @@ func start() *clock.Fake { return clock.NewFake(time.Unix(1_700_000_000, 0)) }
 
 func get(t *testing.T, c *cache.Cache[int64], u *upstream) (int64, cache.Result, error) {
 	t.Helper()
-	return c.Get(context.Background(), "k", u.fetch)
+	return c.Get(context.Background(), k, u.fetch)
 }
 
 func want(t *testing.T, gotV int64, gotR cache.Result, err error, v int64, r cache.Result) {
@@ -273,7 +273,7 @@ func TestConcurrentMissesShareOneFetch(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if v, _, err := c.Get(context.Background(), "k", fetch); err != nil || v != 7 {
+			if v, _, err := c.Get(context.Background(), k, fetch); err != nil || v != 7 {
 				t.Errorf("Get = %d %v", v, err)
 			}
 		}()
@@ -301,11 +301,11 @@ func TestCallerHangingUpDoesNotFailOtherWaiters(t *testing.T) {
 	}
 	first, cancel := context.WithCancel(context.Background())
 	firstErr := make(chan error, 1)
-	go func() { _, _, err := c.Get(first, "k", fetch); firstErr <- err }()
+	go func() { _, _, err := c.Get(first, k, fetch); firstErr <- err }()
 	<-started
 	second := make(chan int64, 1)
 	go func() {
-		v, _, err := c.Get(context.Background(), "k", fetch)
+		v, _, err := c.Get(context.Background(), k, fetch)
 		if err != nil {
 			t.Error(err)
 		}
@@ -327,7 +327,7 @@ func TestFetchTimeoutBoundsTheSharedFetch(t *testing.T) {
 		<-ctx.Done()
 		return 0, time.Time{}, ctx.Err()
 	}
-	if _, _, err := c.Get(context.Background(), "k", fetch); !errors.Is(err, context.DeadlineExceeded) {
+	if _, _, err := c.Get(context.Background(), k, fetch); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want deadline exceeded", err)
 	}
 }
@@ -336,11 +336,11 @@ func TestBackgroundRefreshesAreRateLimited(t *testing.T) {
 	clk := start()
 	c, u := newCache(t, clk, func(c *cache.Config) { c.BackgroundRate = 3 }), &upstream{clk: clk}
 	for i := range 10 {
-		c.Get(context.Background(), fmt.Sprint(i), u.fetch)
+		c.Get(context.Background(), cache.Key{ID: fmt.Sprint(i)}, u.fetch)
 	}
 	clk.Add(31 * time.Minute)
 	for i := range 10 {
-		c.Get(context.Background(), fmt.Sprint(i), u.fetch)
+		c.Get(context.Background(), cache.Key{ID: fmt.Sprint(i)}, u.fetch)
 	}
 	c.Wait()
 	if n := u.calls.Load() - 10; n != 3 {
@@ -354,7 +354,7 @@ func TestMaxEntriesBoundsTheCacheAndCountsEvictions(t *testing.T) {
 	c := newCache(t, clk, func(c *cache.Config) { c.MaxEntries = 10; c.OnEvict = func() { evictions.Add(1) } })
 	u := &upstream{clk: clk}
 	for i := range 100 {
-		c.Get(context.Background(), fmt.Sprint(i), u.fetch)
+		c.Get(context.Background(), cache.Key{ID: fmt.Sprint(i)}, u.fetch)
 	}
 	if c.Len() != 10 || evictions.Load() != 90 {
 		t.Fatalf("Len = %d, evictions = %d; want 10 and 90", c.Len(), evictions.Load())

@@ -42,6 +42,7 @@ const (
 	DefaultStaleFloor    = cache.DefaultStaleFloor
 	DefaultRefreshRate   = 50
 	ChainedMaxDuration   = time.Hour
+	MaxSTSRPS            = 10_000
 	DefaultShutdown      = 20 * time.Second
 	DefaultRedisPrefix   = shared.DefaultPrefix
 	DefaultRedisTimeout  = shared.DefaultTimeout
@@ -271,6 +272,11 @@ type STS struct {
 	// session, which caps every duration at one hour: "auto" (ask STS
 	// GetCallerIdentity at start-up), "on" or "off".
 	RoleChaining string `yaml:"role_chaining"`
+	// MaxRPS, when set, paces AssumeRole calls: across the replicas that
+	// share Redis, or per replica without it (and while Redis is away).
+	// MaxBurst is the burst; default MaxRPS rounded up.
+	MaxRPS   float64 `yaml:"max_rps"`
+	MaxBurst int     `yaml:"max_burst"`
 }
 
 // Cache configures the credential cache.
@@ -450,6 +456,14 @@ func (c *Config) Validate() error {
 	}
 	if c.STS.Timeout < 0 {
 		bad("sts.timeout", "negative")
+	}
+	switch {
+	case c.STS.MaxRPS < 0 || c.STS.MaxRPS > MaxSTSRPS:
+		bad("sts.max_rps", "between 0 (no budget) and %d calls a second", MaxSTSRPS)
+	case c.STS.MaxBurst < 0:
+		bad("sts.max_burst", "negative")
+	case c.STS.MaxBurst > 0 && c.STS.MaxRPS == 0:
+		bad("sts.max_burst", "needs sts.max_rps")
 	}
 	switch c.STS.RoleChaining {
 	case "":

@@ -3,6 +3,7 @@ package limit_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -58,5 +59,44 @@ func TestMemoryStaysBoundedWithManyKeys(t *testing.T) {
 	}
 	if n := l.Len(); n != 10_000 {
 		t.Fatalf("keys tracked = %d, want the bound 10000", n)
+	}
+}
+
+func TestPaceGivesWaitingCallsTurnsInOrderAndSpareCallsOnlyWhatIsLeft(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	p, err := limit.NewPace(10, 4, clk.Now) // a turn every 100 ms, bursts of 4, spare calls leave 2
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.Take(ctx, true, 0); !ok {
+		t.Fatal("a spare call was refused a full bucket")
+	}
+	// Three callers take the rest of the burst, then wait in order.
+	var waits []time.Duration
+	for range 6 {
+		w, ok := p.Take(ctx, false, time.Second)
+		if !ok {
+			t.Fatal("a waiting call was refused a turn within its wait")
+		}
+		waits = append(waits, w)
+	}
+	want := []time.Duration{0, 0, 0, 100 * time.Millisecond, 200 * time.Millisecond, 300 * time.Millisecond}
+	if !slices.Equal(waits, want) {
+		t.Fatalf("waits %v, want %v", waits, want)
+	}
+	if _, ok := p.Take(ctx, false, 350*time.Millisecond); ok {
+		t.Fatal("a call was given a turn beyond its longest wait")
+	}
+	// While callers wait, a spare call gets nothing.
+	if _, ok := p.Take(ctx, true, 0); ok {
+		t.Fatal("a spare call took a turn while callers waited")
+	}
+	// Once the queue is gone and half the burst is back, it does.
+	clk.Add(300*time.Millisecond + 3*100*time.Millisecond)
+	if _, ok := p.Take(ctx, true, 0); !ok {
+		t.Fatal("a spare call was refused with the reserve free")
+	}
+	if _, ok := p.Take(ctx, true, 0); ok {
+		t.Fatal("a spare call ate into the reserve")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -14,21 +15,58 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/seal"
 )
 
-// releaseLease deletes a lease only while it is still the caller's: a lease
-// that expired and was taken by another replica stays theirs.
-var releaseLease = goredis.NewScript(`
-if redis.call("GET", KEYS[1]) == ARGV[1] then
-  return redis.call("DEL", KEYS[1])
+// acquire looks an entry up and, unless it finds a value that lives longer
+// than asked or the note of a failed fetch, takes the lease: one round trip.
+// Its own lease, taken by an earlier attempt that timed out, is its own
+// again. KEYS: entry, note, lease. ARGV: the lease's token, its life in ms,
+// the least remaining life in ms a value must have, and "1" to take the
+// lease whatever is stored. It returns the value, the note and 1 when the
+// lease is the caller's.
+var acquire = goredis.NewScript(`
+if ARGV[4] ~= "1" then
+  local v = redis.call("GET", KEYS[1])
+  if v then
+    local ttl = redis.call("PTTL", KEYS[1])
+    if ttl >= 0 and ttl <= tonumber(ARGV[3]) then v = false end
+  end
+  local note = redis.call("GET", KEYS[2])
+  if v or note then return {v, note, 0} end
 end
-return 0`)
+local holder = redis.call("GET", KEYS[3])
+if holder == ARGV[1] then return {false, false, 1} end
+if holder then return {false, false, 0} end
+redis.call("SET", KEYS[3], ARGV[1], "PX", ARGV[2])
+return {false, false, 1}`)
+
+// finish stores a value or a note, gives the lease back if it is still the
+// caller's, and tells the watchers: one round trip. A notice Redis refuses
+// (an ACL without the channel) leaves the watchers to poll; it does not
+// fail the store. KEYS: entry, note,
+// lease. ARGV: "value", "note" or "release"; the sealed value or the note;
+// its life in ms; the lease's token; the channel; the message.
+var finish = goredis.NewScript(`
+if ARGV[1] == "value" then
+  redis.call("SET", KEYS[1], ARGV[2], "PX", ARGV[3])
+  redis.call("DEL", KEYS[2])
+elseif ARGV[1] == "note" then
+  redis.call("SET", KEYS[2], ARGV[2], "PX", ARGV[3])
+end
+if redis.call("GET", KEYS[3]) == ARGV[4] then redis.call("DEL", KEYS[3]) end
+redis.pcall("PUBLISH", ARGV[5], ARGV[6])
+return 1`)
+
+// betterBy is how much longer than the process's own a value in Redis must
+// live to be taken instead of refreshing: Redis keeps an entry's remaining
+// life to the millisecond, so the process's own entry reads a little less.
+const betterBy = time.Second
 
 // Cache keeps values of type V in Redis, sealed: it is the cache.Shared of
 // the credential cache. Each value is one Redis key, the prefix and the
-// cache key inside a hash tag; its lease and the note of a failed fetch are
-// the same key with ":lease" and ":failed" after it, so all three land in
-// one cluster slot while different keys spread over the cluster. The value
-// is the sealed JSON of the value with its times, bound to its Redis key. A
-// note holds only "recoverable" or "refused".
+// key's group inside a hash tag and then its id; its lease and the note of
+// a failed fetch are the same key with ":lease" and ":failed" after it, so
+// that a group's keys land in one cluster slot while groups spread over the
+// cluster. The value is the sealed JSON of the value with its times, bound
+// to its Redis key. A note holds only "recoverable" or "refused".
 type Cache[V any] struct {
 	t *Tier
 }
@@ -38,39 +76,87 @@ func NewCache[V any](t *Tier) *Cache[V] { return &Cache[V]{t: t} }
 
 var _ cache.Shared[int] = (*Cache[int])(nil)
 
-func (c *Cache[V]) entryKey(key string) string { return c.t.cfg.Prefix + "{" + key + "}" }
-
-func (c *Cache[V]) leaseKey(key string) string { return c.entryKey(key) + ":lease" }
-
-func (c *Cache[V]) failedKey(key string) string { return c.entryKey(key) + ":failed" }
-
-// Load returns the value under key when there is one that opens and has
-// not expired, and the note of a failed fetch when there is one. A value
-// that does not open (moved under another key, altered, or sealed with a
-// key no longer in the ring) is counted as rejected and left out.
-func (c *Cache[V]) Load(ctx context.Context, key string) (cache.Stored[V], bool) {
-	var s cache.Stored[V]
-	rkey, fkey := c.entryKey(key), c.failedKey(key)
-	var got []any
-	err := c.t.do(ctx, "get", func(ctx context.Context) error {
-		var err error
-		got, err = c.t.rdb.MGet(ctx, rkey, fkey).Result()
-		return err
-	})
-	if err != nil {
-		c.t.lookups.WithLabelValues("error").Inc()
-		return s, false
+// EntryKey is the Redis key of key's value.
+func (c *Cache[V]) EntryKey(key cache.Key) string {
+	if key.Group == "" {
+		return c.t.cfg.Prefix + "{" + key.ID + "}"
 	}
-	if note, ok := got[1].(string); ok {
-		s.Failure = &cache.Failure{Recoverable: note == noteRecoverable}
+	return c.t.cfg.Prefix + "{" + key.Group + "}:" + key.ID
+}
+
+// Notes of a failed fetch.
+const (
+	noteRecoverable = "recoverable"
+	noteRefused     = "refused"
+)
+
+// Watch wakes the caller when another replica stores key or gives its lease
+// back, through the replica's one subscription.
+func (c *Cache[V]) Watch(key cache.Key) (<-chan struct{}, func()) {
+	return c.t.notices.watch(c.EntryKey(key))
+}
+
+// Acquire looks key up and takes its lease when the answer calls for a
+// fetch. A value that does not open (moved under another key, altered, or
+// sealed with a key no longer in the ring) is counted as rejected and
+// fetched over. When Redis cannot answer, the lease is granted and stores
+// nothing: the replica fetches alone.
+func (c *Cache[V]) Acquire(ctx context.Context, key cache.Key, q cache.Query) cache.Acquired[V] {
+	rkey := c.EntryKey(key)
+	keys := []string{rkey, rkey + ":failed", rkey + ":lease"}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	token := hex.EncodeToString(b[:])
+	least := int64(0)
+	if !q.After.IsZero() {
+		least = max(0, q.After.Sub(c.t.cfg.Now())+betterBy).Milliseconds()
 	}
-	sealed, ok := got[0].(string)
-	if !ok {
-		c.t.lookups.WithLabelValues("miss").Inc()
-		return s, s.Failure != nil
+	leaseFor := q.Lease + 2*c.t.cfg.Timeout // the holder's look before its fetch and its store after
+	for {
+		force := "0"
+		if q.Force {
+			force = "1"
+		}
+		var got []any
+		err := c.t.do(ctx, "get", true, func(ctx context.Context) error {
+			var err error
+			got, err = acquire.Run(ctx, c.t.rdb, keys, token, leaseFor.Milliseconds(), least, force).Slice()
+			return err
+		})
+		if err != nil || len(got) != 3 {
+			c.t.lookups.WithLabelValues("error").Inc()
+			return cache.Acquired[V]{Lease: alone[V]{}}
+		}
+		var a cache.Acquired[V]
+		if note, ok := got[1].(string); ok {
+			a.Failure = &cache.Failure{Recoverable: note == noteRecoverable}
+		}
+		if sealed, ok := got[0].(string); ok {
+			s, err := c.open(rkey, sealed)
+			if err != nil {
+				q.Force = true // fetch over what cannot be served
+				continue
+			}
+			a.Value, a.Fetched, a.Expires = s.Value, s.Fetched, s.Expires
+		}
+		switch {
+		case !a.Expires.IsZero():
+			c.t.lookups.WithLabelValues("hit").Inc()
+		default:
+			c.t.lookups.WithLabelValues("miss").Inc()
+		}
+		if taken, _ := got[2].(int64); taken == 1 {
+			a.Lease = &lease[V]{c: c, keys: keys, token: token}
+		}
+		return a
 	}
-	plain, err := c.t.cfg.Keys.Open([]byte(sealed), []byte(rkey))
+}
+
+// open unseals a stored value bound to rkey, counting and logging one that
+// does not open.
+func (c *Cache[V]) open(rkey, sealed string) (cache.Stored[V], error) {
 	var v cache.Stored[V]
+	plain, err := c.t.cfg.Keys.Open([]byte(sealed), []byte(rkey))
 	if err == nil {
 		err = json.Unmarshal(plain, &v)
 	}
@@ -81,90 +167,67 @@ func (c *Cache[V]) Load(ctx context.Context, key string) (cache.Stored[V], bool)
 			reason = "sealed with a key not in key_file"
 		}
 		c.t.rejected(rkey, reason)
-		return s, s.Failure != nil
 	}
-	if !v.Expires.After(c.t.cfg.Now()) {
-		c.t.lookups.WithLabelValues("miss").Inc()
-		return s, s.Failure != nil
-	}
-	c.t.lookups.WithLabelValues("hit").Inc()
-	s.Value, s.Fetched, s.Expires = v.Value, v.Fetched, v.Expires
-	return s, true
+	return v, err
 }
 
-// Notes of a failed fetch.
-const (
-	noteRecoverable = "recoverable"
-	noteRefused     = "refused"
-)
+// alone is the lease of a replica that fetches without Redis: it stores
+// nothing.
+type alone[V any] struct{}
 
-// Store seals s's value and keeps it under key until it expires, the Redis
-// TTL its remaining life and never more, and drops the note of an earlier
-// failure; or, for a failure, writes the note alone, for as long as it says.
-func (c *Cache[V]) Store(ctx context.Context, key string, s cache.Stored[V]) {
+func (alone[V]) Store(context.Context, cache.Stored[V]) {}
+func (alone[V]) Release(context.Context)                {}
+
+// lease is a replica's lease on one entry.
+type lease[V any] struct {
+	c     *Cache[V]
+	keys  []string // entry, note, lease
+	token string
+}
+
+// Store seals s's value and keeps it until it expires, the Redis TTL its
+// remaining life and never more, dropping the note of an earlier failure;
+// or, for a failure, writes the note alone, for as long as it says. Either
+// way it gives the lease back and tells the watchers.
+func (l *lease[V]) Store(ctx context.Context, s cache.Stored[V]) {
+	c := l.c
 	if f := s.Failure; f != nil {
-		ttl := f.Until.Sub(c.t.cfg.Now())
 		note := noteRefused
 		if f.Recoverable {
 			note = noteRecoverable
 		}
-		if ttl > 0 {
-			_ = c.t.do(ctx, "set", func(ctx context.Context) error {
-				return c.t.rdb.Set(ctx, c.failedKey(key), note, ttl).Err()
-			})
+		if ttl := f.Until.Sub(c.t.cfg.Now()); ttl > 0 {
+			l.finish(ctx, "set", "note", note, ttl)
+			return
 		}
+		l.Release(ctx)
 		return
 	}
 	ttl := s.Expires.Sub(c.t.cfg.Now())
-	if ttl <= 0 {
-		return
-	}
 	plain, err := json.Marshal(cache.Stored[V]{Value: s.Value, Fetched: s.Fetched, Expires: s.Expires})
-	if err != nil {
-		c.t.log.Error("shared cache entry not encodable; not stored", "err", err)
+	if err != nil || ttl <= 0 {
+		if err != nil {
+			c.t.log.Error("shared cache entry not encodable; not stored", "err", err)
+		}
+		l.Release(ctx)
 		return
 	}
-	rkey := c.entryKey(key)
-	sealed, err := c.t.cfg.Keys.Seal(plain, []byte(rkey))
+	sealed, err := c.t.cfg.Keys.Seal(plain, []byte(l.keys[0]))
 	if err != nil {
 		c.t.log.Error("shared cache entry not sealed; not stored", "err", err)
+		l.Release(ctx)
 		return
 	}
-	_ = c.t.do(ctx, "set", func(ctx context.Context) error {
-		_, err := c.t.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-			p.Set(ctx, rkey, sealed, ttl)
-			p.Del(ctx, c.failedKey(key))
-			return nil
-		})
-		return err
-	})
+	l.finish(ctx, "set", "value", string(sealed), ttl)
 }
 
-// Lease takes key's lease (SET NX PX) with a token of its own, released by
-// compare-and-delete. It lasts ttl and two Redis timeouts more, for the
-// holder's look before its fetch and its store after. When Redis cannot
-// say, the lease is granted: the replica fetches alone.
-func (c *Cache[V]) Lease(ctx context.Context, key string, ttl time.Duration) (func(), bool) {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	token := hex.EncodeToString(b[:])
-	lkey := c.leaseKey(key)
-	var taken bool
-	err := c.t.do(ctx, "lease", func(ctx context.Context) error {
-		var err error
-		taken, err = c.t.rdb.SetNX(ctx, lkey, token, ttl+2*c.t.cfg.Timeout).Result()
-		return err
+// Release gives the lease back and tells the watchers.
+func (l *lease[V]) Release(ctx context.Context) { l.finish(ctx, "release", "release", "", 0) }
+
+func (l *lease[V]) finish(ctx context.Context, op, mode, payload string, ttl time.Duration) {
+	c := l.c
+	ms := strconv.FormatInt(max(1, ttl.Milliseconds()), 10)
+	_ = c.t.do(ctx, op, true, func(ctx context.Context) error {
+		return finish.Run(ctx, c.t.rdb, l.keys, mode, payload, ms, l.token, c.t.notices.stored, l.keys[0]).Err()
 	})
-	switch {
-	case err != nil:
-		return func() {}, true
-	case !taken:
-		return nil, false
-	}
-	return func() {
-		// The release must happen even when the fetch used up ctx.
-		_ = c.t.do(context.WithoutCancel(ctx), "release", func(ctx context.Context) error {
-			return releaseLease.Run(ctx, c.t.rdb, []string{lkey}, token).Err()
-		})
-	}, true
 }

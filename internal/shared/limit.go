@@ -45,7 +45,7 @@ func NewLimiter(t *Tier, name string, local *limit.Limiter) (*Limiter, error) {
 // false and how long until there is.
 func (l *Limiter) Allow(ctx context.Context, key string) (bool, time.Duration) {
 	var res *redis_rate.Result
-	err := l.t.do(ctx, "limit", func(ctx context.Context) error {
+	err := l.t.do(ctx, "limit", false, func(ctx context.Context) error {
 		var err error
 		res, err = l.t.rate.Allow(ctx, l.redisKey(key), l.limit)
 		return err

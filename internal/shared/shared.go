@@ -1,14 +1,23 @@
 // Package shared is the tier that tokenvendor's replicas share, on Redis
 // (one node or a Redis Cluster): sealed credentials with the leases that let
-// one replica at a time fetch a key (Cache, a cache.Shared), and request
-// budgets counted across replicas (Limiter).
+// one replica at a time fetch a key and the notices that wake the replicas
+// waiting for it (Cache, a cache.Shared), request budgets counted across
+// replicas (Limiter), and the pace of STS calls (Budget).
 //
-// Redis is help, never a dependency. Every Redis failure, a round trip
-// slower than Config.Timeout among them, makes the replica act alone: a
-// lookup is a miss, a lease is granted, a budget is counted in the process.
-// A breaker then keeps the replica from asking Redis for a while, so that an
-// outage costs one timeout, not one per request, and is logged once; one
-// probe at a time, at most every few seconds, finds Redis back.
+// Redis is help, never a dependency. When Redis is down, refusing or slow
+// past Config.Timeout, the replica acts alone: a lookup is a miss, a lease
+// is granted, a budget is counted in the process. A breaker then keeps the
+// replica from asking Redis for a while, so that an outage costs one
+// timeout, not one per request, and is logged once; one probe at a time, at
+// most every few seconds, finds Redis back.
+//
+// The breaker tells an outage from load. Redis refusing outright (no
+// server, AUTH refused, full) opens it at once. A timeout or a cut
+// connection opens it only when several come in a row with no answer in
+// between, or when they are most of a second's operations; a timeout while
+// Redis answers other operations is this replica's own load, and the
+// operation is tried again. Waiting for a connection of the replica's own
+// pool is never a failure of Redis.
 package shared
 
 import (
@@ -18,8 +27,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,12 +52,19 @@ const (
 	DefaultTimeout = 250 * time.Millisecond
 )
 
-// How long the breaker keeps Redis out after a failure: doubling from
-// breakerBase to breakerMax, so Redis back is used again within seconds.
+// The connection pool is sized for a storm: hundreds of misses in flight on
+// one replica, each a round trip or two. A wait for a connection is bounded
+// by the caller's own deadline and by poolWaitTimeouts round-trip timeouts,
+// and it ends at once when the breaker opens.
 const (
-	breakerBase = 500 * time.Millisecond
-	breakerMax  = 4 * time.Second
+	poolPerCPU       = 32
+	poolMin          = 64
+	poolWaitTimeouts = 8
 )
+
+// maxAttempts bounds how often an operation is sent when it timed out while
+// Redis answered others.
+const maxAttempts = 3
 
 // errBypassed is what an operation returns while the breaker is open.
 var errBypassed = errors.New("redis bypassed after a recent failure")
@@ -67,8 +84,12 @@ type Config struct {
 	Keys *seal.Keyring
 	// Prefix starts every key; it must hold no { or }. Default DefaultPrefix.
 	Prefix string
-	// Timeout bounds one round trip. Default DefaultTimeout.
-	Timeout    time.Duration
+	// Timeout bounds one round trip, from when it is sent. Default
+	// DefaultTimeout.
+	Timeout time.Duration
+	// PoolSize is the most connections the replica opens; default
+	// poolPerCPU a CPU, at least poolMin.
+	PoolSize   int
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 	Now        func() time.Time
@@ -79,12 +100,17 @@ type Config struct {
 // Tier is a connection to the shared Redis with its breaker. It is safe for
 // concurrent use.
 type Tier struct {
-	cfg  Config
-	rdb  goredis.UniversalClient
-	rate *redis_rate.Limiter
-	log  *slog.Logger
-	brk  breaker
+	cfg     Config
+	rdb     goredis.UniversalClient
+	rate    *redis_rate.Limiter
+	log     *slog.Logger
+	brk     breaker
+	notices *notices
 
+	epoch time.Time
+	// lastAnswer is when Redis last answered, as time since epoch: a
+	// timeout that began before it is load, not an outage.
+	lastAnswer      atomic.Int64
 	lastRejectedLog atomic.Int64 // unix nanoseconds
 	tracer          trace.Tracer
 
@@ -92,14 +118,20 @@ type Tier struct {
 	lookups *prometheus.CounterVec
 }
 
+// Operation labels of tokenvendor_redis_errors_total.
+var operations = []string{"get", "set", "release", "limit", "budget", "ping"}
+
 // New returns a Tier. It does not connect: the first operation does, and
-// Ping tells whether Redis answers.
+// Ping tells whether Redis answers. Close releases it.
 func New(cfg Config) (*Tier, error) {
 	if cfg.Prefix == "" {
 		cfg.Prefix = DefaultPrefix
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.PoolSize == 0 {
+		cfg.PoolSize = max(poolMin, poolPerCPU*runtime.GOMAXPROCS(0))
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -117,8 +149,8 @@ func New(cfg Config) (*Tier, error) {
 	if strings.ContainsAny(cfg.Prefix, "{}") {
 		errs = append(errs, errors.New("prefix holds { or }, which would break the hash tags"))
 	}
-	if cfg.Timeout < 0 {
-		errs = append(errs, errors.New("negative timeout"))
+	if cfg.Timeout < 0 || cfg.PoolSize < 0 {
+		errs = append(errs, errors.New("negative timeout or pool size"))
 	}
 	rdb, err := client(cfg)
 	if err != nil {
@@ -127,18 +159,19 @@ func New(cfg Config) (*Tier, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
-	t := &Tier{cfg: cfg, rdb: rdb, rate: redis_rate.NewLimiter(rdb), log: cfg.Logger,
+	t := &Tier{cfg: cfg, rdb: rdb, rate: redis_rate.NewLimiter(rdb), log: cfg.Logger, epoch: time.Now(),
 		tracer: tracing.Tracer(cfg.TracerProvider, "github.com/tokenvendor/tokenvendor/internal/shared")}
+	t.brk.init()
 	f := promauto.With(cfg.Registerer)
 	t.errors = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokenvendor_redis_errors_total",
-		Help: "Redis operations that failed or timed out, by operation (get, set, lease, release, limit, ping).",
+		Help: "Redis operations that failed or timed out, by operation (get: look up and lease, set: store, release, limit, budget, ping).",
 	}, []string{"op"})
 	t.lookups = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokenvendor_shared_cache_requests_total",
 		Help: "Lookups in the shared tier on a local miss or refresh, by result (hit, miss, rejected: sealed value that does not open, error: Redis failed or is being bypassed).",
 	}, []string{"result"})
-	for _, op := range []string{"get", "set", "lease", "release", "limit", "ping"} {
+	for _, op := range operations {
 		t.errors.WithLabelValues(op)
 	}
 	for _, result := range []string{"hit", "miss", "rejected", "error"} {
@@ -153,6 +186,7 @@ func New(cfg Config) (*Tier, error) {
 		}
 		return 1
 	})
+	t.notices = startNotices(rdb, cfg.Prefix, cfg.Timeout, cfg.Logger)
 	return t, nil
 }
 
@@ -172,8 +206,8 @@ func CheckURL(url string, cluster bool) error {
 }
 
 // client makes the Redis client from the URL's address, database, user,
-// password and TLS; the timeouts are Config.Timeout, whatever the URL says.
-// Errors never show the URL: it may hold a password.
+// password and TLS; the timeouts and pool are the Config's, whatever the
+// URL says. Errors never show the URL: it may hold a password.
 func client(cfg Config) (goredis.UniversalClient, error) {
 	if err := CheckURL(cfg.URL, cfg.Cluster); err != nil {
 		return nil, fmt.Errorf("url: %w", err)
@@ -195,9 +229,14 @@ func client(cfg Config) (goredis.UniversalClient, error) {
 			o.TLSConfig.RootCAs = cfg.RootCAs
 		}
 	}
-	o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = cfg.Timeout, cfg.Timeout, cfg.Timeout, cfg.Timeout
+	// A round trip is bounded from when it is sent (socket deadlines), not
+	// from when it waited for a connection; the caller's context bounds
+	// both.
+	o.DialTimeout, o.ReadTimeout, o.WriteTimeout = cfg.Timeout, cfg.Timeout, cfg.Timeout
+	o.PoolSize, o.PoolTimeout = cfg.PoolSize, poolWaitTimeouts*cfg.Timeout
 	o.ContextTimeoutEnabled = true
-	o.MaxRetries = -1 // a retry doubles the wait; the breaker decides instead
+	o.MaxRetries = -1   // the breaker decides what is tried again
+	o.DialerRetries = 1 // a refused dial is an answer: Redis is not there
 	o.DisableIdentity = true
 	o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	return goredis.NewUniversalClient(o), nil
@@ -217,53 +256,115 @@ func (l clientLog) Printf(ctx context.Context, format string, v ...any) {
 // composition root calls this once.
 func SetClientLogger(log *slog.Logger) { goredis.SetLogger(clientLog{log}) }
 
-// Close closes the connections.
-func (t *Tier) Close() error { return t.rdb.Close() }
+// Close stops the notices and closes the connections.
+func (t *Tier) Close() error {
+	t.notices.close()
+	return t.rdb.Close()
+}
 
 // Ping asks Redis whether it answers, through the breaker, so that a Redis
 // down at start-up is logged once and bypassed like any outage.
 func (t *Tier) Ping(ctx context.Context) error {
-	return t.do(ctx, "ping", func(ctx context.Context) error { return t.rdb.Ping(ctx).Err() })
+	return t.do(ctx, "ping", true, func(ctx context.Context) error { return t.rdb.Ping(ctx).Err() })
 }
 
-// do runs one Redis operation through the breaker, bounded by the timeout.
-// redis.Nil (no such key) is an answer, not a failure.
-func (t *Tier) do(ctx context.Context, op string, f func(context.Context) error) error {
+// since is the monotonic time since the tier was made.
+func (t *Tier) since() int64 { return int64(time.Since(t.epoch)) }
+
+// do runs one Redis operation through the breaker. redis.Nil (no such key)
+// is an answer, not a failure. An idempotent operation that timed out while
+// Redis answered others is sent again, up to maxAttempts times.
+func (t *Tier) do(ctx context.Context, op string, idempotent bool, f func(context.Context) error) error {
 	ctx, span := tracing.Start(ctx, t.tracer, "redis."+op, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("db.system", "redis")))
 	defer span.End()
-	probe, ok := t.brk.allow(t.cfg.Now())
-	if !ok {
-		span.SetAttributes(attribute.Bool("tokenvendor.redis.bypassed", true))
-		return errBypassed
+	for attempt := 1; ; attempt++ {
+		probe, ok := t.brk.allow(t.cfg.Now())
+		if !ok {
+			span.SetAttributes(attribute.Bool("tokenvendor.redis.bypassed", true))
+			return errBypassed
+		}
+		sent := t.since()
+		err, gated := t.attempt(ctx, probe, f)
+		switch kind := classify(err); {
+		case kind == answered:
+			t.lastAnswer.Store(t.since())
+			if t.brk.success(t.cfg.Now(), probe) {
+				t.log.Info("redis answers again; replicas share once more")
+			}
+			return err
+		case ctx.Err() != nil || gated || kind == abandoned:
+			// The caller stopped waiting, or the breaker opened while this
+			// waited: that says nothing more about Redis.
+			t.brk.abandon(probe)
+			if gated {
+				return errBypassed
+			}
+			return err
+		case kind == congested:
+			// No connection free within the wait: this replica is busy,
+			// Redis is not down. This operation goes without.
+			t.errors.WithLabelValues(op).Inc()
+			t.brk.abandon(probe)
+			return err
+		default:
+			span.SetStatus(codes.Error, "redis failed")
+			t.errors.WithLabelValues(op).Inc()
+			alive := t.lastAnswer.Load() > sent
+			if t.brk.failure(t.cfg.Now(), probe, kind == hard, alive) {
+				t.log.Warn("redis unavailable; this replica acts alone (own cache, STS and limits) until it answers again",
+					"op", op, "err", err)
+			}
+			if !idempotent || !alive || kind != soft || attempt >= maxAttempts {
+				return err
+			}
+		}
 	}
-	octx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
+}
+
+// attempt runs f once. Unless it is the probe, it is cut short when the
+// breaker opens meanwhile (gated): what waits for a connection or an answer
+// then acts alone at once.
+func (t *Tier) attempt(ctx context.Context, probe bool, f func(context.Context) error) (err error, gated bool) {
+	if probe {
+		return f(ctx), false
+	}
+	octx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	err := f(octx)
-	if err != nil && !errors.Is(err, goredis.Nil) && ctx.Err() == nil {
-		span.SetStatus(codes.Error, "redis failed")
-	}
+	var cut atomic.Bool
+	stop := context.AfterFunc(t.brk.gate(), func() { cut.Store(true); cancel() })
+	err = f(octx)
+	stop()
+	return err, cut.Load() && err != nil
+}
+
+// failureKind sorts what an operation returned.
+type failureKind int
+
+const (
+	answered  failureKind = iota // Redis answered (redis.Nil included)
+	abandoned                    // the client was closed
+	congested                    // no connection of the pool's free in time
+	soft                         // a timeout or a cut connection: Redis may only be slow
+	hard                         // refused outright: no server, AUTH, full, read-only
+)
+
+func classify(err error) failureKind {
+	var redisErr goredis.Error
+	var opErr *net.OpError
 	switch {
 	case err == nil || errors.Is(err, goredis.Nil):
-		if t.brk.success(t.cfg.Now(), probe) {
-			t.log.Info("redis answers again; replicas share once more")
-		}
-	case ctx.Err() != nil:
-		// The caller stopped waiting; that says nothing about Redis.
-		t.brk.abandon(probe)
+		return answered
+	case errors.Is(err, goredis.ErrClosed):
+		return abandoned
 	case errors.Is(err, goredis.ErrPoolTimeout):
-		// Every connection busy: this replica is congested, not Redis
-		// down. This operation goes without; the others carry on.
-		t.errors.WithLabelValues(op).Inc()
-		t.brk.abandon(probe)
-	default:
-		t.errors.WithLabelValues(op).Inc()
-		if t.brk.failure(t.cfg.Now(), probe) {
-			t.log.Warn("redis unavailable; this replica acts alone (own cache, STS and limits) until it answers again",
-				"op", op, "err", err)
-		}
+		return congested
+	case errors.As(err, &redisErr):
+		return hard
+	case errors.As(err, &opErr) && opErr.Op == "dial" && !opErr.Timeout():
+		return hard
 	}
-	return err
+	return soft
 }
 
 // rejectedLogEvery spaces the warnings about entries that do not open: a
@@ -281,104 +382,4 @@ func (t *Tier) rejected(key, reason string) {
 		t.log.Warn("shared cache entry rejected and fetched anew (logged at most once a minute; tokenvendor_shared_cache_requests_total{result=\"rejected\"} counts them all)",
 			"key", key, "reason", reason)
 	}
-}
-
-// quietPeriod is how long Redis must go without a failure for an outage to
-// be over; a failure after it is a new outage, logged again.
-const quietPeriod = 10 * time.Second
-
-// breaker keeps Redis out after a failure. Closed, every operation runs.
-// Open, none does until the wait has passed; then one probe at a time runs,
-// and only a probe's success closes it again, so answers to operations that
-// started before the failure do not make it flap. Each opening within one
-// outage doubles the wait, so a Redis that fails only in part (full, it
-// answers reads and refuses writes) is asked less and less often. An
-// outage is logged when it starts and when Redis first answers again; it
-// ends after quietPeriod without a failure.
-type breaker struct {
-	open   atomic.Bool // read on every operation without the lock
-	outage atomic.Bool
-
-	mu          sync.Mutex
-	until       time.Time
-	probing     bool
-	openings    int // in this outage
-	announced   bool
-	lastFailure time.Time
-}
-
-func (b *breaker) isOpen() bool { return b.open.Load() }
-
-// allow says whether an operation may run, and whether it is the probe.
-func (b *breaker) allow(now time.Time) (probe, ok bool) {
-	if !b.open.Load() {
-		return false, true
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !b.open.Load() {
-		return false, true
-	}
-	if b.probing || now.Before(b.until) {
-		return false, false
-	}
-	b.probing = true
-	return true, true
-}
-
-// success reports whether this is the first answer of an outage.
-func (b *breaker) success(now time.Time, probe bool) bool {
-	if !probe && !b.outage.Load() {
-		return false
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if probe {
-		b.probing = false
-		b.open.Store(false)
-	}
-	if b.outage.Load() && b.announced && now.Sub(b.lastFailure) >= quietPeriod {
-		b.outage.Store(false)
-	}
-	if !b.outage.Load() || b.announced {
-		return false
-	}
-	b.announced = true
-	return true
-}
-
-// failure reports whether it starts an outage.
-func (b *breaker) failure(now time.Time, probe bool) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.outage.Load() && now.Sub(b.lastFailure) >= quietPeriod {
-		b.outage.Store(false) // the last one is long over
-	}
-	b.lastFailure = now
-	if probe {
-		b.probing = false
-	}
-	if probe || !b.open.Load() {
-		if !b.outage.Load() {
-			b.openings, b.announced = 0, false
-		}
-		b.until = now.Add(min(breakerBase<<min(b.openings, 8), breakerMax))
-		b.openings++
-		b.open.Store(true)
-	}
-	if b.outage.Load() {
-		return false
-	}
-	b.outage.Store(true)
-	return true
-}
-
-// abandon lets another probe run when this one ended for its caller's sake.
-func (b *breaker) abandon(probe bool) {
-	if !probe {
-		return
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.probing = false
 }

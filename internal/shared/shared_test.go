@@ -33,7 +33,7 @@ var example = creds{
 	SessionToken:    "FwoGZXIvYXdzEBYaDEXAMPLESESSIONTOKEN",
 }
 
-const key = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+var key = cache.Key{ID: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}
 
 type replica struct {
 	tier *shared.Tier
@@ -71,7 +71,7 @@ func (r *replica) lookups(t *testing.T, result string) float64 {
 // sumErrors is tokenvendor_redis_errors_total over every operation.
 func (r *replica) sumErrors(t *testing.T) float64 {
 	var sum float64
-	for _, op := range []string{"get", "set", "lease", "release", "limit", "ping"} {
+	for _, op := range []string{"get", "set", "release", "limit", "budget", "ping"} {
 		sum += metrictest.Counter(t, r.reg, "tokenvendor_redis_errors_total", "op", op)
 	}
 	return sum
@@ -88,26 +88,68 @@ func setup(t *testing.T) (*miniredis.Miniredis, *clock.Fake) {
 	return m, clk
 }
 
-func TestStoreLoadAcrossReplicas(t *testing.T) {
+// store keeps s under k as a replica that fetched it would: under the
+// key's lease.
+func (r *replica) store(t *testing.T, k cache.Key, s cache.Stored[creds]) {
+	t.Helper()
+	a := r.c.Acquire(ctx, k, cache.Query{Lease: time.Second, Force: true})
+	if a.Lease == nil {
+		t.Fatal("no lease to store under")
+	}
+	a.Lease.Store(ctx, s)
+}
+
+// load looks k up as a replica that misses does, and gives back the lease
+// it took, if any.
+func (r *replica) load(k cache.Key) cache.Acquired[creds] {
+	a := r.c.Acquire(ctx, k, cache.Query{Lease: time.Second})
+	if a.Lease != nil {
+		a.Lease.Release(ctx)
+	}
+	return a
+}
+
+func TestStoreAcquireAcrossReplicas(t *testing.T) {
 	m, clk := setup(t)
 	a, b := newReplica(t, "redis://"+m.Addr(), clk), newReplica(t, "redis://"+m.Addr(), clk)
-	if _, ok := b.c.Load(ctx, key); ok {
-		t.Fatal("Load before Store found a value")
+	if got := b.load(key); !got.Expires.IsZero() {
+		t.Fatal("Acquire before Store found a value")
 	}
-	a.c.Store(ctx, key, stored(clk))
-	got, ok := b.c.Load(ctx, key)
-	if !ok || got.Value != example || !got.Expires.Equal(clk.Now().Add(time.Hour)) {
-		t.Fatalf("Load = %+v %v", got, ok)
+	a.store(t, key, stored(clk))
+	got := b.c.Acquire(ctx, key, cache.Query{Lease: time.Second})
+	if got.Lease != nil || got.Value != example || !got.Expires.Equal(clk.Now().Add(time.Hour)) {
+		t.Fatalf("Acquire = %+v, want the value and no lease", got)
 	}
 	if b.lookups(t, "miss") != 1 || b.lookups(t, "hit") != 1 {
 		t.Fatalf("lookups: miss %v hit %v, want 1 and 1", b.lookups(t, "miss"), b.lookups(t, "hit"))
 	}
 }
 
+func TestAcquireTakesTheLeaseOverAValueThatLivesNoLongerThanAsked(t *testing.T) {
+	m, clk := setup(t)
+	a, b := newReplica(t, "redis://"+m.Addr(), clk), newReplica(t, "redis://"+m.Addr(), clk)
+	s := stored(clk)
+	a.store(t, key, s)
+	// A replica holding the same value, due to refresh it, leases...
+	got := b.c.Acquire(ctx, key, cache.Query{After: s.Expires, Lease: time.Second})
+	if got.Lease == nil || !got.Expires.IsZero() {
+		t.Fatalf("Acquire after the stored expiry = %+v, want the lease and no value", got)
+	}
+	// ...once: the other replica due too waits.
+	if again := a.c.Acquire(ctx, key, cache.Query{After: s.Expires, Lease: time.Second}); again.Lease != nil {
+		t.Fatal("a second replica took the lease while the first held it")
+	}
+	got.Lease.Release(ctx)
+	// A replica whose value expires sooner takes the stored one.
+	if got := a.c.Acquire(ctx, key, cache.Query{After: s.Expires.Add(-time.Minute), Lease: time.Second}); got.Lease != nil || got.Value != example {
+		t.Fatalf("Acquire before the stored expiry = %+v, want the value", got)
+	}
+}
+
 func TestStoredValueRevealsNoCredential(t *testing.T) {
 	m, clk := setup(t)
 	a := newReplica(t, "redis://"+m.Addr(), clk)
-	a.c.Store(ctx, key, stored(clk))
+	a.store(t, key, stored(clk))
 	for _, k := range m.Keys() {
 		v, _ := m.Get(k)
 		for _, secret := range []string{example.AccessKeyID, example.SecretAccessKey, example.SessionToken} {
@@ -120,23 +162,26 @@ func TestStoredValueRevealsNoCredential(t *testing.T) {
 	}
 }
 
-func TestEntryKeyAndLeaseShareAHashTag(t *testing.T) {
+func TestEntryLeaseAndNoteShareTheGroupsHashTag(t *testing.T) {
 	m, clk := setup(t)
 	a := newReplica(t, "redis://"+m.Addr(), clk)
-	a.c.Store(ctx, key, stored(clk))
-	release, ok := a.c.Lease(ctx, key, time.Second)
-	if !ok {
-		t.Fatal("lease not taken")
+	k := cache.Key{Group: "g1", ID: key.ID}
+	a.store(t, k, stored(clk))
+	held := a.c.Acquire(ctx, k, cache.Query{Lease: time.Second, Force: true})
+	defer held.Lease.Release(ctx)
+	a.store(t, cache.Key{Group: "g1", ID: "other"}, cache.Stored[creds]{Failure: &cache.Failure{Until: clk.Now().Add(time.Minute)}})
+	tag := "{g1}"
+	want := map[string]bool{"tokenvendor:" + tag + ":" + key.ID: true, "tokenvendor:" + tag + ":" + key.ID + ":lease": true,
+		"tokenvendor:" + tag + ":other:failed": true}
+	if len(m.Keys()) != len(want) {
+		t.Fatalf("keys %v, want %v", m.Keys(), want)
 	}
-	defer release()
-	tag := "{" + key + "}"
-	want := map[string]bool{"tokenvendor:" + tag: true, "tokenvendor:" + tag + ":lease": true}
 	for _, k := range m.Keys() {
 		if !want[k] {
 			t.Fatalf("unexpected key %q (want %v)", k, want)
 		}
 		if strings.Index(k, "{") != strings.Index(k, tag) {
-			t.Fatalf("%q: the first hash tag is not the cache key", k)
+			t.Fatalf("%q: the first hash tag is not the group", k)
 		}
 	}
 }
@@ -144,23 +189,23 @@ func TestEntryKeyAndLeaseShareAHashTag(t *testing.T) {
 func TestFailureNoteSitsBesideTheValueUntilAValueReplacesIt(t *testing.T) {
 	m, clk := setup(t)
 	a, b := newReplica(t, "redis://"+m.Addr(), clk), newReplica(t, "redis://"+m.Addr(), clk)
-	a.c.Store(ctx, key, cache.Stored[creds]{Failure: &cache.Failure{Recoverable: true, Until: clk.Now().Add(time.Second)}})
-	got, ok := b.c.Load(ctx, key)
-	if !ok || got.Failure == nil || !got.Failure.Recoverable || !got.Expires.IsZero() {
-		t.Fatalf("Load = %+v %v, want the recoverable failure note and no value", got, ok)
+	a.store(t, key, cache.Stored[creds]{Failure: &cache.Failure{Recoverable: true, Until: clk.Now().Add(time.Second)}})
+	got := b.c.Acquire(ctx, key, cache.Query{Lease: time.Second})
+	if got.Failure == nil || !got.Failure.Recoverable || !got.Expires.IsZero() || got.Lease != nil {
+		t.Fatalf("Acquire = %+v, want the recoverable failure note, no value and no lease", got)
 	}
-	if ttl := m.TTL("tokenvendor:{" + key + "}:failed"); ttl <= 0 || ttl > time.Second {
+	if ttl := m.TTL("tokenvendor:{" + key.ID + "}:failed"); ttl <= 0 || ttl > time.Second {
 		t.Fatalf("note TTL = %s, want at most 1s", ttl)
 	}
-	a.c.Store(ctx, key, stored(clk))
-	if got, ok := b.c.Load(ctx, key); !ok || got.Failure != nil || got.Value != example {
-		t.Fatalf("Load after a value = %+v %v, want the value and no note", got, ok)
+	a.store(t, key, stored(clk))
+	if got := b.load(key); got.Failure != nil || got.Value != example {
+		t.Fatalf("Acquire after a value = %+v, want the value and no note", got)
 	}
-	a.c.Store(ctx, key, cache.Stored[creds]{Failure: &cache.Failure{Until: clk.Now().Add(5 * time.Second)}})
-	if got, _ := b.c.Load(ctx, key); got.Failure == nil || got.Failure.Recoverable || got.Value != example {
-		t.Fatalf("Load = %+v, want the value and the refusal note beside it", got)
+	a.store(t, key, cache.Stored[creds]{Failure: &cache.Failure{Until: clk.Now().Add(5 * time.Second)}})
+	if got := b.load(key); got.Failure == nil || got.Failure.Recoverable || got.Value != example {
+		t.Fatalf("Acquire = %+v, want the value and the refusal note beside it", got)
 	}
-	if v, _ := m.Get("tokenvendor:{" + key + "}:failed"); v != "refused" {
+	if v, _ := m.Get("tokenvendor:{" + key.ID + "}:failed"); v != "refused" {
 		t.Fatalf("note = %q, want only the word refused", v)
 	}
 }
@@ -170,29 +215,31 @@ func TestTTLIsTheRemainingLife(t *testing.T) {
 	a := newReplica(t, "redis://"+m.Addr(), clk)
 	s := stored(clk)
 	s.Expires = clk.Now().Add(20 * time.Minute)
-	a.c.Store(ctx, key, s)
-	if ttl := m.TTL("tokenvendor:{" + key + "}"); ttl <= 0 || ttl > 20*time.Minute {
+	a.store(t, key, s)
+	if ttl := m.TTL("tokenvendor:{" + key.ID + "}"); ttl <= 0 || ttl > 20*time.Minute {
 		t.Fatalf("TTL = %s, want at most the 20m the credentials have left", ttl)
 	}
 	s.Expires = clk.Now().Add(-time.Second)
-	a.c.Store(ctx, "expired", s)
-	if m.Exists("tokenvendor:{expired}") {
-		t.Fatal("expired credentials were stored")
+	a.store(t, cache.Key{ID: "expired"}, s)
+	if m.Exists("tokenvendor:{expired}") || m.Exists("tokenvendor:{expired}:lease") {
+		t.Fatal("expired credentials were stored, or their lease kept")
 	}
 }
 
 func TestEntryMovedUnderAnotherKeyIsRejected(t *testing.T) {
 	m, clk := setup(t)
 	a := newReplica(t, "redis://"+m.Addr(), clk)
-	a.c.Store(ctx, key, stored(clk))
-	other := strings.Repeat("0", 64)
-	v, _ := m.Get("tokenvendor:{" + key + "}")
-	m.Set("tokenvendor:{"+other+"}", v)
-	if got, ok := a.c.Load(ctx, other); ok {
-		t.Fatalf("an entry moved under another key was served: %+v", got)
+	a.store(t, key, stored(clk))
+	other := cache.Key{ID: strings.Repeat("0", 64)}
+	v, _ := m.Get("tokenvendor:{" + key.ID + "}")
+	m.Set("tokenvendor:{"+other.ID+"}", v)
+	got := a.c.Acquire(ctx, other, cache.Query{Lease: time.Second})
+	if !got.Expires.IsZero() || got.Lease == nil {
+		t.Fatalf("an entry moved under another key: %+v, want no value and the lease to fetch over it", got)
 	}
+	got.Lease.Release(ctx)
 	for range 4 {
-		a.c.Load(ctx, other)
+		a.load(other)
 	}
 	if a.lookups(t, "rejected") != 5 {
 		t.Fatalf("rejected = %v, want 5", a.lookups(t, "rejected"))
@@ -209,14 +256,14 @@ func TestEntryUnderARemovedKeyIsRejectedAndRotationKeepsOldEntries(t *testing.T)
 	m, clk := setup(t)
 	k1, k2 := bytes.Repeat([]byte{1}, seal.KeySize), bytes.Repeat([]byte{2}, seal.KeySize)
 	old := newReplica(t, "redis://"+m.Addr(), clk, k1)
-	old.c.Store(ctx, key, stored(clk))
+	old.store(t, key, stored(clk))
 
 	rotated := newReplica(t, "redis://"+m.Addr(), clk, k2, k1)
-	if _, ok := rotated.c.Load(ctx, key); !ok {
+	if got := rotated.load(key); got.Expires.IsZero() {
 		t.Fatal("after adding a new first key, an entry sealed with the old one is not read")
 	}
 	retired := newReplica(t, "redis://"+m.Addr(), clk, k2)
-	if _, ok := retired.c.Load(ctx, key); ok {
+	if got := retired.load(key); !got.Expires.IsZero() {
 		t.Fatal("an entry sealed with a removed key was served")
 	}
 	if retired.lookups(t, "rejected") != 1 {
@@ -227,26 +274,72 @@ func TestEntryUnderARemovedKeyIsRejectedAndRotationKeepsOldEntries(t *testing.T)
 func TestLeaseIsExclusiveAndReleasedByItsHolderOnly(t *testing.T) {
 	m, clk := setup(t)
 	a, b := newReplica(t, "redis://"+m.Addr(), clk), newReplica(t, "redis://"+m.Addr(), clk)
-	releaseA, ok := a.c.Lease(ctx, key, time.Second)
-	if !ok {
+	q := cache.Query{Lease: time.Second}
+	first := a.c.Acquire(ctx, key, q)
+	if first.Lease == nil {
 		t.Fatal("first lease refused")
 	}
-	if _, ok := b.c.Lease(ctx, key, time.Second); ok {
+	if got := b.c.Acquire(ctx, key, q); got.Lease != nil {
 		t.Fatal("second lease granted while the first is held")
 	}
 	m.FastForward(2 * time.Second) // a's lease expires; b takes it
-	releaseB, ok := b.c.Lease(ctx, key, time.Second)
-	if !ok {
+	second := b.c.Acquire(ctx, key, q)
+	if second.Lease == nil {
 		t.Fatal("lease refused after the holder's expired")
 	}
-	releaseA() // late: must not delete b's lease
-	if _, ok := a.c.Lease(ctx, key, time.Second); ok {
+	first.Lease.Release(ctx) // late: must not delete b's lease
+	if got := a.c.Acquire(ctx, key, q); got.Lease != nil {
 		t.Fatal("a late release deleted another replica's lease")
 	}
-	releaseB()
-	if _, ok := a.c.Lease(ctx, key, time.Second); !ok {
+	second.Lease.Release(ctx)
+	if got := a.c.Acquire(ctx, key, q); got.Lease == nil {
 		t.Fatal("lease refused after its holder released it")
 	}
+}
+
+func TestWatchWakesWhenAnotherReplicaStoresOrReleases(t *testing.T) {
+	m, clk := setup(t)
+	a, b := newReplica(t, "redis://"+m.Addr(), clk), newReplica(t, "redis://"+m.Addr(), clk)
+	waitLive(t, b)
+	for _, finish := range []func(cache.Lease[creds]){
+		func(l cache.Lease[creds]) { l.Store(ctx, stored(clk)) },
+		func(l cache.Lease[creds]) { l.Release(ctx) },
+	} {
+		held := a.c.Acquire(ctx, key, cache.Query{Lease: time.Minute, Force: true})
+		changed, stop := b.c.Watch(key)
+		other, stopOther := b.c.Watch(cache.Key{ID: "another"})
+		finish(held.Lease)
+		select {
+		case <-changed:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the watcher was not woken")
+		}
+		select {
+		case <-other:
+			t.Fatal("a watcher of another key was woken")
+		case <-time.After(50 * time.Millisecond):
+		}
+		stop()
+		stopOther()
+	}
+}
+
+// waitLive waits until r's subscription is in place: a watch that ends
+// only when told.
+func waitLive(t *testing.T, r *replica) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		done, stop := r.c.Watch(cache.Key{ID: "probe-live"})
+		select {
+		case <-done:
+			stop()
+		case <-time.After(3 * time.Duration(100) * time.Millisecond):
+			stop()
+			return
+		}
+	}
+	t.Fatal("the subscription was not in place within 5s")
 }
 
 func TestRedisDownActsAloneAndLogsOncePerOutage(t *testing.T) {
@@ -255,21 +348,17 @@ func TestRedisDownActsAloneAndLogsOncePerOutage(t *testing.T) {
 	addr := m.Addr()
 	m.Close()
 	for range 20 {
-		if _, ok := a.c.Load(ctx, key); ok {
-			t.Fatal("Load found a value with Redis down")
+		got := a.c.Acquire(ctx, key, cache.Query{Lease: time.Second})
+		if !got.Expires.IsZero() || got.Lease == nil {
+			t.Fatalf("Acquire with Redis down = %+v: the replica must fetch alone", got)
 		}
-		if release, ok := a.c.Lease(ctx, key, time.Second); !ok {
-			t.Fatal("Lease refused with Redis down: the replica must fetch alone")
-		} else {
-			release()
-		}
-		a.c.Store(ctx, key, stored(clk))
+		got.Lease.Store(ctx, stored(clk))
 	}
 	if n := strings.Count(a.log.String(), "redis unavailable"); n != 1 {
 		t.Fatalf("logged the outage %d times, want once:\n%s", n, a.log.String())
 	}
-	if errs := metrictest.Counter(t, a.reg, "tokenvendor_redis_errors_total", "op", "get"); errs != 1 {
-		t.Fatalf("get errors = %v, want 1: the breaker let more through", errs)
+	if errs := a.sumErrors(t); errs != 1 {
+		t.Fatalf("errors = %v, want 1: the breaker let more through", errs)
 	}
 	if up := metrictest.Gauge(t, a.reg, "tokenvendor_redis_up"); up != 0 {
 		t.Fatalf("tokenvendor_redis_up = %v during the outage", up)
@@ -281,8 +370,8 @@ func TestRedisDownActsAloneAndLogsOncePerOutage(t *testing.T) {
 	}
 	t.Cleanup(m2.Close)
 	clk.Add(10 * time.Second)
-	a.c.Store(ctx, key, stored(clk)) // the probe
-	if _, ok := a.c.Load(ctx, key); !ok {
+	a.store(t, key, stored(clk)) // the probe, then the store
+	if got := a.load(key); got.Expires.IsZero() {
 		t.Fatal("Redis back, but the replica does not use it")
 	}
 	if !strings.Contains(a.log.String(), "redis answers again") {
@@ -297,9 +386,8 @@ func TestRedisRefusingWritesActsAlone(t *testing.T) {
 	m, clk := setup(t)
 	a := newReplica(t, "redis://"+m.Addr(), clk)
 	m.SetError("OOM command not allowed when used memory > 'maxmemory'.")
-	a.c.Store(ctx, key, stored(clk))
-	if _, ok := a.c.Lease(ctx, key, time.Second); !ok {
-		t.Fatal("Lease refused while Redis refuses commands")
+	if got := a.c.Acquire(ctx, key, cache.Query{Lease: time.Second}); got.Lease == nil {
+		t.Fatal("no lease while Redis refuses commands: the replica must fetch alone")
 	}
 	if n := strings.Count(a.log.String(), "redis unavailable"); n != 1 {
 		t.Fatalf("logged %d times, want once", n)
@@ -396,15 +484,15 @@ func TestPartlyFailingRedisIsOneOutageAskedLessAndLess(t *testing.T) {
 	count := func(msg string) int { return strings.Count(a.log.String(), msg) }
 
 	m.SetError(oom) // as a full Redis refuses writes
-	a.c.Store(ctx, key, stored(clk))
+	a.load(key)
 	m.SetError("") // and answers reads
 	clk.Add(time.Second)
-	a.c.Load(ctx, key) // the probe: Redis answers
+	a.load(key) // the probe: Redis answers
 	m.SetError(oom)
-	a.c.Store(ctx, key, stored(clk)) // refused again: the breaker opens for longer
+	a.load(key) // refused again: the breaker opens for longer
 	before := errs()
 	clk.Add(600 * time.Millisecond)
-	a.c.Store(ctx, key, stored(clk))
+	a.load(key)
 	if errs() != before {
 		t.Fatal("the second opening of one outage was no longer than the first")
 	}
@@ -414,12 +502,55 @@ func TestPartlyFailingRedisIsOneOutageAskedLessAndLess(t *testing.T) {
 
 	m.SetError("")
 	clk.Add(11 * time.Second)
-	a.c.Load(ctx, key) // Redis answers, and goes on answering
+	a.load(key) // Redis answers, and goes on answering
 	clk.Add(11 * time.Second)
-	a.c.Load(ctx, key)
+	a.load(key)
 	m.SetError(oom)
-	a.c.Store(ctx, key, stored(clk))
+	a.load(key)
 	if count("redis unavailable") != 2 {
 		t.Fatalf("a failure after the quiet period was not logged as a new outage:\n%s", a.log.String())
+	}
+}
+
+func TestBudgetIsOnePaceAcrossReplicasAndEachOwnWithoutRedis(t *testing.T) {
+	m, clk := setup(t)
+	a, b := newReplica(t, "redis://"+m.Addr(), clk), newReplica(t, "redis://"+m.Addr(), clk)
+	pace := func() *limit.Pace {
+		p, err := limit.NewPace(1, 4, clk.Now) // a turn a second, bursts of 4
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ba, bb := shared.NewBudget(a.tier, pace()), shared.NewBudget(b.tier, pace())
+	// Four turns at once between the two replicas, then a wait of about a
+	// second for the next (Redis's clock: real time).
+	for i := range 4 {
+		budget := ba
+		if i%2 == 1 {
+			budget = bb
+		}
+		if wait, ok := budget.Take(ctx, false, 0); !ok || wait != 0 {
+			t.Fatalf("turn %d of the burst: wait %s, ok %v; want at once", i+1, wait, ok)
+		}
+	}
+	if wait, ok := bb.Take(ctx, false, 5*time.Second); !ok || wait < 500*time.Millisecond || wait > time.Second {
+		t.Fatalf("turn 5: wait %s, ok %v; want about a second, the burst being spent by both replicas", wait, ok)
+	}
+	if _, ok := ba.Take(ctx, true, 0); ok {
+		t.Fatal("a refresh took a turn while a caller waited")
+	}
+	if _, ok := ba.Take(ctx, false, 100*time.Millisecond); ok {
+		t.Fatal("a turn was given beyond the longest wait")
+	}
+
+	m.Close()
+	for i := range 4 {
+		if _, ok := ba.Take(ctx, false, 0); !ok {
+			t.Fatalf("with Redis down, turn %d of the replica's own burst refused", i+1)
+		}
+	}
+	if _, ok := ba.Take(ctx, false, 0); ok {
+		t.Fatal("with Redis down, a turn beyond the replica's own burst")
 	}
 }

@@ -19,17 +19,13 @@ import (
 // answers with another tenant's credentials.
 type swappingTier struct{ now func() time.Time }
 
-func (s swappingTier) Load(context.Context, string) (cache.Stored[vend.Credentials], bool) {
+func (s swappingTier) Acquire(context.Context, cache.Key, cache.Query) cache.Acquired[vend.Credentials] {
 	c := vend.Credentials{AccessKeyID: "ASIAGLOBEX", SecretAccessKey: "globex-secret", SessionToken: "globex-token",
 		Expiration: s.now().Add(time.Hour), TenantID: "globex", Profile: "objects"}
-	return cache.Stored[vend.Credentials]{Value: c, Fetched: s.now(), Expires: c.Expiration}, true
+	return cache.Acquired[vend.Credentials]{Stored: cache.Stored[vend.Credentials]{Value: c, Fetched: s.now(), Expires: c.Expiration}}
 }
 
-func (swappingTier) Store(context.Context, string, cache.Stored[vend.Credentials]) {}
-
-func (swappingTier) Lease(context.Context, string, time.Duration) (func(), bool) {
-	return func() {}, true
-}
+func (swappingTier) Watch(cache.Key) (<-chan struct{}, func()) { return nil, func() {} }
 
 func TestAnotherTenantsCredentialsFromTheSharedTierAreNeverServed(t *testing.T) {
 	fake := &fakeSTS{}
@@ -50,15 +46,11 @@ func TestAnotherTenantsCredentialsFromTheSharedTierAreNeverServed(t *testing.T) 
 // failedTier says another replica's AssumeRole for every key just failed.
 type failedTier struct{ recoverable bool }
 
-func (f failedTier) Load(context.Context, string) (cache.Stored[vend.Credentials], bool) {
-	return cache.Stored[vend.Credentials]{Failure: &cache.Failure{Recoverable: f.recoverable}}, true
+func (f failedTier) Acquire(context.Context, cache.Key, cache.Query) cache.Acquired[vend.Credentials] {
+	return cache.Acquired[vend.Credentials]{Stored: cache.Stored[vend.Credentials]{Failure: &cache.Failure{Recoverable: f.recoverable}}}
 }
 
-func (failedTier) Store(context.Context, string, cache.Stored[vend.Credentials]) {}
-
-func (failedTier) Lease(context.Context, string, time.Duration) (func(), bool) {
-	return func() {}, true
-}
+func (failedTier) Watch(cache.Key) (<-chan struct{}, func()) { return nil, func() {} }
 
 func TestAnotherReplicasFailureMapsToTheSentinelItsOwnWould(t *testing.T) {
 	for _, tc := range []struct {

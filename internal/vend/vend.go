@@ -57,6 +57,15 @@ type Limiter interface {
 	Allow(ctx context.Context, key string) (bool, time.Duration)
 }
 
+// Budget paces AssumeRole calls (sts.max_rps). *limit.Pace counts in the
+// process; the shared tier's budget across replicas.
+type Budget interface {
+	// Take takes a turn: for a call that must happen (spare false), the
+	// next one within maxWait, saying how long to wait for it; for a call
+	// that may be put off, one only when it is free now.
+	Take(ctx context.Context, spare bool, maxWait time.Duration) (wait time.Duration, ok bool)
+}
+
 // Profile is one configured way of vending credentials.
 type Profile struct {
 	Name       string
@@ -83,6 +92,9 @@ type Config struct {
 	// CallerLimit and TenantLimit, when set, bound requests per caller
 	// subject and per tenant.
 	CallerLimit, TenantLimit Limiter
+	// Budget, when set, paces AssumeRole calls: callers that wait on STS
+	// take turns in order, and refreshes ahead only turns left spare.
+	Budget Budget
 	// Sessions names role sessions and source identities; default
 	// tenant@profile and no source identity.
 	Sessions *policy.SessionNamer
@@ -148,6 +160,7 @@ type Service struct {
 
 	cacheRequests *prometheus.CounterVec
 	stsRequests   *prometheus.CounterVec
+	budgetWaits   *prometheus.CounterVec
 	stsDuration   prometheus.Histogram
 	tracer        trace.Tracer
 }
@@ -227,6 +240,13 @@ func New(cfg Config) (*Service, error) {
 	}
 	for _, outcome := range []string{"success", "throttled", "refused", "unavailable"} {
 		s.stsRequests.WithLabelValues(outcome)
+	}
+	s.budgetWaits = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenvendor_sts_budget_waits_total",
+		Help: "AssumeRole calls held back by sts.max_rps, by kind (miss: a caller waited for a turn or found none in time; refresh: a refresh ahead was put off).",
+	}, []string{"kind"})
+	for _, kind := range []string{"miss", "refresh"} {
+		s.budgetWaits.WithLabelValues(kind)
 	}
 	s.stsDuration = f.NewHistogram(prometheus.HistogramOpts{
 		Name:    "tokenvendor_sts_request_duration_seconds",
@@ -354,9 +374,12 @@ func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (g 
 	for _, t := range r.Tags {
 		in.Tags = append(in.Tags, ststypes.Tag{Key: aws.String(t.Key), Value: aws.String(t.Value)})
 	}
-	key := cacheKey(prof.Name, in)
+	key := cache.Key{Group: TenantGroup(tenant), ID: cacheKey(prof.Name, in)}
 	cctx, cacheSpan := tracing.Start(ctx, s.tracer, "cache")
 	creds, result, err := s.creds.Get(cctx, key, func(ctx context.Context) (Credentials, time.Time, error) {
+		if err := s.takeTurn(ctx, tenant); err != nil {
+			return Credentials{}, time.Time{}, err
+		}
 		return s.assumeRole(ctx, in, prof.Name, tenant)
 	})
 	if cacheSpan.IsRecording() {
@@ -459,6 +482,41 @@ func (r *rules) tenant(caller auth.Caller, requested string) (string, error) {
 	return requested, nil
 }
 
+// takeTurn waits for an AssumeRole's turn in the STS budget, when there is
+// one. A caller's call waits at most half of what is left of its fetch
+// timeout, keeping the rest for STS; a refresh ahead goes only on a spare
+// turn, and is otherwise put off (cache.Skip), so that it never makes a
+// caller wait.
+func (s *Service) takeTurn(ctx context.Context, tenant string) error {
+	if s.cfg.Budget == nil {
+		return nil
+	}
+	refresh := cache.Refreshing(ctx)
+	var maxWait time.Duration
+	if deadline, ok := ctx.Deadline(); ok {
+		maxWait = deadline.Sub(s.cfg.Now()) / 2
+	}
+	wait, ok := s.cfg.Budget.Take(ctx, refresh, maxWait)
+	switch {
+	case !ok && refresh:
+		s.budgetWaits.WithLabelValues("refresh").Inc()
+		return cache.Skip(fmt.Errorf("%w: refresh for tenant %s put off: no spare turn in sts.max_rps", ErrUpstreamUnavailable, tenant))
+	case !ok:
+		s.budgetWaits.WithLabelValues("miss").Inc()
+		return fmt.Errorf("%w: assume role for tenant %s: no turn in sts.max_rps within the time the request may wait", ErrUpstreamUnavailable, tenant)
+	case wait > 0:
+		s.budgetWaits.WithLabelValues("miss").Inc()
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: assume role for tenant %s: waiting for a turn in sts.max_rps: %w", ErrUpstreamUnavailable, tenant, ctx.Err())
+		}
+	}
+	return nil
+}
+
 func (s *Service) assumeRole(ctx context.Context, in *sts.AssumeRoleInput, profile, tenant string) (Credentials, time.Time, error) {
 	// Not the session policy, nor the role session name (it holds the
 	// tenant): a trace shows where the time went, not what was asked.
@@ -528,6 +586,15 @@ func classify(err error) (string, error) {
 		return "refused", ErrUpstream
 	}
 	return "unavailable", ErrUpstreamUnavailable
+}
+
+// TenantGroup names a tenant's cache keys as a group: what concerns the
+// whole tenant (dropping its entries) reaches every key of it, and in the
+// shared tier its keys sit in one slot. It is a hash, so that Redis holds no
+// tenant id.
+func TenantGroup(tenant string) string {
+	h := sha256.Sum256([]byte("tokenvendor tenant\x00" + tenant))
+	return hex.EncodeToString(h[:12])
 }
 
 // cacheKey hashes every input that shapes the credentials. The caller's

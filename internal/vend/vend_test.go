@@ -21,6 +21,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/cache"
 	"github.com/tokenvendor/tokenvendor/internal/clock"
+	"github.com/tokenvendor/tokenvendor/internal/limit"
 	"github.com/tokenvendor/tokenvendor/internal/metrictest"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
 	"github.com/tokenvendor/tokenvendor/internal/registry"
@@ -419,5 +420,58 @@ func TestCallerBudgetIsPerIssuerSubjectAndClient(t *testing.T) {
 	}
 	if len(limiter.keys) != len(callers) {
 		t.Errorf("%d callers used %d budgets: %v", len(callers), len(limiter.keys), limiter.keys)
+	}
+}
+
+func TestSTSBudgetPutsRefreshesOffAndMakesCallersTakeTurns(t *testing.T) {
+	clk := clock.NewFake(time.Now())
+	reg := prometheus.NewRegistry()
+	pace, err := limit.NewPace(10, 2, clk.Now) // a turn every 100 ms, bursts of 2, refreshes leave 1
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := &fakeSTS{}
+	s := newService(t, fake, func(c *vend.Config) { c.Now = clk.Now; c.Registerer = reg; c.Budget = pace })
+	vendFor := func(tenant string) (vend.Grant, error) {
+		return s.Vend(context.Background(), auth.Caller{Subject: "svc", TenantID: tenant}, vend.Request{})
+	}
+	for _, tenant := range []string{"acme", "globex"} {
+		if _, err := vendFor(tenant); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The burst is spent: a third tenant's caller waits its turn (100 ms
+	// on the budget's clock, slept for real) and gets its credentials.
+	if _, err := vendFor("initech"); err != nil {
+		t.Fatalf("a caller waiting its turn: %v", err)
+	}
+	if got := metrictest.Counter(t, reg, "tokenvendor_sts_budget_waits_total", "kind", "miss"); got != 1 {
+		t.Fatalf("miss waits = %v, want 1", got)
+	}
+	// Half an hour on, acme is due for a refresh ahead; with callers' turns
+	// taken up to now it is put off, and acme is served what it holds.
+	clk.Add(31 * time.Minute)
+	for range 3 {
+		pace.Take(context.Background(), false, time.Hour)
+	}
+	g, err := vendFor("acme")
+	s.Wait()
+	if err != nil || g.Cache != cache.Hit {
+		t.Fatalf("acme while its refresh waits for a spare turn: %s, %v; want a hit", g.Cache, err)
+	}
+	if fake.calls() != 3 {
+		t.Fatalf("AssumeRole calls = %d, want 3: the refresh went ahead without a spare turn", fake.calls())
+	}
+	if got := metrictest.Counter(t, reg, "tokenvendor_sts_budget_waits_total", "kind", "refresh"); got != 1 {
+		t.Fatalf("refresh waits = %v, want 1", got)
+	}
+	// With the budget rested, the next hit's refresh goes ahead.
+	clk.Add(2 * time.Second)
+	if _, err := vendFor("acme"); err != nil {
+		t.Fatal(err)
+	}
+	s.Wait()
+	if fake.calls() != 4 {
+		t.Fatalf("AssumeRole calls = %d, want 4: the refresh put off never ran", fake.calls())
 	}
 }
