@@ -11,6 +11,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
@@ -20,6 +21,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/limit"
 	"github.com/tokenvendor/tokenvendor/internal/registry"
 	"github.com/tokenvendor/tokenvendor/internal/shared"
+	"github.com/tokenvendor/tokenvendor/internal/tenants"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
@@ -34,13 +36,6 @@ func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 			release() // the caller gets nothing to release
 		}
 	}()
-	tenantRegistry, err := registry.New(registry.Config{
-		Allow: cfg.Tenants.Allow, File: cfg.Tenants.File, Check: cfg.TenantRule.Check, Logger: log,
-	})
-	if err != nil {
-		return nil, release, err
-	}
-	go tenantRegistry.Run(ctx)
 	callerLimit, err := limit.New(limit.Config{RPS: cfg.Limits.PerCallerRPS, Burst: cfg.Limits.PerCallerBurst})
 	if err != nil {
 		return nil, release, err
@@ -53,6 +48,10 @@ func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 	if err != nil {
 		return nil, release, fmt.Errorf("load AWS credentials for the service: %w", err)
 	}
+	directory, err := tenantDirectory(ctx, cfg, awsCfg, log)
+	if err != nil {
+		return nil, release, err
+	}
 	stsClient := sts.NewFromConfig(awsCfg, func(o *sts.Options) {
 		if cfg.STS.Endpoint != "" {
 			o.BaseEndpoint = &cfg.STS.Endpoint
@@ -64,7 +63,7 @@ func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 		maxDuration = config.ChainedMaxDuration
 	}
 
-	tier, err := sharedTier(ctx, cfg, reg, log, tp)
+	tier, err := sharedTier(ctx, cfg, reg, log, tp, directory)
 	if err != nil {
 		return nil, release, err
 	}
@@ -88,13 +87,17 @@ func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 	if err != nil {
 		return nil, release, err
 	}
+	var known vend.Directory // nil: every valid tenant id is known
+	if directory != nil {
+		known = directory
+	}
 	vendor, err = vend.New(vend.Config{
 		Profiles:      vendProfiles(cfg),
 		Tenants:       cfg.TenantRule,
 		OverrideScope: cfg.Auth.OverrideScope,
 		STS:           stsClient,
 		MaxDuration:   maxDuration,
-		Registry:      tenantRegistry,
+		Directory:     known,
 		CallerLimit:   callerLimiter,
 		TenantLimit:   tenantLimiter,
 		Budget:        budget,
@@ -117,19 +120,68 @@ func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 	if err != nil {
 		return nil, release, fmt.Errorf("vend: %w", err)
 	}
-
+	if directory != nil {
+		directory.OnChange(vendor.Forget)
+	}
 	return vendor, release, nil
+}
+
+// tenantDirectory knows the tenants of the registry (tenants.allow and
+// tenants.file, watched until ctx ends) and of the tenant store (read whole
+// now, then polled until ctx ends); nil when neither is configured.
+func tenantDirectory(ctx context.Context, cfg *config.Config, awsCfg aws.Config, log *slog.Logger) (*tenants.Directory, error) {
+	r, err := registry.New(registry.Config{
+		Allow: cfg.Tenants.Allow, File: cfg.Tenants.File, Check: cfg.TenantRule.Check, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	dc := tenants.Config{Check: cfg.TenantRule.Check, Logger: log}
+	if r != nil {
+		go r.Run(ctx)
+		dc.Registry = r
+	}
+	if d := cfg.Tenants.DynamoDB; d != nil {
+		dc.Store, dc.Poll = tenantStore(awsCfg, d), d.Poll
+	}
+	if dc.Registry == nil && dc.Store == nil {
+		return nil, nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	dir, err := tenants.New(lctx, dc)
+	if err != nil {
+		return nil, fmt.Errorf("tenant store: %w", err)
+	}
+	if dc.Store != nil {
+		log.Info("tenant store read", "table", cfg.Tenants.DynamoDB.Table, "tenants", dir.Len(), "poll", cfg.Tenants.DynamoDB.Poll.String())
+		go dir.Run(ctx)
+	}
+	return dir, nil
+}
+
+// tenantStore is the DynamoDB table of tenants.dynamodb, reached with the
+// given AWS configuration (the service's own credentials, or the
+// operator's for the tenants command).
+func tenantStore(awsCfg aws.Config, d *config.TenantsDynamoDB) *tenants.Table {
+	client := dynamodb.NewFromConfig(awsCfg, func(o *dynamodb.Options) {
+		o.Region = d.Region
+		if d.Endpoint != "" {
+			o.BaseEndpoint = aws.String(d.Endpoint)
+		}
+	})
+	return tenants.NewTable(client, d.Table)
 }
 
 // sharedTier connects to the Redis the replicas share, when the config has
 // a redis section. Redis down at start-up is logged and bypassed, never
 // fatal: the replica acts alone until Redis answers.
-func sharedTier(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger, tp trace.TracerProvider) (*shared.Tier, error) {
+func sharedTier(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger, tp trace.TracerProvider, directory *tenants.Directory) (*shared.Tier, error) {
 	if cfg.Shared == nil {
 		return nil, nil
 	}
 	shared.SetClientLogger(log)
-	tier, err := shared.New(shared.Config{
+	tc := shared.Config{
 		URL:            cfg.Shared.URL,
 		Cluster:        cfg.Redis.Cluster,
 		Password:       cfg.Shared.Password,
@@ -140,7 +192,11 @@ func sharedTier(ctx context.Context, cfg *config.Config, reg prometheus.Register
 		Registerer:     reg,
 		Logger:         log,
 		TracerProvider: tp,
-	})
+	}
+	if directory != nil {
+		tc.Revisions, tc.Tenants, tc.Resync = directory.Observe, directory.Notice, directory.Kick
+	}
+	tier, err := shared.New(tc)
 	if err != nil {
 		return nil, err
 	}

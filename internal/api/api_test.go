@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -398,6 +399,18 @@ func TestOtherTenantNeedsTheOverrideScope(t *testing.T) {
 	wantError(t, e.do(t, post(e.token("acme"), `{"tenant_id":"*"}`)), http.StatusBadRequest, "invalid_tenant")
 	if e.sts.count() != 0 {
 		t.Fatal("refused requests reached STS")
+	}
+	var refusals []string
+	for _, ev := range e.auditEvents(t) {
+		refusals = append(refusals, ev.Refusal)
+	}
+	if !slices.Equal(refusals, []string{"other_tenant", "invalid"}) {
+		t.Fatalf("audit refusals %q, want other_tenant then invalid", refusals)
+	}
+	for reason, want := range map[string]float64{"other_tenant": 1, "invalid": 1} {
+		if got := metrictest.Counter(t, e.reg, "tokenvendor_tenant_refusals_total", "reason", reason); got != want {
+			t.Fatalf("tokenvendor_tenant_refusals_total{reason=%q} = %v, want %v", reason, got, want)
+		}
 	}
 	worker := e.token("", func(c map[string]any) { c["scope"] = "tokenvendor:any-tenant" })
 	res := e.do(t, post(worker, `{"tenant_id":"globex"}`))

@@ -131,7 +131,7 @@ func (h *handlers) vend(w http.ResponseWriter, r *http.Request, cred auth.Creden
 		return
 	}
 	g, err := h.cfg.Vendor.Vend(r.Context(), caller, req)
-	ev.TenantID, ev.Profile, ev.Cache, ev.RoleSessionName = g.TenantID, g.Profile, string(g.Cache), g.SessionName
+	ev.TenantID, ev.Profile, ev.Cache, ev.RoleSessionName, ev.Refusal = g.TenantID, g.Profile, string(g.Cache), g.SessionName, g.Refusal
 	if err != nil {
 		refuse(err)
 		return

@@ -34,6 +34,7 @@ type Event struct {
 	Outcome         string     `json:"outcome"`
 	Status          int        `json:"status"`
 	Code            string     `json:"code,omitempty"`
+	Refusal         string     `json:"refusal,omitempty"` // why a tenant was refused: other_tenant, unknown, suspended, invalid
 	Cache           string     `json:"cache,omitempty"`
 	RoleSessionName string     `json:"role_session_name,omitempty"`
 	AccessKeyID     string     `json:"access_key_id,omitempty"`

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -18,37 +19,43 @@ import (
 // acquire looks an entry up and, unless it finds a value that lives longer
 // than asked or the note of a failed fetch, takes the lease: one round trip.
 // Its own lease, taken by an earlier attempt that timed out, is its own
-// again. KEYS: entry, note, lease. ARGV: the lease's token, its life in ms,
-// the least remaining life in ms a value must have, and "1" to take the
-// lease whatever is stored. It returns the value, the note and 1 when the
-// lease is the caller's.
+// again. A value minted under another revision of its group (the tenant
+// changed since) does not count. KEYS: entry, note, lease, the group's
+// revision. ARGV: the lease's token, its life in ms, the least remaining
+// life in ms a value must have, and "1" to take the lease whatever is
+// stored. It returns the value, the note, 1 when the lease is the caller's,
+// and the group's revision.
 var acquire = goredis.NewScript(`
+local rev = redis.call("GET", KEYS[4]) or "0"
 if ARGV[4] ~= "1" then
   local v = redis.call("GET", KEYS[1])
   if v then
     local ttl = redis.call("PTTL", KEYS[1])
-    if ttl >= 0 and ttl <= tonumber(ARGV[3]) then v = false end
+    if string.match(v, "^(%d+):") ~= rev or (ttl >= 0 and ttl <= tonumber(ARGV[3])) then v = false end
   end
   local note = redis.call("GET", KEYS[2])
-  if v or note then return {v, note, 0} end
+  if v or note then return {v, note, 0, rev} end
 end
 local holder = redis.call("GET", KEYS[3])
-if holder == ARGV[1] then return {false, false, 1} end
-if holder then return {false, false, 0} end
+if holder == ARGV[1] then return {false, false, 1, rev} end
+if holder then return {false, false, 0, rev} end
 redis.call("SET", KEYS[3], ARGV[1], "PX", ARGV[2])
-return {false, false, 1}`)
+return {false, false, 1, rev}`)
 
-// finish stores a value or a note, gives the lease back if it is still the
-// caller's, and tells the watchers: one round trip. A notice Redis refuses
-// (an ACL without the channel) leaves the watchers to poll; it does not
-// fail the store. KEYS: entry, note,
-// lease. ARGV: "value", "note" or "release"; the sealed value or the note;
-// its life in ms; the lease's token; the channel; the message.
+// finish stores a value or a note, unless the group's revision moved since
+// the lease was taken (what was fetched may be a suspended tenant's); gives
+// the lease back if it is still the caller's; and tells the watchers: one
+// round trip. A notice Redis refuses (an ACL without the channel) leaves the
+// watchers to poll; it does not fail the store. KEYS: entry, note, lease,
+// the group's revision. ARGV: "value", "note" or "release"; the value or
+// the note; its life in ms; the lease's token; the channel; the message;
+// the revision the lease was taken under.
 var finish = goredis.NewScript(`
-if ARGV[1] == "value" then
+local current = (redis.call("GET", KEYS[4]) or "0") == ARGV[7]
+if ARGV[1] == "value" and current then
   redis.call("SET", KEYS[1], ARGV[2], "PX", ARGV[3])
   redis.call("DEL", KEYS[2])
-elseif ARGV[1] == "note" then
+elseif ARGV[1] == "note" and current then
   redis.call("SET", KEYS[2], ARGV[2], "PX", ARGV[3])
 end
 if redis.call("GET", KEYS[3]) == ARGV[4] then redis.call("DEL", KEYS[3]) end
@@ -63,10 +70,12 @@ const betterBy = time.Second
 // Cache keeps values of type V in Redis, sealed: it is the cache.Shared of
 // the credential cache. Each value is one Redis key, the prefix and the
 // key's group inside a hash tag and then its id; its lease and the note of
-// a failed fetch are the same key with ":lease" and ":failed" after it, so
-// that a group's keys land in one cluster slot while groups spread over the
-// cluster. The value is the sealed JSON of the value with its times, bound
-// to its Redis key. A note holds only "recoverable" or "refused".
+// a failed fetch are the same key with ":lease" and ":failed" after it, and
+// the group's revision is "<prefix>{<group>}:rev", so that a group's keys
+// land in one cluster slot while groups spread over the cluster. The value
+// is the group's revision when it was minted, a colon, and the sealed JSON
+// of the value with its times, bound to its Redis key and that revision. A
+// note holds only "recoverable" or "refused".
 type Cache[V any] struct {
 	t *Tier
 }
@@ -82,6 +91,19 @@ func (c *Cache[V]) EntryKey(key cache.Key) string {
 		return c.t.cfg.Prefix + "{" + key.ID + "}"
 	}
 	return c.t.cfg.Prefix + "{" + key.Group + "}:" + key.ID
+}
+
+// revisionKey is the Redis key of a group's revision.
+func (t *Tier) revisionKey(group string) string { return t.cfg.Prefix + "{" + group + "}:rev" }
+
+// keys are the Redis keys of key: entry, note, lease, the group's revision.
+func (c *Cache[V]) keys(key cache.Key) []string {
+	rkey := c.EntryKey(key)
+	tag := key.Group
+	if tag == "" {
+		tag = key.ID
+	}
+	return []string{rkey, rkey + ":failed", rkey + ":lease", c.t.revisionKey(tag)}
 }
 
 // Notes of a failed fetch.
@@ -102,8 +124,7 @@ func (c *Cache[V]) Watch(key cache.Key) (<-chan struct{}, func()) {
 // fetched over. When Redis cannot answer, the lease is granted and stores
 // nothing: the replica fetches alone.
 func (c *Cache[V]) Acquire(ctx context.Context, key cache.Key, q cache.Query) cache.Acquired[V] {
-	rkey := c.EntryKey(key)
-	keys := []string{rkey, rkey + ":failed", rkey + ":lease"}
+	keys := c.keys(key)
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	token := hex.EncodeToString(b[:])
@@ -123,16 +144,20 @@ func (c *Cache[V]) Acquire(ctx context.Context, key cache.Key, q cache.Query) ca
 			got, err = acquire.Run(ctx, c.t.rdb, keys, token, leaseFor.Milliseconds(), least, force).Slice()
 			return err
 		})
-		if err != nil || len(got) != 3 {
+		if err != nil || len(got) != 4 {
 			c.t.lookups.WithLabelValues("error").Inc()
 			return cache.Acquired[V]{Lease: alone[V]{}}
+		}
+		rev, _ := got[3].(string)
+		if n, _ := strconv.ParseInt(rev, 10, 64); n > 0 && key.Group != "" && c.t.cfg.Revisions != nil {
+			c.t.cfg.Revisions(key.Group, n) // before any fetch: the tenant may have been suspended
 		}
 		var a cache.Acquired[V]
 		if note, ok := got[1].(string); ok {
 			a.Failure = &cache.Failure{Recoverable: note == noteRecoverable}
 		}
-		if sealed, ok := got[0].(string); ok {
-			s, err := c.open(rkey, sealed)
+		if stored, ok := got[0].(string); ok {
+			s, err := c.open(keys[0], stored)
 			if err != nil {
 				q.Force = true // fetch over what cannot be served
 				continue
@@ -146,19 +171,24 @@ func (c *Cache[V]) Acquire(ctx context.Context, key cache.Key, q cache.Query) ca
 			c.t.lookups.WithLabelValues("miss").Inc()
 		}
 		if taken, _ := got[2].(int64); taken == 1 {
-			a.Lease = &lease[V]{c: c, keys: keys, token: token}
+			a.Lease = &lease[V]{c: c, keys: keys, token: token, rev: rev}
 		}
 		return a
 	}
 }
 
-// open unseals a stored value bound to rkey, counting and logging one that
-// does not open.
-func (c *Cache[V]) open(rkey, sealed string) (cache.Stored[V], error) {
+// open unseals a stored value of rkey ("<revision>:<sealed>"), counting and
+// logging one that does not open.
+func (c *Cache[V]) open(rkey, stored string) (cache.Stored[V], error) {
 	var v cache.Stored[V]
-	plain, err := c.t.cfg.Keys.Open([]byte(sealed), []byte(rkey))
-	if err == nil {
-		err = json.Unmarshal(plain, &v)
+	rev, sealed, ok := strings.Cut(stored, ":")
+	err := errors.New("no revision")
+	if ok {
+		var plain []byte
+		plain, err = c.t.cfg.Keys.Open([]byte(sealed), bound(rkey, rev))
+		if err == nil {
+			err = json.Unmarshal(plain, &v)
+		}
 	}
 	if err != nil {
 		c.t.lookups.WithLabelValues("rejected").Inc()
@@ -171,6 +201,10 @@ func (c *Cache[V]) open(rkey, sealed string) (cache.Stored[V], error) {
 	return v, err
 }
 
+// bound is what a value is sealed to: its Redis key and its revision, so
+// that it opens under no other key and with no other revision.
+func bound(rkey, rev string) []byte { return []byte(rkey + "#" + rev) }
+
 // alone is the lease of a replica that fetches without Redis: it stores
 // nothing.
 type alone[V any] struct{}
@@ -181,8 +215,9 @@ func (alone[V]) Release(context.Context)                {}
 // lease is a replica's lease on one entry.
 type lease[V any] struct {
 	c     *Cache[V]
-	keys  []string // entry, note, lease
+	keys  []string // entry, note, lease, revision
 	token string
+	rev   string // the group's revision when the lease was taken
 }
 
 // Store seals s's value and keeps it until it expires, the Redis TTL its
@@ -212,13 +247,13 @@ func (l *lease[V]) Store(ctx context.Context, s cache.Stored[V]) {
 		l.Release(ctx)
 		return
 	}
-	sealed, err := c.t.cfg.Keys.Seal(plain, []byte(l.keys[0]))
+	sealed, err := c.t.cfg.Keys.Seal(plain, bound(l.keys[0], l.rev))
 	if err != nil {
 		c.t.log.Error("shared cache entry not sealed; not stored", "err", err)
 		l.Release(ctx)
 		return
 	}
-	l.finish(ctx, "set", "value", string(sealed), ttl)
+	l.finish(ctx, "set", "value", l.rev+":"+string(sealed), ttl)
 }
 
 // Release gives the lease back and tells the watchers.
@@ -228,6 +263,6 @@ func (l *lease[V]) finish(ctx context.Context, op, mode, payload string, ttl tim
 	c := l.c
 	ms := strconv.FormatInt(max(1, ttl.Milliseconds()), 10)
 	_ = c.t.do(ctx, op, true, func(ctx context.Context) error {
-		return finish.Run(ctx, c.t.rdb, l.keys, mode, payload, ms, l.token, c.t.notices.stored, l.keys[0]).Err()
+		return finish.Run(ctx, c.t.rdb, l.keys, mode, payload, ms, l.token, c.t.notices.stored, l.keys[0], l.rev).Err()
 	})
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,20 +23,25 @@ const (
 	resubscribeMax = 2 * time.Second
 )
 
-// notices is the replica's one subscription to what the other replicas
+// notices is the replica's one subscription to what the other processes
 // publish: an entry stored, a lease given back (channel prefix+"stored",
-// the entry's Redis key as the message). Watchers of a key are woken by its
+// the entry's Redis key as the message), and a tenant changed (channel
+// prefix+"tenants", see AnnounceTenant). Watchers of a key are woken by its
 // message; every watcher is woken when the subscription is (re)established
-// or lost, for it may have missed one. While there is no subscription, a
-// watch ends after unwatchedPause: the watcher polls.
+// or lost, for it may have missed one, and the tenants' resync is called.
+// While there is no subscription, a watch ends after unwatchedPause: the
+// watcher polls.
 type notices struct {
-	rdb     goredis.UniversalClient
-	stored  string
-	log     *slog.Logger
-	timeout time.Duration
-	ctx     context.Context
-	stop    context.CancelFunc
-	done    chan struct{}
+	rdb      goredis.UniversalClient
+	stored   string
+	tenants  string
+	onTenant func(group string, rev int64, suspended bool)
+	resync   func()
+	log      *slog.Logger
+	timeout  time.Duration
+	ctx      context.Context
+	stop     context.CancelFunc
+	done     chan struct{}
 
 	mu       sync.Mutex
 	ps       *goredis.PubSub // the current subscription, closed to stop it
@@ -42,9 +49,15 @@ type notices struct {
 	watchers map[string]map[chan struct{}]struct{}
 }
 
-func startNotices(rdb goredis.UniversalClient, prefix string, timeout time.Duration, log *slog.Logger) *notices {
-	n := &notices{rdb: rdb, stored: prefix + "stored", log: log, timeout: timeout, done: make(chan struct{}),
-		watchers: map[string]map[chan struct{}]struct{}{}}
+func startNotices(rdb goredis.UniversalClient, cfg Config) *notices {
+	n := &notices{rdb: rdb, stored: cfg.Prefix + "stored", tenants: cfg.Prefix + "tenants", onTenant: cfg.Tenants, resync: cfg.Resync,
+		log: cfg.Logger, timeout: cfg.Timeout, done: make(chan struct{}), watchers: map[string]map[chan struct{}]struct{}{}}
+	if n.onTenant == nil {
+		n.onTenant = func(string, int64, bool) {}
+	}
+	if n.resync == nil {
+		n.resync = func() {}
+	}
 	n.ctx, n.stop = context.WithCancel(context.Background())
 	go n.run()
 	return n
@@ -157,7 +170,7 @@ func (n *notices) subscribe() (wasLive bool, err error) {
 		return false, n.ctx.Err()
 	}
 	sctx, cancel := context.WithTimeout(n.ctx, n.timeout)
-	err = ps.Subscribe(sctx, n.stored)
+	err = ps.Subscribe(sctx, n.stored, n.tenants)
 	cancel()
 	if err != nil {
 		return false, err
@@ -180,14 +193,45 @@ func (n *notices) subscribe() (wasLive bool, err error) {
 		pinged = false
 		switch m := msg.(type) {
 		case *goredis.Subscription:
-			if m.Kind == "subscribe" && m.Channel == n.stored {
+			switch {
+			case m.Kind != "subscribe":
+			case m.Channel == n.stored:
 				wasLive = true
 				n.setLive(true)
+			case m.Channel == n.tenants:
+				n.resync()
 			}
 		case *goredis.Message:
-			if m.Channel == n.stored {
+			switch m.Channel {
+			case n.stored:
 				n.wake(m.Payload)
+			case n.tenants:
+				if group, rev, suspended, ok := parseTenantNotice(m.Payload); ok {
+					n.onTenant(group, rev, suspended)
+				}
 			}
 		}
 	}
+}
+
+// tenantNotice is the message of a tenant changed: its group, its new
+// revision and whether it is suspended.
+func tenantNotice(group string, rev int64, suspended bool) string {
+	status := "active"
+	if suspended {
+		status = "suspended"
+	}
+	return group + " " + strconv.FormatInt(rev, 10) + " " + status
+}
+
+func parseTenantNotice(msg string) (group string, rev int64, suspended, ok bool) {
+	parts := strings.Fields(msg)
+	if len(parts) != 3 {
+		return "", 0, false, false
+	}
+	rev, err := strconv.ParseInt(parts[1], 10, 64)
+	if err != nil || (parts[2] != "active" && parts[2] != "suspended") {
+		return "", 0, false, false
+	}
+	return parts[0], rev, parts[2] == "suspended", true
 }

@@ -95,6 +95,15 @@ type Config struct {
 	Now        func() time.Time
 	// TracerProvider traces every Redis operation; default none.
 	TracerProvider trace.TracerProvider
+	// Revisions, when set, is told a group's revision whenever a lookup
+	// reads one beyond 0 (the tenant changed at some point), before the
+	// replica fetches anything for it.
+	Revisions func(group string, rev int64)
+	// Tenants, when set, is told what other processes announce of a tenant
+	// group (AnnounceTenant); Resync when announcements may have been
+	// missed (the subscription was lost and is back).
+	Tenants func(group string, rev int64, suspended bool)
+	Resync  func()
 }
 
 // Tier is a connection to the shared Redis with its breaker. It is safe for
@@ -186,7 +195,7 @@ func New(cfg Config) (*Tier, error) {
 		}
 		return 1
 	})
-	t.notices = startNotices(rdb, cfg.Prefix, cfg.Timeout, cfg.Logger)
+	t.notices = startNotices(rdb, cfg)
 	return t, nil
 }
 

@@ -27,7 +27,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/cache"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
-	"github.com/tokenvendor/tokenvendor/internal/registry"
+	"github.com/tokenvendor/tokenvendor/internal/tenants"
 	"github.com/tokenvendor/tokenvendor/internal/tracing"
 )
 
@@ -66,6 +66,41 @@ type Budget interface {
 	Take(ctx context.Context, spare bool, maxWait time.Duration) (wait time.Duration, ok bool)
 }
 
+// Directory knows the tenants: the registry's allow-list and file, and the
+// tenant store.
+type Directory interface {
+	Standing(tenant string) tenants.Standing
+}
+
+// Reasons a tenant is refused: the label of tokenvendor_tenant_refusals_total
+// and the audit line's refusal.
+const (
+	RefusedOtherTenant = "other_tenant" // named a tenant the caller may not name
+	RefusedUnknown     = "unknown"      // not in the registry or store
+	RefusedSuspended   = "suspended"    // suspended in the tenant store
+	RefusedInvalid     = "invalid"      // outside the tenant pattern or floor
+)
+
+// refusal is a tenant refused for a reason.
+type refusal struct {
+	reason string
+	err    error
+}
+
+func (r *refusal) Error() string { return r.err.Error() }
+func (r *refusal) Unwrap() error { return r.err }
+
+func refuse(reason string, err error) error { return &refusal{reason: reason, err: err} }
+
+// Refusal is the reason err refuses a tenant, or "".
+func Refusal(err error) string {
+	var r *refusal
+	if errors.As(err, &r) {
+		return r.reason
+	}
+	return ""
+}
+
 // Profile is one configured way of vending credentials.
 type Profile struct {
 	Name       string
@@ -87,8 +122,9 @@ type Config struct {
 	// most one hour for a session assumed with a role session's credentials
 	// (role chaining).
 	MaxDuration time.Duration
-	// Registry, when set, is the allow-list of tenants.
-	Registry *registry.Registry
+	// Directory, when set, says which tenants are known and which are
+	// suspended; without one every valid tenant id is known.
+	Directory Directory
 	// CallerLimit and TenantLimit, when set, bound requests per caller
 	// subject and per tenant.
 	CallerLimit, TenantLimit Limiter
@@ -161,6 +197,7 @@ type Service struct {
 	cacheRequests *prometheus.CounterVec
 	stsRequests   *prometheus.CounterVec
 	budgetWaits   *prometheus.CounterVec
+	refusals      *prometheus.CounterVec
 	stsDuration   prometheus.Histogram
 	tracer        trace.Tracer
 }
@@ -241,6 +278,13 @@ func New(cfg Config) (*Service, error) {
 	for _, outcome := range []string{"success", "throttled", "refused", "unavailable"} {
 		s.stsRequests.WithLabelValues(outcome)
 	}
+	s.refusals = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "tokenvendor_tenant_refusals_total",
+		Help: "Requests refused for their tenant, by reason (other_tenant: a tenant the caller may not name; unknown: in no registry or store; suspended; invalid: outside the pattern).",
+	}, []string{"reason"})
+	for _, reason := range []string{RefusedOtherTenant, RefusedUnknown, RefusedSuspended, RefusedInvalid} {
+		s.refusals.WithLabelValues(reason)
+	}
 	s.budgetWaits = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokenvendor_sts_budget_waits_total",
 		Help: "AssumeRole calls held back by sts.max_rps, by kind (miss: a caller waited for a turn or found none in time; refresh: a refresh ahead was put off).",
@@ -301,6 +345,11 @@ func (s *Service) Update(profiles []Profile, tenants *policy.TenantRule, overrid
 // Wait blocks until background refreshes in progress have finished.
 func (s *Service) Wait() { s.creds.Wait() }
 
+// Forget drops every credential cached for tenant, in every profile: the
+// tenant changed (suspended, resumed), and what was minted before must not
+// be served after.
+func (s *Service) Forget(tenant string) { s.creds.RemoveGroup(tenants.Group(tenant)) }
+
 // Grant is the outcome of a Vend: the credentials and how they were decided,
 // for the audit log. On a refusal it holds what was decided before it.
 type Grant struct {
@@ -308,12 +357,18 @@ type Grant struct {
 	SessionName string
 	// Cache is how the credential cache answered, "" when it was not reached.
 	Cache cache.Result
+	// Refusal is why the tenant was refused (RefusedOtherTenant, …), "" when
+	// it was not.
+	Refusal string
 }
 
 // Vend returns credentials for the tenant the caller may act for.
 func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (g Grant, err error) {
 	ctx, span := tracing.Start(ctx, s.tracer, "vend")
 	defer func() {
+		if g.Refusal = Refusal(err); g.Refusal != "" {
+			s.refusals.WithLabelValues(g.Refusal).Inc()
+		}
 		if span.IsRecording() {
 			span.SetAttributes(attribute.String("tokenvendor.profile", g.Profile))
 			if s.cfg.TenantAttribute && g.TenantID != "" {
@@ -341,8 +396,8 @@ func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (g 
 		return g, err
 	}
 	g.TenantID = tenant
-	if !s.cfg.Registry.Allowed(tenant) {
-		return g, fmt.Errorf("%w: tenant not in the registry", ErrForbidden)
+	if err := s.standing(tenant); err != nil {
+		return g, err
 	}
 	if ok, wait := allow(ctx, s.cfg.TenantLimit, tenant); !ok {
 		return g, &rateLimitedError{what: "tenant", retryAfter: wait}
@@ -350,7 +405,7 @@ func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (g 
 	r, err := prof.Template.Render(tenant)
 	if err != nil {
 		if errors.Is(err, policy.ErrInvalidTenant) {
-			return g, fmt.Errorf("%w: %w", ErrInvalidTenant, err)
+			return g, refuse(RefusedInvalid, fmt.Errorf("%w: %w", ErrInvalidTenant, err))
 		}
 		return g, fmt.Errorf("render profile %s for tenant %s: %w", prof.Name, tenant, err)
 	}
@@ -374,9 +429,14 @@ func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (g 
 	for _, t := range r.Tags {
 		in.Tags = append(in.Tags, ststypes.Tag{Key: aws.String(t.Key), Value: aws.String(t.Value)})
 	}
-	key := cache.Key{Group: TenantGroup(tenant), ID: cacheKey(prof.Name, in)}
+	key := cache.Key{Group: tenants.Group(tenant), ID: cacheKey(prof.Name, in)}
 	cctx, cacheSpan := tracing.Start(ctx, s.tracer, "cache")
 	creds, result, err := s.creds.Get(cctx, key, func(ctx context.Context) (Credentials, time.Time, error) {
+		// The tenant's standing again: what the shared tier just read may
+		// have told this replica that it changed.
+		if err := s.standing(tenant); err != nil {
+			return Credentials{}, time.Time{}, cache.Skip(err)
+		}
 		if err := s.takeTurn(ctx, tenant); err != nil {
 			return Credentials{}, time.Time{}, err
 		}
@@ -469,17 +529,36 @@ func (r *rules) tenant(caller auth.Caller, requested string) (string, error) {
 			return "", fmt.Errorf("%w: the caller has no tenant of its own (no usable tenant claim); name one with tenant_id if it may", ErrForbidden)
 		}
 		if err := r.tenants.Check(caller.TenantID); err != nil {
-			return "", fmt.Errorf("%w: the token's tenant claim: %w", ErrInvalidTenant, err)
+			return "", refuse(RefusedInvalid, fmt.Errorf("%w: the token's tenant claim: %w", ErrInvalidTenant, err))
 		}
 		return caller.TenantID, nil
 	}
 	if err := r.tenants.Check(requested); err != nil {
-		return "", fmt.Errorf("%w: %w", ErrInvalidTenant, err)
+		return "", refuse(RefusedInvalid, fmt.Errorf("%w: %w", ErrInvalidTenant, err))
 	}
 	if !caller.AnyTenant && (r.overrideScope == "" || !caller.HasScope(r.overrideScope)) {
-		return "", fmt.Errorf("%w: the caller may not act for another tenant", ErrForbidden)
+		return "", refuse(RefusedOtherTenant, fmt.Errorf("%w: the caller may not act for another tenant", ErrForbidden))
 	}
 	return requested, nil
+}
+
+// standing refuses a tenant the directory does not know, or knows as
+// suspended; a tenant whose change the store cannot confirm yet is refused
+// as if STS were unavailable, for a moment, rather than served on what may
+// be a lifted suspension.
+func (s *Service) standing(tenant string) error {
+	if s.cfg.Directory == nil {
+		return nil
+	}
+	switch s.cfg.Directory.Standing(tenant) {
+	case tenants.Unknown:
+		return refuse(RefusedUnknown, fmt.Errorf("%w: tenant not in the registry", ErrForbidden))
+	case tenants.Suspended:
+		return refuse(RefusedSuspended, fmt.Errorf("%w: tenant suspended", ErrForbidden))
+	case tenants.Unsettled:
+		return fmt.Errorf("%w: tenant %s changed and the tenant store cannot confirm how yet", ErrUpstreamUnavailable, tenant)
+	}
+	return nil
 }
 
 // takeTurn waits for an AssumeRole's turn in the STS budget, when there is
@@ -586,15 +665,6 @@ func classify(err error) (string, error) {
 		return "refused", ErrUpstream
 	}
 	return "unavailable", ErrUpstreamUnavailable
-}
-
-// TenantGroup names a tenant's cache keys as a group: what concerns the
-// whole tenant (dropping its entries) reaches every key of it, and in the
-// shared tier its keys sit in one slot. It is a hash, so that Redis holds no
-// tenant id.
-func TenantGroup(tenant string) string {
-	h := sha256.Sum256([]byte("tokenvendor tenant\x00" + tenant))
-	return hex.EncodeToString(h[:12])
 }
 
 // cacheKey hashes every input that shapes the credentials. The caller's

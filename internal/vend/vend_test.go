@@ -24,7 +24,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/limit"
 	"github.com/tokenvendor/tokenvendor/internal/metrictest"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
-	"github.com/tokenvendor/tokenvendor/internal/registry"
+	"github.com/tokenvendor/tokenvendor/internal/tenants"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
@@ -347,26 +347,88 @@ func TestUpdateReplacesTheRulesAndKeepsThemWhenInvalid(t *testing.T) {
 	}
 }
 
-func TestTenantOutsideTheRegistryIsForbiddenAndNeverReachesSTS(t *testing.T) {
-	reg, err := registry.New(registry.Config{Allow: []string{"acme"}})
-	if err != nil {
-		t.Fatal(err)
+// directory is a tenant directory in memory: tenants it does not list
+// are unknown.
+type directory map[string]tenants.Standing
+
+func (d directory) Standing(id string) tenants.Standing {
+	if st, ok := d[id]; ok {
+		return st
 	}
+	return tenants.Unknown
+}
+
+func TestTenantsTheDirectoryDoesNotAdmitAreRefusedWithTheirReasonAndNeverReachSTS(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	dir := directory{"acme": tenants.Active, "globex": tenants.Suspended, "initech": tenants.Unsettled}
 	fake := &fakeSTS{}
-	s := newService(t, fake, func(c *vend.Config) { c.Registry = reg })
-	if _, err := s.Vend(context.Background(), auth.Caller{TenantID: "acme"}, vend.Request{}); err != nil {
-		t.Fatalf("known tenant: %v", err)
-	}
-	_, err = s.Vend(context.Background(), auth.Caller{TenantID: "umbrella"}, vend.Request{})
-	if !errors.Is(err, vend.ErrForbidden) {
-		t.Fatalf("unknown tenant: err = %v, want ErrForbidden", err)
-	}
-	worker := auth.Caller{Scopes: []string{"tokenvendor:any-tenant"}}
-	if _, err := s.Vend(context.Background(), worker, vend.Request{TenantID: "umbrella"}); !errors.Is(err, vend.ErrForbidden) {
-		t.Fatalf("worker asking for an unknown tenant: err = %v", err)
+	s := newService(t, fake, func(c *vend.Config) { c.Directory = dir; c.Registerer = reg })
+	worker := auth.Caller{Subject: "worker", Scopes: []string{"tokenvendor:any-tenant"}}
+	for _, tc := range []struct {
+		name    string
+		caller  auth.Caller
+		tenant  string
+		want    error
+		refusal string
+		message string
+	}{
+		{name: "known and active", caller: auth.Caller{TenantID: "acme"}},
+		{name: "unknown", caller: auth.Caller{TenantID: "umbrella"}, want: vend.ErrForbidden, refusal: vend.RefusedUnknown, message: "not in the registry"},
+		{name: "a worker asking for an unknown tenant", caller: worker, tenant: "umbrella", want: vend.ErrForbidden, refusal: vend.RefusedUnknown},
+		{name: "suspended", caller: auth.Caller{TenantID: "globex"}, want: vend.ErrForbidden, refusal: vend.RefusedSuspended, message: "tenant suspended"},
+		{name: "changed, the store cannot say how yet", caller: auth.Caller{TenantID: "initech"}, want: vend.ErrUpstreamUnavailable},
+		{name: "another tenant without the override", caller: auth.Caller{TenantID: "acme"}, tenant: "globex", want: vend.ErrForbidden, refusal: vend.RefusedOtherTenant},
+		{name: "outside the pattern", caller: worker, tenant: "acme/*", want: vend.ErrInvalidTenant, refusal: vend.RefusedInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, err := s.Vend(context.Background(), tc.caller, vend.Request{TenantID: tc.tenant})
+			if tc.want == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.message) {
+				t.Fatalf("err = %v, want %v (%q)", err, tc.want, tc.message)
+			}
+			if g.Refusal != tc.refusal || vend.Refusal(err) != tc.refusal {
+				t.Fatalf("refusal = %q (grant %q), want %q", vend.Refusal(err), g.Refusal, tc.refusal)
+			}
+		})
 	}
 	if fake.calls() != 1 {
-		t.Fatalf("STS calls = %d, want 1", fake.calls())
+		t.Fatalf("STS calls = %d, want 1: a refused tenant reached STS", fake.calls())
+	}
+	for reason, want := range map[string]float64{vend.RefusedUnknown: 2, vend.RefusedSuspended: 1, vend.RefusedOtherTenant: 1, vend.RefusedInvalid: 1} {
+		if got := metrictest.Counter(t, reg, "tokenvendor_tenant_refusals_total", "reason", reason); got != want {
+			t.Errorf("tokenvendor_tenant_refusals_total{reason=%q} = %v, want %v", reason, got, want)
+		}
+	}
+}
+
+func TestForgetDropsATenantsCredentialsInEveryProfile(t *testing.T) {
+	fake := &fakeSTS{}
+	s := newService(t, fake, func(c *vend.Config) { c.Profiles = []vend.Profile{{Name: "objects"}, {Name: "reports"}} })
+	for range 2 {
+		for _, profile := range []string{"objects", "reports"} {
+			for _, tenant := range []string{"acme", "globex"} {
+				if _, err := s.Vend(context.Background(), auth.Caller{TenantID: tenant}, vend.Request{Profile: profile}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if fake.calls() != 4 {
+			t.Fatalf("STS calls = %d, want 4", fake.calls())
+		}
+	}
+	s.Forget("acme")
+	for _, profile := range []string{"objects", "reports"} {
+		for _, tenant := range []string{"acme", "globex"} {
+			s.Vend(context.Background(), auth.Caller{TenantID: tenant}, vend.Request{Profile: profile})
+		}
+	}
+	if fake.calls() != 6 {
+		t.Fatalf("STS calls = %d after forgetting acme, want 6: acme fetched anew in both profiles, globex not", fake.calls())
 	}
 }
 
