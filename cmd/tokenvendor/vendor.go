@@ -194,7 +194,8 @@ func sharedTier(ctx context.Context, cfg *config.Config, reg prometheus.Register
 		TracerProvider: tp,
 	}
 	if directory != nil {
-		tc.Revisions, tc.Tenants, tc.Resync = directory.Observe, directory.Notice, directory.Kick
+		tc.KnownRevision, tc.Revisions = directory.Revision, directory.Observe
+		tc.Tenants, tc.Resync = directory.Notice, directory.Kick
 	}
 	tier, err := shared.New(tc)
 	if err != nil {

@@ -20,13 +20,20 @@ import (
 // than asked or the note of a failed fetch, takes the lease: one round trip.
 // Its own lease, taken by an earlier attempt that timed out, is its own
 // again. A value minted under another revision of its group (the tenant
-// changed since) does not count. KEYS: entry, note, lease, the group's
-// revision. ARGV: the lease's token, its life in ms, the least remaining
-// life in ms a value must have, and "1" to take the lease whatever is
-// stored. It returns the value, the note, 1 when the lease is the caller's,
-// and the group's revision.
+// changed since) does not count. A revision the replica knows beyond
+// Redis's (Redis was not told, or lost it) is written first. KEYS: entry,
+// note, lease, the group's revision. ARGV: the lease's token, its life in
+// ms, the least remaining life in ms a value must have, "1" to take the
+// lease whatever is stored, and the revision the replica knows. It returns
+// the value, the note, 1 when the lease is the caller's, and the group's
+// revision.
 var acquire = goredis.NewScript(`
-local rev = redis.call("GET", KEYS[4]) or "0"
+local rev = tonumber(redis.call("GET", KEYS[4]) or "0")
+if tonumber(ARGV[5]) > rev then
+  rev = tonumber(ARGV[5])
+  redis.call("SET", KEYS[4], ARGV[5])
+end
+rev = string.format("%.0f", rev)
 if ARGV[4] ~= "1" then
   local v = redis.call("GET", KEYS[1])
   if v then
@@ -133,6 +140,10 @@ func (c *Cache[V]) Acquire(ctx context.Context, key cache.Key, q cache.Query) ca
 		least = max(0, q.After.Sub(c.t.cfg.Now())+betterBy).Milliseconds()
 	}
 	leaseFor := q.Lease + 2*c.t.cfg.Timeout // the holder's look before its fetch and its store after
+	known := int64(0)
+	if key.Group != "" && c.t.cfg.KnownRevision != nil {
+		known = c.t.cfg.KnownRevision(key.Group)
+	}
 	for {
 		force := "0"
 		if q.Force {
@@ -141,7 +152,7 @@ func (c *Cache[V]) Acquire(ctx context.Context, key cache.Key, q cache.Query) ca
 		var got []any
 		err := c.t.do(ctx, "get", true, func(ctx context.Context) error {
 			var err error
-			got, err = acquire.Run(ctx, c.t.rdb, keys, token, leaseFor.Milliseconds(), least, force).Slice()
+			got, err = acquire.Run(ctx, c.t.rdb, keys, token, leaseFor.Milliseconds(), least, force, known).Slice()
 			return err
 		})
 		if err != nil || len(got) != 4 {
@@ -149,7 +160,7 @@ func (c *Cache[V]) Acquire(ctx context.Context, key cache.Key, q cache.Query) ca
 			return cache.Acquired[V]{Lease: alone[V]{}}
 		}
 		rev, _ := got[3].(string)
-		if n, _ := strconv.ParseInt(rev, 10, 64); n > 0 && key.Group != "" && c.t.cfg.Revisions != nil {
+		if n, _ := strconv.ParseInt(rev, 10, 64); n > known && key.Group != "" && c.t.cfg.Revisions != nil {
 			c.t.cfg.Revisions(key.Group, n) // before any fetch: the tenant may have been suspended
 		}
 		var a cache.Acquired[V]

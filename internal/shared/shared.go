@@ -95,10 +95,13 @@ type Config struct {
 	Now        func() time.Time
 	// TracerProvider traces every Redis operation; default none.
 	TracerProvider trace.TracerProvider
+	// KnownRevision, when set, is the revision the replica knows of a group
+	// (the tenant store's, for a tenant); a lookup raises Redis's to it.
 	// Revisions, when set, is told a group's revision whenever a lookup
-	// reads one beyond 0 (the tenant changed at some point), before the
-	// replica fetches anything for it.
-	Revisions func(group string, rev int64)
+	// reads one beyond it (the tenant changed, and this replica was not
+	// told yet), before the replica fetches anything for it.
+	KnownRevision func(group string) int64
+	Revisions     func(group string, rev int64)
 	// Tenants, when set, is told what other processes announce of a tenant
 	// group (AnnounceTenant); Resync when announcements may have been
 	// missed (the subscription was lost and is back).

@@ -3,7 +3,10 @@ package shared_test
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -552,5 +555,120 @@ func TestBudgetIsOnePaceAcrossReplicasAndEachOwnWithoutRedis(t *testing.T) {
 	}
 	if _, ok := ba.Take(ctx, false, 0); ok {
 		t.Fatal("with Redis down, a turn beyond the replica's own burst")
+	}
+}
+
+// newTenantReplica is newReplica with the tenant hooks: known holds the
+// revision it knows per group, seen what lookups told it, notices what
+// AnnounceTenant told it.
+type tenantReplica struct {
+	*replica
+	mu      sync.Mutex
+	known   map[string]int64
+	seen    []int64
+	notices []string
+}
+
+func newTenantReplica(t *testing.T, url string, clk *clock.Fake) *tenantReplica {
+	t.Helper()
+	ring, _ := seal.New(bytes.Repeat([]byte{1}, seal.KeySize))
+	r := &tenantReplica{replica: &replica{reg: prometheus.NewRegistry(), log: &testsupport.Buffer{}}, known: map[string]int64{}}
+	var err error
+	r.tier, err = shared.New(shared.Config{
+		URL: url, Keys: ring, Timeout: 200 * time.Millisecond, Registerer: r.reg, Logger: testsupport.JSONLogger(r.log), Now: clk.Now,
+		KnownRevision: func(group string) int64 { r.mu.Lock(); defer r.mu.Unlock(); return r.known[group] },
+		Revisions:     func(group string, rev int64) { r.mu.Lock(); defer r.mu.Unlock(); r.seen = append(r.seen, rev) },
+		Tenants: func(group string, rev int64, suspended bool) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.notices = append(r.notices, fmt.Sprintf("%s %d %v", group, rev, suspended))
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.tier.Close() })
+	r.c = shared.NewCache[creds](r.tier)
+	return r
+}
+
+func TestAnEntryMintedBeforeItsTenantChangedIsNotServed(t *testing.T) {
+	m, clk := setup(t)
+	a, b := newTenantReplica(t, "redis://"+m.Addr(), clk), newTenantReplica(t, "redis://"+m.Addr(), clk)
+	waitLive(t, b.replica)
+	k := cache.Key{Group: "acme-group", ID: key.ID}
+	a.store(t, k, stored(clk))
+	before, _ := m.Get("tokenvendor:{acme-group}:" + key.ID)
+	// A fetch under way when the tenant is suspended...
+	held := a.c.Acquire(ctx, cache.Key{Group: "acme-group", ID: "other"}, cache.Query{Lease: time.Second})
+	if err := a.tier.AnnounceTenant(ctx, "acme-group", 7, true); err != nil {
+		t.Fatal(err)
+	}
+	// ...stores nothing when it ends.
+	held.Lease.Store(ctx, stored(clk))
+	if m.Exists("tokenvendor:{acme-group}:other") {
+		t.Fatal("a value fetched under the old revision was stored after the tenant changed")
+	}
+	if m.Exists("tokenvendor:{acme-group}:" + key.ID) {
+		t.Fatal("the announcement left the tenant's entry in Redis")
+	}
+	// An entry put back as it was (a copy from before) is not served, and
+	// the replica is told of the revision before it fetches.
+	m.Set("tokenvendor:{acme-group}:"+key.ID, before)
+	got := b.c.Acquire(ctx, k, cache.Query{Lease: time.Second})
+	if !got.Expires.IsZero() || got.Lease == nil {
+		t.Fatalf("after the announcement: %+v, want no value and the lease", got)
+	}
+	got.Lease.Release(ctx)
+	b.mu.Lock()
+	seen, notices := b.seen, b.notices
+	b.mu.Unlock()
+	if !slices.Equal(seen, []int64{7}) {
+		t.Fatalf("revisions told %v, want [7]", seen)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(notices) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		b.mu.Lock()
+		notices = b.notices
+		b.mu.Unlock()
+	}
+	if !slices.Equal(notices, []string{"acme-group 7 true"}) {
+		t.Fatalf("notices %v, want the suspension at revision 7", notices)
+	}
+	if v, _ := m.Get("tokenvendor:{acme-group}:rev"); v != "7" {
+		t.Fatalf("the group's revision in Redis = %q, want 7", v)
+	}
+	// An older announcement never lowers it.
+	if err := a.tier.AnnounceTenant(ctx, "acme-group", 3, false); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := m.Get("tokenvendor:{acme-group}:rev"); v != "7" {
+		t.Fatalf("an older announcement lowered the revision to %q", v)
+	}
+}
+
+func TestARevisionTheReplicaKnowsBeyondRedisIsWrittenAndOlderEntriesNotServed(t *testing.T) {
+	m, clk := setup(t)
+	a := newTenantReplica(t, "redis://"+m.Addr(), clk)
+	k := cache.Key{Group: "g", ID: key.ID}
+	a.store(t, k, stored(clk)) // minted at revision 0
+	// The store moved to revision 4 while Redis was not told.
+	a.mu.Lock()
+	a.known["g"] = 4
+	a.mu.Unlock()
+	got := a.c.Acquire(ctx, k, cache.Query{Lease: time.Second})
+	if !got.Expires.IsZero() || got.Lease == nil {
+		t.Fatalf("an entry older than the revision the replica knows: %+v, want no value and the lease", got)
+	}
+	got.Lease.Store(ctx, stored(clk))
+	if v, _ := m.Get("tokenvendor:{g}:rev"); v != "4" {
+		t.Fatalf("Redis's revision = %q, want raised to 4", v)
+	}
+	if got := a.load(k); got.Expires.IsZero() {
+		t.Fatal("the entry minted at the known revision is not served")
+	}
+	if len(a.seen) != 0 {
+		t.Fatalf("revisions told %v: Redis's was never beyond the known one", a.seen)
 	}
 }

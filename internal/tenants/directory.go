@@ -128,6 +128,13 @@ func (d *Directory) Attributes(tenant string) map[string]string {
 	return d.view.Load().tenants[tenant].attrs
 }
 
+// Revision is the store revision known of a tenant group, 0 for a group
+// the store does not hold.
+func (d *Directory) Revision(group string) int64 {
+	v := d.view.Load()
+	return v.tenants[v.groups[group]].rev
+}
+
 // Len is the number of tenants the store holds.
 func (d *Directory) Len() int { return len(d.view.Load().tenants) }
 

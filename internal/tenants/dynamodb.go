@@ -30,10 +30,21 @@ const revisionItem = "#revision"
 
 // writeAttempts bounds how often a write is tried again when another write
 // took the revision it meant to take.
-const writeAttempts = 8
+const writeAttempts = 16
 
-// ErrNoSuchTenant is a suspend or resume of a tenant the store does not hold.
-var ErrNoSuchTenant = errors.New("no such tenant in the store")
+// Errors of a write.
+var (
+	ErrNoSuchTenant = errors.New("no such tenant in the store")
+	ErrTenantExists = errors.New("tenant already in the store")
+)
+
+// Write modes: whether the tenant must be absent or present first.
+type writeMode int
+
+const (
+	create writeMode = iota
+	update
+)
 
 // Item is one tenant of the store.
 type Item struct {
@@ -116,20 +127,25 @@ func (t *Table) Since(ctx context.Context, rev int64) ([]Item, error) {
 	}
 }
 
-// Put writes a tenant with status and attributes (attributes it held before
-// and not given stay), creating it if need be, and returns the revision it
-// took.
-func (t *Table) Put(ctx context.Context, id, status string, attrs map[string]string) (int64, error) {
-	return t.write(ctx, id, status, attrs, false)
+// Create adds a tenant the store does not hold yet, active, with
+// attributes, and returns the revision it took; ErrTenantExists when the
+// store holds it already.
+func (t *Table) Create(ctx context.Context, id string, attrs map[string]string) (int64, error) {
+	for k := range attrs {
+		if k == attrTenant || k == attrStatus || k == attrRevision {
+			return 0, fmt.Errorf("tenant store: attribute %q is the store's own", k)
+		}
+	}
+	return t.write(ctx, id, StatusActive, attrs, create)
 }
 
 // SetStatus changes an existing tenant's status and returns the revision
 // it took; ErrNoSuchTenant when the store does not hold the tenant.
 func (t *Table) SetStatus(ctx context.Context, id, status string) (int64, error) {
-	return t.write(ctx, id, status, nil, true)
+	return t.write(ctx, id, status, nil, update)
 }
 
-func (t *Table) write(ctx context.Context, id, status string, attrs map[string]string, mustExist bool) (int64, error) {
+func (t *Table) write(ctx context.Context, id, status string, attrs map[string]string, mode writeMode) (int64, error) {
 	if status != StatusActive && status != StatusSuspended {
 		return 0, fmt.Errorf("tenant store: status %q is neither %s nor %s", status, StatusActive, StatusSuspended)
 	}
@@ -161,9 +177,10 @@ func (t *Table) write(ctx context.Context, id, status string, attrs map[string]s
 			TableName: aws.String(t.name), Key: key(id), UpdateExpression: aws.String(set),
 			ExpressionAttributeNames: names, ExpressionAttributeValues: values,
 		}
-		if mustExist {
-			item.ConditionExpression = aws.String("attribute_exists(#id)")
-			item.ExpressionAttributeNames["#id"] = attrTenant
+		item.ExpressionAttributeNames["#id"] = attrTenant
+		item.ConditionExpression = aws.String("attribute_exists(#id)")
+		if mode == create {
+			item.ConditionExpression = aws.String("attribute_not_exists(#id)")
 		}
 		_, err = t.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{
 			TransactItems: []ddbtypes.TransactWriteItem{{Update: bump}, {Update: item}},
@@ -174,6 +191,9 @@ func (t *Table) write(ctx context.Context, id, status string, attrs map[string]s
 			return next, nil
 		case errors.As(err, &cancelled) && len(cancelled.CancellationReasons) == 2 &&
 			aws.ToString(cancelled.CancellationReasons[1].Code) == "ConditionalCheckFailed":
+			if mode == create {
+				return 0, fmt.Errorf("tenant store: %w: %s", ErrTenantExists, id)
+			}
 			return 0, fmt.Errorf("tenant store: %w: %s", ErrNoSuchTenant, id)
 		case errors.As(err, &cancelled):
 			continue // another write took the revision first
