@@ -47,6 +47,7 @@ func TestAWSIAMSection(t *testing.T) {
 		"a wildcard tenant":             {strings.Replace(awsIAMSection, "tenant: acme}", `tenant: "*"}`, 1), "auth.aws_iam.principals[0].tenant"},
 		"one role twice, by path":       {awsIAMSection + `      - {role_arn: "arn:aws:iam::123456789012:role/other/orders-api", tenant: globex}` + "\n", "auth.aws_iam.principals[2].role_arn: the same role"},
 		"http STS beyond loopback":      {strings.Replace(awsIAMSection, "server_id: tokenvendor.test", "server_id: tokenvendor.test\n    sts_endpoint: http://sts.example.com", 1), "auth.aws_iam.sts_endpoint"},
+		"a profile's own access role":   {awsIAMSection + `      - {role_arn: "arn:aws:iam::123456789012:role/TENANTDATA", any_tenant: true}` + "\n", "auth.aws_iam.principals[2].role_arn: is profile objects's access role"},
 		"cache past a signature's life": {strings.Replace(awsIAMSection, "server_id: tokenvendor.test", "server_id: tokenvendor.test\n    cache_ttl: 6m", 1), "auth.aws_iam.cache_ttl: at most 5m"},
 	}
 	for name, tt := range tests {

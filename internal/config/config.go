@@ -709,6 +709,13 @@ func (w *AWSIAM) validate(c *Config, bad func(setting, format string, args ...an
 				bad(fmt.Sprintf("auth.aws_iam.principals[%d].tenant", i), "%v", err)
 			}
 		}
+		for _, prof := range c.Profiles {
+			// Role names are unique regardless of case in IAM.
+			if prof.RoleARN != "" && strings.EqualFold(p.RoleARN, prof.RoleARN) {
+				bad(fmt.Sprintf("auth.aws_iam.principals[%d].role_arn", i),
+					"is profile %s's access role: every tenant's session holds that role, so any of them could ask for credentials", prof.Name)
+			}
+		}
 	}
 	// The rest is the verifier's own check, so that check and serve agree.
 	if _, err := awsiam.New(w.VerifierConfig()); err != nil {
