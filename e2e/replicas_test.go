@@ -720,3 +720,141 @@ func TestReplicasShareOverTLSWithAUTH(t *testing.T) {
 		}
 	}
 }
+
+// redisCluster is a Redis Cluster of primaries, each with a replica,
+// started for one test.
+type redisCluster struct {
+	nodes []*redisPeer
+	addrs []string
+}
+
+// startRedisCluster runs 2*primaries nodes and joins them with
+// --cluster-replicas 1. The nodes sync without disk (with --save "" a
+// replica can wait on a full sync forever and is then never promoted) and
+// take a primary for failed after a second.
+func startRedisCluster(t *testing.T, primaries int) *redisCluster {
+	t.Helper()
+	dir := t.TempDir()
+	c := &redisCluster{}
+	for range 2 * primaries {
+		port := freeClusterPort(t)
+		n := startRedisOn(t, port, "--cluster-enabled", "yes", "--cluster-node-timeout", "1000",
+			"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
+			"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", port)), "--dir", dir)
+		c.nodes = append(c.nodes, n)
+		c.addrs = append(c.addrs, n.addr())
+	}
+	create := exec.Command("redis-cli", append(append([]string{"--cluster", "create"}, c.addrs...), "--cluster-replicas", "1", "--cluster-yes")...)
+	if out, err := create.CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	c.waitHealthy(t, nil, 30*time.Second)
+	return c
+}
+
+// waitHealthy waits until the cluster is ok as seen from every live node
+// and every primary has a replica in sync, leaving out the dead node.
+func (c *redisCluster) waitHealthy(t *testing.T, dead *redisPeer, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		healthy := true
+		for _, n := range c.nodes {
+			if n == dead {
+				continue
+			}
+			info, err := n.client(t).ClusterInfo(context.Background()).Result()
+			if err != nil || !strings.Contains(info, "cluster_state:ok") {
+				healthy = false
+			}
+			repl, err := n.client(t).Info(context.Background(), "replication").Result()
+			if err != nil || (strings.Contains(repl, "role:slave") && !strings.Contains(repl, "master_link_status:up")) {
+				healthy = false
+			}
+		}
+		if healthy {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster not healthy after %s", limit)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// primary returns a node that is a primary holding slots.
+func (c *redisCluster) primary(t *testing.T) *redisPeer {
+	t.Helper()
+	for _, n := range c.nodes {
+		repl, err := n.client(t).Info(context.Background(), "replication").Result()
+		if err == nil && strings.Contains(repl, "role:master") && strings.Contains(repl, "connected_slaves:1") {
+			return n
+		}
+	}
+	t.Fatal("no primary with a replica")
+	return nil
+}
+
+// TestRedisClusterFailoverUnderLoad kills a primary of a three-primary
+// cluster while three replicas serve known and new tenants: no request
+// fails, and once the cluster has promoted the replica, the replicas share
+// again (a new tenant asked of every replica costs one AssumeRole) within
+// 10 s.
+func TestRedisClusterFailoverUnderLoad(t *testing.T) {
+	c := startRedisCluster(t, 3)
+	url := fmt.Sprintf("redis://%s?addr=%s&addr=%s", c.addrs[0], c.addrs[1], c.addrs[2])
+	config, _ := replicaConfig(t, redisSection(url, defaultRedisTimeout)+"  cluster: true\n")
+	f := startFleet(t, 3, config)
+	worker := token(t, "worker")
+	client := loadClient(true)
+	load := startLoad(6, func(w, i int) outcome {
+		tenant := fmt.Sprintf("known%02d", (w*5+i)%31)
+		if i%3 == 2 {
+			tenant = fmt.Sprintf("new-%d-%d", w, i)
+		}
+		return call(client, http.MethodPost, f[(w+i)%len(f)].url+"/credentials", worker, fmt.Sprintf(`{"tenant_id":%q}`, tenant))
+	})
+	load.waitFor(t, 100)
+	victim := c.primary(t)
+	victim.proc.kill()
+	killed := time.Now()
+	c.waitHealthy(t, victim, 30*time.Second)
+	promoted := time.Now()
+	t.Logf("a primary killed; the cluster promoted its replica %s later", promoted.Sub(killed).Round(time.Millisecond))
+
+	load.waitFor(t, 50)
+	results := load.finish()
+
+	// Sharing again: a new tenant asked of every replica in turn makes one
+	// AssumeRole.
+	var shared time.Time
+	for k := 0; shared.IsZero(); k++ {
+		before := f.stsCalls(t)
+		tenant := fmt.Sprintf("after-failover-%d", k)
+		for _, v := range f {
+			v.vend(t, worker, fmt.Sprintf(`{"tenant_id":%q}`, tenant))
+		}
+		switch {
+		case f.stsCalls(t)-before == 1:
+			shared = time.Now()
+		case time.Since(promoted) > 10*time.Second:
+			t.Fatalf("replicas do not share 10 s after the cluster promoted the replica")
+		default:
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	var during int
+	for _, o := range results {
+		if o.err != nil || o.status != http.StatusOK {
+			t.Errorf("at %s: %d %s %v", o.sent.Format(time.StampMilli), o.status, o.body, o.err)
+		}
+		if o.sent.After(killed) && o.sent.Before(promoted) {
+			during++
+		}
+	}
+	t.Logf("%d requests, %d while the primary was down and not yet replaced; all 200; replicas share again %s after the promotion",
+		len(results), during, shared.Sub(promoted).Round(time.Millisecond))
+	if during == 0 {
+		t.Fatal("no request was made during the failover")
+	}
+}

@@ -322,6 +322,11 @@ func (t *Tier) do(ctx context.Context, op string, idempotent bool, f func(contex
 		default:
 			span.SetStatus(codes.Error, "redis failed")
 			t.errors.WithLabelValues(op).Inc()
+			if c, ok := t.rdb.(*goredis.ClusterClient); ok {
+				// A node failed: the cluster may have promoted its replica.
+				// The client learns only from a redirect or once a minute.
+				c.ReloadState(ctx)
+			}
 			alive := t.lastAnswer.Load() > sent
 			if t.brk.failure(t.cfg.Now(), probe, kind == hard, alive) {
 				t.log.Warn("redis unavailable; this replica acts alone (own cache, STS and limits) until it answers again",
