@@ -676,6 +676,7 @@ func TestDashboardQueriesParse(t *testing.T) {
 		"tokenvendor_sts_request_duration_seconds_bucket", "tokenvendor_auth_failures_total", "tokenvendor_jwks_refreshes_total",
 		"tokenvendor_shared_cache_requests_total", "tokenvendor_redis_errors_total", "tokenvendor_redis_up",
 		"tokenvendor_isolation_canary", "tokenvendor_isolation_canary_runs_total", "tokenvendor_aws_iam_requests_total",
+		"tokenvendor_sts_budget_waits_total", "tokenvendor_tenant_refusals_total",
 		"go_goroutines", "go_memstats_heap_inuse_bytes", "go_gc_duration_seconds_count",
 	} {
 		if !used[name] {
