@@ -402,10 +402,10 @@ func TestOtherTenantNeedsTheOverrideScope(t *testing.T) {
 	}
 	var refusals []string
 	for _, ev := range e.auditEvents(t) {
-		refusals = append(refusals, ev.Refusal)
+		refusals = append(refusals, ev.Refusal+" "+ev.TenantID)
 	}
-	if !slices.Equal(refusals, []string{"other_tenant", "invalid"}) {
-		t.Fatalf("audit refusals %q, want other_tenant then invalid", refusals)
+	if !slices.Equal(refusals, []string{"other_tenant globex", "invalid "}) {
+		t.Fatalf("audit refusals %q, want other_tenant for globex (the tenant reached for), then invalid with no tenant", refusals)
 	}
 	for reason, want := range map[string]float64{"other_tenant": 1, "invalid": 1} {
 		if got := metrictest.Counter(t, e.reg, "tokenvendor_tenant_refusals_total", "reason", reason); got != want {

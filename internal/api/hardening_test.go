@@ -104,7 +104,7 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 		tenant        string
 	}{
 		{outcome: audit.Refused, code: "unauthenticated", status: 401},
-		{outcome: audit.Refused, code: "forbidden", status: 403},
+		{outcome: audit.Refused, code: "forbidden", status: 403, tenant: "globex"}, // the tenant reached for
 		{outcome: audit.Failed, code: "upstream_error", status: 502, tenant: "initech"},
 	} {
 		ev := events[i+1]

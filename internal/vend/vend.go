@@ -393,6 +393,9 @@ func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (g 
 	g.Profile = prof.Name
 	tenant, err := rules.tenant(caller, req.TenantID)
 	if err != nil {
+		if Refusal(err) == RefusedOtherTenant {
+			g.TenantID = req.TenantID // valid (checked first): who was reached for, for the audit line
+		}
 		return g, err
 	}
 	g.TenantID = tenant
