@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -97,5 +98,54 @@ func TestStormOverThreeReplicasMakesOneAssumeRolePerTenant(t *testing.T) {
 		if strings.Contains(v.out.String(), "redis unavailable") {
 			t.Errorf("replica %d took the storm for an outage:\n%s", i, v.out.String())
 		}
+	}
+}
+
+// TestSTSBudgetIsOneAcrossReplicas gives three replicas one STS budget
+// through Redis and a cold burst bigger than it: every caller waits its
+// turn and gets its credentials, one AssumeRole a tenant, and the burst
+// takes as long as the budget's pace over all three replicas together
+// (three budgets of their own would go three times as fast).
+func TestSTSBudgetIsOneAcrossReplicas(t *testing.T) {
+	const tenants, rps, burst = 150, 100, 10
+	redis := startRedis(t)
+	config, _ := replicaConfig(t, redisSection("redis://"+redis.addr(), defaultRedisTimeout))
+	addBudget(t, config, rps, burst)
+	f := startFleet(t, 3, config)
+	worker := token(t, "worker")
+	start := time.Now()
+	got, bad := f.storm(t, worker, tenantIDs("budget", tenants), 1, tenants*3)
+	took := time.Since(start)
+	if len(bad) > 0 {
+		t.Fatalf("%d answers not 200, the first: %s", len(bad), bad[0])
+	}
+	sameCredentials(t, got)
+	if calls := f.stsCalls(t); calls != tenants {
+		t.Fatalf("%v AssumeRole calls for %d tenants, want %d", calls, tenants, tenants)
+	}
+	var waits float64
+	for _, v := range f {
+		waits += v.metric(t, `tokenvendor_sts_budget_waits_total{kind="miss"}`)
+	}
+	pace := time.Duration(float64(tenants-burst) / rps * float64(time.Second))
+	t.Logf("%d tenants over 3 replicas at sts.max_rps %d, burst %d: %s (the pace alone: %s), %v callers waited a turn", tenants, rps, burst, took.Round(time.Millisecond), pace, waits)
+	if took < pace*9/10 {
+		t.Fatalf("the burst took %s, under the %s the shared pace allows: the replicas do not share one budget", took, pace)
+	}
+	if waits < tenants-burst-rps/10 {
+		t.Fatalf("%v callers waited a turn, want about %d", waits, tenants-burst)
+	}
+}
+
+// addBudget puts sts.max_rps and sts.max_burst in the config's sts section.
+func addBudget(t *testing.T, config string, rps, burst int) {
+	t.Helper()
+	b, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := strings.Replace(string(b), "sts:\n", fmt.Sprintf("sts:\n  max_rps: %d\n  max_burst: %d\n", rps, burst), 1)
+	if err := os.WriteFile(config, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
