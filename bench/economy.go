@@ -27,12 +27,16 @@ import (
 // credentials shaped like AWS's for the duration asked.
 type countingSTS struct {
 	calls   atomic.Int64
+	waited  atomic.Int64 // calls a caller waited on: not a refresh ahead
 	latency time.Duration
 	now     func() time.Time
 }
 
 func (s *countingSTS) AssumeRole(ctx context.Context, in *sts.AssumeRoleInput, _ ...func(*sts.Options)) (*sts.AssumeRoleOutput, error) {
 	n := s.calls.Add(1)
+	if !cache.Refreshing(ctx) {
+		s.waited.Add(1)
+	}
 	if s.latency > 0 {
 		select {
 		case <-time.After(s.latency):
@@ -48,9 +52,14 @@ func (s *countingSTS) AssumeRole(ctx context.Context, in *sts.AssumeRoleInput, _
 	}}, nil
 }
 
-// newService is a vendor of one S3 profile; shared, when set, is the tier
-// it shares with other replicas.
+// newService is a vendor of one S3 profile of credentials for an hour;
+// shared, when set, is the tier it shares with other replicas.
 func newService(stsClient vend.STS, now func() time.Time, maxEntries int, reg prometheus.Registerer, shared cache.Shared[vend.Credentials]) (*vend.Service, error) {
+	return newServiceFor(stsClient, now, maxEntries, reg, shared, time.Hour)
+}
+
+// newServiceFor is newService for credentials of the given duration.
+func newServiceFor(stsClient vend.STS, now func() time.Time, maxEntries int, reg prometheus.Registerer, shared cache.Shared[vend.Credentials], duration time.Duration) (*vend.Service, error) {
 	tenants, err := policy.NewTenantRule("")
 	if err != nil {
 		return nil, err
@@ -64,7 +73,7 @@ func newService(stsClient vend.STS, now func() time.Time, maxEntries int, reg pr
 		return nil, err
 	}
 	return vend.New(vend.Config{
-		Profiles:   []vend.Profile{{Name: "objects", RoleARN: "arn:aws:iam::123456789012:role/TenantData", Duration: time.Hour, Template: tmpl}},
+		Profiles:   []vend.Profile{{Name: "objects", RoleARN: "arn:aws:iam::123456789012:role/TenantData", Duration: duration, Template: tmpl}},
 		Tenants:    tenants,
 		STS:        stsClient,
 		Now:        now,

@@ -9,8 +9,12 @@
 //     must not touch Redis);
 //   - STS economy: a cold burst of 10 requests each for 1,000 tenants;
 //   - replicas sharing a real redis-server: the same burst over 1 and 3
-//     replicas, and a local miss served from Redis against a local hit;
+//     replicas, five runs each (min / median / max), and a local miss
+//     served from Redis against a local hit;
 //   - a simulated day: 1,000 tenants, Poisson arrivals, a fake clock;
+//   - a shared day: 100,000 tenants over 10 replicas sharing a real
+//     redis-server, a fake clock: AssumeRole calls per tenant-hour, Redis
+//     operations per request and memory per tenant;
 //   - memory per cached entry at 100,000 entries.
 //
 // `make bench` installs hey and runs it.
@@ -23,6 +27,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -33,14 +38,16 @@ func main() {
 	hey := flag.String("hey", filepath.Join(".tools", "bin", "hey"), "path of the hey load generator")
 	duration := flag.Duration("duration", 5*time.Second, "length of each loopback load run")
 	tenants := flag.Int("tenants", 1000, "tenants in the economy and day simulations")
+	dayTenants := flag.Int("day-tenants", 100_000, "tenants in the shared day over several replicas")
+	only := flag.String("only", "", "run only the steps whose title holds this")
 	flag.Parse()
-	if err := run(os.Stdout, *hey, *duration, *tenants); err != nil {
+	if err := run(os.Stdout, *hey, *duration, *tenants, *dayTenants, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(w io.Writer, hey string, duration time.Duration, tenants int) error {
+func run(w io.Writer, hey string, duration time.Duration, tenants, dayTenants int, only string) error {
 	var rows []row
 	steps := []struct {
 		title string
@@ -51,9 +58,13 @@ func run(w io.Writer, hey string, duration time.Duration, tenants int) error {
 		{"STS economy", func() ([]row, error) { return economy(tenants) }},
 		{"replicas sharing Redis", func() ([]row, error) { return replicas(tenants) }},
 		{"simulated day", func() ([]row, error) { return simulatedDay(tenants) }},
+		{"shared day", func() ([]row, error) { return sharedDay(dayTenants) }},
 		{"memory", func() ([]row, error) { return memory(100_000) }},
 	}
 	for _, s := range steps {
+		if !strings.Contains(s.title, only) {
+			continue
+		}
 		fmt.Fprintln(w, "==", s.title)
 		r, err := s.run()
 		if err != nil {
