@@ -31,6 +31,7 @@ const usage = `usage:
   tokenvendor check  --config FILE
   tokenvendor render --config FILE --profile P --tenant T [--subject S]
   tokenvendor canary --config FILE
+  tokenvendor revoke --config FILE --tenant T [--before RFC3339] [--subject S]
   tokenvendor credential-process --url BASE_URL --profile P (--token-file F | --token-env VAR |
       --aws-iam-server-id ID [--aws-iam-region R] [--aws-iam-sts-endpoint URL] [--aws-iam-profile P]) [--tenant T] [--timeout 10s]
   tokenvendor healthcheck [--url http://127.0.0.1:8080/readyz] [--timeout 2s]
@@ -86,6 +87,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		return render(path, sel, stdout)
+	case "revoke":
+		return revokeCommand(ctx, args, getenv, stdout, stderr)
 	case "credential-process":
 		return credentialProcess(ctx, args, getenv, stdout)
 	case "healthcheck":
