@@ -1,0 +1,63 @@
+package testsupport
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"time"
+)
+
+// StartMoto runs moto_server (on these machines' PATH) on a free loopback
+// port and waits until it answers GET /moto-api/data.json. Its state is
+// its own: each call gets an empty AWS. stop kills it.
+func StartMoto() (url string, stop func(), err error) {
+	bin, err := exec.LookPath("moto_server")
+	if err != nil {
+		return "", nil, fmt.Errorf("moto_server not on PATH (pip install 'moto[server]'): %w", err)
+	}
+	for range 5 { // a port found free may be taken before moto binds it
+		url, stop, err = startMoto(bin)
+		if err == nil {
+			return url, stop, nil
+		}
+	}
+	return "", nil, err
+}
+
+func startMoto(bin string) (string, func(), error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	host, port, _ := net.SplitHostPort(addr)
+	var logs Buffer
+	cmd := exec.Command(bin, "-H", host, "-p", port)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	stop := func() { _ = cmd.Process.Kill(); <-exited }
+	url := "http://" + addr
+	client := &http.Client{Timeout: time.Second}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-exited:
+			return "", nil, fmt.Errorf("moto_server on %s exited:\n%s", addr, logs.String())
+		default:
+		}
+		resp, err := client.Get(url + "/moto-api/data.json")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return url, stop, nil
+			}
+		}
+	}
+	stop()
+	return "", nil, fmt.Errorf("moto_server on %s not answering after 30 s:\n%s", addr, logs.String())
+}
