@@ -3,7 +3,6 @@ package revoke
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/url"
 	"reflect"
@@ -395,6 +394,3 @@ func sameDocument(a, b string) bool {
 	}
 	return reflect.DeepEqual(x, y)
 }
-
-// errNoDocument reports a version IAM returned without its document.
-var errNoDocument = errors.New("IAM returned the policy version without its document")

@@ -40,6 +40,9 @@ var (
 	ErrConflict = errors.New("revocation policy changed while writing")
 )
 
+// errNoDocument reports a version IAM returned without its document.
+var errNoDocument = errors.New("IAM returned the policy version without its document")
+
 // IAM is what Apply needs of IAM; *iam.Client has it.
 type IAM interface {
 	ListPolicyVersions(ctx context.Context, in *iam.ListPolicyVersionsInput, opts ...func(*iam.Options)) (*iam.ListPolicyVersionsOutput, error)
@@ -199,6 +202,12 @@ func Apply(ctx context.Context, client IAM, cfg Config, c Cutoff) (Result, error
 			Characters: characters(text), Dropped: doc.expired, Foreign: len(doc.foreign),
 		}
 		if res.Characters > MaxCharacters {
+			if wrote {
+				// Only merging what another writer added meanwhile outgrew
+				// the policy: this cut-off is in force, theirs may not be.
+				return Result{}, fmt.Errorf("%w: %w: the cut-off was written as version %s, but merging the version another revoke wrote meanwhile would take %d of %d characters: its cut-off may not be in force; run it again",
+					ErrConflict, ErrTooLarge, base.id, res.Characters, MaxCharacters)
+			}
 			return Result{}, tooLarge(res, doc, cfg.LongestDuration)
 		}
 		if sameDocument(text, current) {

@@ -343,3 +343,25 @@ func TestApplyWrapsIAMErrorsWithThePolicy(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// When only merging what another writer added meanwhile outgrows the
+// policy, the cut-off is in force and the error says the other may not be.
+func TestApplyReportsAMergeThatWouldNotFit(t *testing.T) {
+	fake := newFakeIAM(arn, placeholder)
+	ids := make([]string, 93)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("t%059d", i)
+	}
+	fake.beforeCreate = func(call int) {
+		if call == 1 {
+			fake.Write(doc(tenants(now.Add(-30*time.Minute), ids...)))
+		}
+	}
+	_, err := revoke.Apply(context.Background(), fake, config(t), revoke.Cutoff{Tenant: "acme"})
+	if !errors.Is(err, revoke.ErrConflict) || !errors.Is(err, revoke.ErrTooLarge) || !strings.Contains(err.Error(), "written as version v3") {
+		t.Fatalf("err = %v, want ErrConflict and ErrTooLarge naming v3", err)
+	}
+	if id, got := fake.Default(); id != "v3" || !strings.Contains(got, `["acme"]`) {
+		t.Errorf("default %s: %s, want v3 holding acme's cut-off", id, got)
+	}
+}
