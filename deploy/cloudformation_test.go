@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/tokenvendor/tokenvendor/internal/revoke"
 	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
@@ -692,8 +693,17 @@ func TestAccessRoleIsBoundedByTheDataAndScopedByTheTenantTag(t *testing.T) {
 		}
 	}
 	docs, managed := attachedTo(st, access)
-	if len(managed) > 0 {
-		t.Errorf("%s has managed policies %v", access, managed)
+	// The revocation policy alone, which only denies.
+	if !reflect.DeepEqual(managed, []any{ref("RevocationPolicy")}) {
+		t.Errorf("%s has managed policies %v, want the revocation policy alone", access, managed)
+	}
+	for _, d := range managedDocuments(t, st, managed) {
+		for _, s := range statements(t, d) {
+			if s.Effect != "Deny" {
+				t.Errorf("revocation policy statement %s: effect %s, want Deny", s.Sid, s.Effect)
+			}
+		}
+		docs = append(docs, d)
 	}
 	// A session of the access role without any session policy (one that
 	// skipped tokenvendor) must still reach its own tenant alone: the key
@@ -1118,6 +1128,176 @@ func TestRedisAdmitsOnlyTheServiceSecurityGroup(t *testing.T) {
 		}
 		if !reflect.DeepEqual(rule["SourceSecurityGroupId"], ref("ServiceSecurityGroupId")) {
 			t.Errorf("%s: ingress from %v, want ServiceSecurityGroupId", st.name, rule["SourceSecurityGroupId"])
+		}
+	}
+}
+
+// managedDocuments are the documents of managed policies of the template
+// that arns (Refs) name; another policy fails the test, as nothing here
+// could check it.
+func managedDocuments(t *testing.T, st stack, arns []any) []any {
+	t.Helper()
+	var docs []any
+	for _, a := range arns {
+		m, _ := a.(map[string]any)
+		name, _ := m["Ref"].(string)
+		r, ok := st.Resources[name]
+		if !ok || r.Type != "AWS::IAM::ManagedPolicy" {
+			t.Fatalf("%s: managed policy %v is not one of the template", st.name, a)
+		}
+		docs = append(docs, r.Properties["PolicyDocument"])
+	}
+	return docs
+}
+
+// revocationActions are what `tokenvendor revoke` needs on the revocation
+// policy: read it and write a new default version, deleting the oldest
+// when IAM holds five.
+var revocationActions = []string{
+	"iam:CreatePolicyVersion",
+	"iam:DeletePolicyVersion",
+	"iam:GetPolicy",
+	"iam:GetPolicyVersion",
+	"iam:ListPolicyVersions",
+}
+
+// grants reports whether an Allow statement's Action covers action, as IAM
+// matches them: without case, with * and ? as wildcards. NotAction covers
+// every action it does not name.
+func grants(s statement, action string) bool {
+	if s.Effect != "Allow" {
+		return false
+	}
+	match := func(patterns []string) bool {
+		for _, p := range patterns {
+			re := "(?i)^" + strings.NewReplacer(`\*`, ".*", `\?`, ".").Replace(regexp.QuoteMeta(p)) + "$"
+			if regexp.MustCompile(re).MatchString(action) {
+				return true
+			}
+		}
+		return false
+	}
+	if s.NotAction != nil {
+		return !match(strs(s.NotAction))
+	}
+	return match(strs(s.Action))
+}
+
+func TestGrantsMatchesAsIAMDoes(t *testing.T) {
+	for _, tt := range []struct {
+		s    statement
+		want bool
+	}{
+		{statement{Effect: "Allow", Action: "iam:CreatePolicyVersion"}, true},
+		{statement{Effect: "Allow", Action: "IAM:createpolicyversion"}, true},
+		{statement{Effect: "Allow", Action: "*"}, true},
+		{statement{Effect: "Allow", Action: []any{"s3:GetObject", "iam:*"}}, true},
+		{statement{Effect: "Allow", Action: "iam:Create*Version"}, true},
+		{statement{Effect: "Allow", Action: "iam:CreatePolicyVersio?"}, true},
+		{statement{Effect: "Allow", NotAction: "s3:*"}, true},
+		{statement{Effect: "Deny", Action: "*"}, false},
+		{statement{Effect: "Allow", Action: "iam:CreatePolicy"}, false},
+		{statement{Effect: "Allow", Action: "sts:AssumeRole"}, false},
+		{statement{Effect: "Allow", NotAction: "iam:*"}, false},
+	} {
+		if got := grants(tt.s, "iam:CreatePolicyVersion"); got != tt.want {
+			t.Errorf("grants(%+v, iam:CreatePolicyVersion) = %v, want %v", tt.s, got, tt.want)
+		}
+	}
+}
+
+// The revocation policy is created with the statement tokenvendor keeps
+// when no cut-off is left, is attached to the access role, and its ARN is
+// an output for the config.
+func TestRevocationPolicyIsAttachedToTheAccessRoleDenyingNothingYet(t *testing.T) {
+	tpl := loadTemplate(t)
+	for _, params := range stacks {
+		st := deploy(t, tpl, params)
+		r, ok := st.Resources["RevocationPolicy"]
+		if !ok || r.Type != "AWS::IAM::ManagedPolicy" {
+			t.Fatalf("%s: no managed policy RevocationPolicy", st.name)
+		}
+		var want any
+		if err := json.Unmarshal([]byte(`{"Version":"2012-10-17","Statement":[`+revoke.PlaceholderStatement+`]}`), &want); err != nil {
+			t.Fatal(err)
+		}
+		if got := r.Properties["PolicyDocument"]; !reflect.DeepEqual(got, want) {
+			raw, _ := json.Marshal(got)
+			t.Errorf("%s: RevocationPolicy is created with %s, want tokenvendor's placeholder %s", st.name, raw, revoke.PlaceholderStatement)
+		}
+		if roles, groups, users := r.Properties["Roles"], r.Properties["Groups"], r.Properties["Users"]; roles != nil || groups != nil || users != nil {
+			t.Errorf("%s: RevocationPolicy is attached to %v %v %v besides the access role", st.name, roles, groups, users)
+		}
+		var attached []string
+		for name, res := range st.Resources {
+			arns, _ := res.Properties["ManagedPolicyArns"].([]any)
+			if slices.ContainsFunc(arns, func(a any) bool { return reflect.DeepEqual(a, ref("RevocationPolicy")) }) {
+				attached = append(attached, name)
+			}
+		}
+		if !slices.Equal(attached, []string{"AccessRole"}) {
+			t.Errorf("%s: RevocationPolicy attached to %v, want the access role alone", st.name, attached)
+		}
+		var output bool
+		for _, o := range st.Outputs {
+			output = output || (reflect.DeepEqual(o.Value, ref("RevocationPolicy")) && strings.Contains(o.Description, "revocation.policy_arn"))
+		}
+		if !output {
+			t.Errorf("%s: no output gives the revocation policy's ARN for revocation.policy_arn", st.name)
+		}
+	}
+}
+
+// The operator role may read and version the revocation policy and do
+// nothing else; no other role of the template, the service's own least of
+// all, may change it.
+func TestOnlyTheOperatorRoleMayVersionTheRevocationPolicy(t *testing.T) {
+	tpl := loadTemplate(t)
+	for _, params := range stacks {
+		st := deploy(t, tpl, params)
+		operator := role(t, st, "OperatorRole")
+		docs, managed := attachedTo(st, operator)
+		if len(managed) > 0 || st.Resources[operator].Properties["PermissionsBoundary"] != nil {
+			t.Errorf("%s: %s has managed policies %v", st.name, operator, managed)
+		}
+		var all []statement
+		for _, d := range docs {
+			all = append(all, statements(t, d)...)
+		}
+		if len(all) != 1 {
+			t.Fatalf("%s: %s has %d statements, want one: %+v", st.name, operator, len(all), all)
+		}
+		s := all[0]
+		if s.Effect != "Allow" || s.NotAction != nil || s.NotResource != nil || s.Condition != nil {
+			t.Errorf("%s: %s statement %+v: want a plain Allow", st.name, operator, s)
+		}
+		if got := sorted(strs(s.Action)); !slices.Equal(got, revocationActions) {
+			t.Errorf("%s: %s may %v, want exactly %v", st.name, operator, s.Action, revocationActions)
+		}
+		if !reflect.DeepEqual(s.Resource, ref("RevocationPolicy")) {
+			t.Errorf("%s: %s acts on %v, want the revocation policy alone", st.name, operator, s.Resource)
+		}
+		trust := statements(t, st.Resources[operator].Properties["AssumeRolePolicyDocument"])
+		account := map[string]any{"AWS": map[string]any{"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+		if len(trust) != 1 || trust[0].Effect != "Allow" || !reflect.DeepEqual(trust[0].Principal, account) || !slices.Equal(strs(trust[0].Action), []string{"sts:AssumeRole"}) {
+			t.Errorf("%s: %s trust %+v, want sts:AssumeRole by this account's principals alone", st.name, operator, trust)
+		}
+
+		for name, r := range st.Resources {
+			if r.Type != "AWS::IAM::Role" || name == operator {
+				continue
+			}
+			docs, managed := attachedTo(st, name)
+			docs = append(docs, managedDocuments(t, st, managed)...)
+			for _, d := range docs {
+				for _, s := range statements(t, d) {
+					for _, a := range revocationActions {
+						if grants(s, a) {
+							t.Errorf("%s: %s may %s (statement %s): only the operator role may touch the revocation policy", st.name, name, a, s.Sid)
+						}
+					}
+				}
+			}
 		}
 	}
 }

@@ -33,7 +33,9 @@ const usage = `usage:
   tokenvendor canary --config FILE
   tokenvendor tenants list --config FILE
   tokenvendor tenants add --config FILE [--attr NAME=VALUE]... ID
-  tokenvendor tenants suspend|resume --config FILE ID
+  tokenvendor tenants suspend --config FILE [--revoke] ID
+  tokenvendor tenants resume --config FILE ID
+  tokenvendor revoke --config FILE --tenant T [--before RFC3339] [--subject S]
   tokenvendor credential-process --url BASE_URL --profile P (--token-file F | --token-env VAR |
       --aws-iam-server-id ID [--aws-iam-region R] [--aws-iam-sts-endpoint URL] [--aws-iam-profile P]) [--tenant T] [--timeout 10s]
   tokenvendor healthcheck [--url http://127.0.0.1:8080/readyz] [--timeout 2s]
@@ -91,6 +93,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return render(path, sel, stdout)
 	case "tenants":
 		return tenantsCommand(ctx, args, getenv, stdout, stderr)
+	case "revoke":
+		return revokeCommand(ctx, args, getenv, stdout, stderr)
 	case "credential-process":
 		return credentialProcess(ctx, args, getenv, stdout)
 	case "healthcheck":

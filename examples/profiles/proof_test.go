@@ -405,8 +405,8 @@ func decide(t *testing.T, suites ...suite) [][]decided {
 					base["resourcePolicy"] = resourcePolicy
 				}
 				awsSim, widest := maps.Clone(base), maps.Clone(base)
-				awsSim["identityPolicies"] = s.access.Identity
-				widest["identityPolicies"] = s.access.Boundary
+				awsSim["identityPolicies"] = slices.Concat(s.access.Identity, s.access.Attached)
+				widest["identityPolicies"] = slices.Concat(s.access.Boundary, s.access.Attached)
 				d.id = fmt.Sprintf("%d/%s/%d", si, ex.profile, ri)
 				sims = append(sims, simulation{ID: d.id + "/aws", Simulation: awsSim}, simulation{ID: d.id + "/widened", Simulation: widest})
 				out[si] = append(out[si], d)

@@ -34,7 +34,10 @@ type access struct {
 	RoleName string
 	Identity []namedPolicy // the role's inline policies
 	Boundary []namedPolicy // its permissions boundary
-	Table    string        // ARNs of the example data
+	// Attached are the managed policies attached to the role (the
+	// revocation policy), in force whatever its own policy is widened to.
+	Attached []namedPolicy
+	Table    string // ARNs of the example data
 	Bucket   string
 	Key      string
 	// Resource policies of the data: the bucket policy and the key policy.
@@ -88,10 +91,21 @@ func loadAccess(src []byte) (*access, error) {
 	if len(a.Identity) == 0 {
 		return nil, fmt.Errorf("AccessRole has no inline policies")
 	}
-	// Policies attached any other way would grant what the proof never
-	// sees: refuse them rather than prove too little.
-	if _, ok := role["ManagedPolicyArns"]; ok {
-		return nil, fmt.Errorf("AccessRole has ManagedPolicyArns, which the proof does not read")
+	// Managed policies of the template are read; any other would grant
+	// what the proof never sees: refuse it rather than prove too little.
+	arns, _ := role["ManagedPolicyArns"].([]any)
+	for i, arn := range arns {
+		m, _ := arn.(map[string]any)
+		name, _ := m["Ref"].(string)
+		props, err := r.resourceOfType(name, "AWS::IAM::ManagedPolicy")
+		if len(m) != 1 || err != nil {
+			return nil, fmt.Errorf("AccessRole.ManagedPolicyArns[%d] %v: not a managed policy of the template, which the proof does not read", i, arn)
+		}
+		doc, err := r.resolve(props["PolicyDocument"])
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		a.Attached = append(a.Attached, namedPolicy{Name: name, Policy: doc})
 	}
 	for name, res := range r.resources {
 		props, _ := res["Properties"].(map[string]any)
@@ -261,6 +275,13 @@ func (r *resolver) ref(name string) (string, error) {
 	case "AWS::KMS::Key":
 		return keyID, nil
 	case "AWS::IAM::ManagedPolicy":
+		if n, ok := props["ManagedPolicyName"]; ok {
+			named, err := r.str(n)
+			if err != nil {
+				return "", err
+			}
+			name = named
+		}
 		return "arn:aws:iam::" + account + ":policy/" + name, nil
 	}
 	return "", fmt.Errorf("Ref %s: the physical id of a %v is not known to the proof", name, res["Type"])

@@ -8,34 +8,56 @@ import (
 	"time"
 )
 
-// StartMoto runs moto_server (on the machine image) on a free loopback
-// port and waits until it answers. stop kills it.
+// StartMoto runs moto_server (on these machines' PATH) on a free loopback
+// port and waits until it answers GET /moto-api/data.json. Its state is
+// its own: each call gets an empty AWS. stop kills it.
 func StartMoto() (url string, stop func(), err error) {
 	bin, err := exec.LookPath("moto_server")
 	if err != nil {
-		return "", nil, fmt.Errorf("moto_server not on PATH (it comes with the machine image): %w", err)
+		return "", nil, fmt.Errorf("moto_server not on PATH (pip install 'moto[server]'): %w", err)
 	}
+	for range 5 { // a port found free may be taken before moto binds it
+		url, stop, err = startMoto(bin)
+		if err == nil {
+			return url, stop, nil
+		}
+	}
+	return "", nil, err
+}
+
+func startMoto(bin string) (string, func(), error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
 	}
-	_, port, _ := net.SplitHostPort(l.Addr().String())
+	addr := l.Addr().String()
 	l.Close()
+	host, port, _ := net.SplitHostPort(addr)
 	var logs Buffer
-	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", port)
+	cmd := exec.Command(bin, "-H", host, "-p", port)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		return "", nil, err
 	}
-	stop = func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
-	url = "http://127.0.0.1:" + port
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	stop := func() { _ = cmd.Process.Kill(); <-exited }
+	url := "http://" + addr
 	client := &http.Client{Timeout: time.Second}
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if res, err := client.Get(url + "/moto-api/data.json"); err == nil {
-			res.Body.Close()
-			return url, stop, nil
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-exited:
+			return "", nil, fmt.Errorf("moto_server on %s exited:\n%s", addr, logs.String())
+		default:
+		}
+		resp, err := client.Get(url + "/moto-api/data.json")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return url, stop, nil
+			}
 		}
 	}
 	stop()
-	return "", nil, fmt.Errorf("moto_server on %s not answering:\n%s", url, logs.String())
+	return "", nil, fmt.Errorf("moto_server on %s not answering after 30 s:\n%s", addr, logs.String())
 }
