@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -13,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awscreds "github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
 
@@ -46,6 +49,7 @@ func tenantsCommand(t *testing.T, config string, args ...string) string {
 	verb, rest := args[0], args[1:]
 	cmd := exec.Command(peers.bin, append([]string{"tenants", verb, "--config", config}, rest...)...)
 	cmd.Env = []string{"AWS_ACCESS_KEY_ID=operator", "AWS_SECRET_ACCESS_KEY=operator-secret", "AWS_REGION=us-east-1",
+		"AWS_ENDPOINT_URL_IAM=" + peers.moto,
 		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true"}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -200,5 +204,65 @@ func TestSuspensionReachesEveryReplicaWithinTwoSeconds(t *testing.T) {
 		if n := v.metric(t, `tokenvendor_tenant_refusals_total{reason="suspended"}`); n == 0 {
 			t.Errorf("replica %d counted no refusal of a suspended tenant", i)
 		}
+	}
+}
+
+// TestSuspendRevokeSuspendsAndCutsOffWhatIsOut runs `tenants suspend
+// --revoke` against moto (DynamoDB for the store, IAM for the revocation
+// policy): the tenant is suspended in the store, and the policy's default
+// version denies its sessions issued before now. moto evaluates no
+// condition: this proves what is written; examples/profiles proves what
+// the statement denies.
+func TestSuspendRevokeSuspendsAndCutsOffWhatIsOut(t *testing.T) {
+	ctx := context.Background()
+	creds := awscreds.NewStaticCredentialsProvider("testing", "testing", "")
+	client := iam.New(iam.Options{Region: "us-east-1", BaseEndpoint: aws.String(peers.moto), Credentials: creds})
+	name := strings.ReplaceAll("revocation-"+t.Name(), "/", "-")
+	created, err := client.CreatePolicy(ctx, &iam.CreatePolicyInput{PolicyName: aws.String(name), PolicyDocument: aws.String(
+		`{"Version":"2012-10-17","Statement":[{"Sid":"Placeholder","Effect":"Deny","Action":"*","Resource":"*","Condition":{"StringEquals":{"aws:PrincipalTag/TenantID":"tokenvendor-revocation-placeholder"}}}]}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := writeConfig(t, configOptions{stsEndpoint: peers.minio})
+	appendConfig(t, config, createTenantTable(t)+"revocation:\n  policy_arn: "+aws.ToString(created.Policy.Arn)+"\n")
+	tenantsCommand(t, config, "add", "acme")
+	start := time.Now().UTC().Truncate(time.Second)
+	out := tenantsCommand(t, config, "suspend", "--revoke", "acme")
+	for _, want := range []string{"suspend: acme at store revision 2", "revoked: sessions of tenant acme issued before"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("tenants suspend --revoke printed:\n%s\nwant %q", out, want)
+		}
+	}
+	if list := tenantsCommand(t, config, "list"); !strings.Contains(list, "acme    suspended") {
+		t.Errorf("tenants list after the suspension:\n%s", list)
+	}
+	pol, err := client.GetPolicy(ctx, &iam.GetPolicyInput{PolicyArn: created.Policy.Arn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := client.GetPolicyVersion(ctx, &iam.GetPolicyVersionInput{PolicyArn: created.Policy.Arn, VersionId: pol.Policy.DefaultVersionId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, _ := url.QueryUnescape(aws.ToString(v.PolicyVersion.Document))
+	if !strings.Contains(doc, `"aws:PrincipalTag/TenantID":["acme"]`) || !strings.Contains(doc, `"DateLessThan":{"aws:TokenIssueTime":"`) {
+		t.Fatalf("the revocation policy's default version does not cut acme off:\n%s", doc)
+	}
+	cut := doc[strings.Index(doc, `"aws:TokenIssueTime":"`)+len(`"aws:TokenIssueTime":"`):]
+	cutoff, err := time.Parse(time.RFC3339, cut[:strings.Index(cut, `"`)])
+	if err != nil || cutoff.Before(start) || cutoff.After(time.Now().Add(2*time.Second)) {
+		t.Fatalf("cut-off %v (%v), want the time of the suspension (%s)", cutoff, err, start)
+	}
+}
+
+// appendConfig adds top-level sections at the end of a config.
+func appendConfig(t *testing.T, config, sections string) {
+	t.Helper()
+	b, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(config, append(b, []byte("\n"+sections)...), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

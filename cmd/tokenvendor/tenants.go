@@ -10,10 +10,12 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 
 	"github.com/tokenvendor/tokenvendor/internal/config"
+	"github.com/tokenvendor/tokenvendor/internal/revoke"
 	"github.com/tokenvendor/tokenvendor/internal/shared"
 	"github.com/tokenvendor/tokenvendor/internal/tenants"
 )
@@ -52,6 +54,10 @@ func tenantsCommand(ctx context.Context, args []string, getenv func(string) stri
 	if verb == "add" {
 		fs.Var(attrs, "attr", "an attribute of the tenant's item, name=value (repeatable)")
 	}
+	revokeToo := false
+	if verb == "suspend" {
+		fs.BoolVar(&revokeToo, "revoke", false, "also cut off the credentials already handed out (tokenvendor revoke)")
+	}
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: tenants %s: %w", errUsage, verb, err)
 	}
@@ -82,6 +88,15 @@ func tenantsCommand(ctx context.Context, args []string, getenv func(string) stri
 	if err := cfg.TenantRule.Check(id); err != nil {
 		return fmt.Errorf("tenants %s: %w", verb, err)
 	}
+	var rc revoke.Config
+	if revokeToo { // refused before anything is written, not half done
+		if rc, err = revocationConfig(cfg); err != nil {
+			return err
+		}
+		if err := tagsTenants(cfg, id); err != nil {
+			return err
+		}
+	}
 	var rev int64
 	switch verb {
 	case "add":
@@ -96,6 +111,19 @@ func tenantsCommand(ctx context.Context, args []string, getenv func(string) stri
 	}
 	fmt.Fprintf(stdout, "%s: %s at store revision %d\n", verb, id, rev)
 	announceTenant(ctx, cfg, id, rev, verb == "suspend", stdout, stderr)
+	if !revokeToo {
+		return nil
+	}
+	client, err := newIAMClient(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	res, err := revoke.Apply(ctx, client, rc, revoke.Cutoff{Tenant: id})
+	if err != nil {
+		return fmt.Errorf("tenants suspend: suspended, but the credentials already handed out are not revoked: %w", err)
+	}
+	fmt.Fprintf(stdout, "revoked: sessions of tenant %s issued before %s (revocation policy version %s, %d of %d characters)\n",
+		id, res.Before.Format(time.RFC3339), res.Version, res.Characters, revoke.MaxCharacters)
 	return nil
 }
 
