@@ -34,6 +34,43 @@ func (a attrFlag) Set(v string) error {
 	return nil
 }
 
+// tenantsArgs is a tenants command line, read.
+type tenantsArgs struct {
+	verb, path, id string
+	attrs          attrFlag
+	revoke         bool
+}
+
+// parseTenantsArgs reads `tenants VERB --config F [flags] [ID]`.
+func parseTenantsArgs(args []string, getenv func(string) string) (tenantsArgs, error) {
+	verbs := []string{"list", "add", "suspend", "resume"}
+	if len(args) == 0 || !slices.Contains(verbs, args[0]) {
+		return tenantsArgs{}, fmt.Errorf("%w: tenants: one of %s", errUsage, strings.Join(verbs, ", "))
+	}
+	a := tenantsArgs{verb: args[0], attrs: attrFlag{}}
+	fs := flag.NewFlagSet("tenants "+a.verb, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&a.path, "config", getenv("TOKENVENDOR_CONFIG"), "config file")
+	switch a.verb {
+	case "add":
+		fs.Var(a.attrs, "attr", "an attribute of the tenant's item, name=value (repeatable)")
+	case "suspend":
+		fs.BoolVar(&a.revoke, "revoke", false, "also cut off the credentials already handed out (tokenvendor revoke)")
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return a, fmt.Errorf("%w: tenants %s: %w", errUsage, a.verb, err)
+	}
+	wantArgs := 1
+	if a.verb == "list" {
+		wantArgs = 0
+	}
+	if fs.NArg() != wantArgs || a.path == "" {
+		return a, fmt.Errorf("%w: tenants %s: --config FILE (or TOKENVENDOR_CONFIG) and %d tenant id", errUsage, a.verb, wantArgs)
+	}
+	a.id = fs.Arg(0)
+	return a, nil
+}
+
 // tenantsCommand is `tokenvendor tenants list|add|suspend|resume`: the
 // operator's side of the tenant store, run with the operator's AWS
 // credentials (the SDK's default chain; AWS_ENDPOINT_URL_DYNAMODB or
@@ -42,33 +79,11 @@ func (a attrFlag) Set(v string) error {
 // section, so that every replica applies it at once; without Redis, or when
 // Redis cannot be told, every replica applies it at its next poll.
 func tenantsCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	verbs := []string{"list", "add", "suspend", "resume"}
-	if len(args) == 0 || !slices.Contains(verbs, args[0]) {
-		return fmt.Errorf("%w: tenants: one of %s", errUsage, strings.Join(verbs, ", "))
+	a, err := parseTenantsArgs(args, getenv)
+	if err != nil {
+		return err
 	}
-	verb, args := args[0], args[1:]
-	fs := flag.NewFlagSet("tenants "+verb, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	path := fs.String("config", getenv("TOKENVENDOR_CONFIG"), "config file")
-	attrs := attrFlag{}
-	if verb == "add" {
-		fs.Var(attrs, "attr", "an attribute of the tenant's item, name=value (repeatable)")
-	}
-	revokeToo := false
-	if verb == "suspend" {
-		fs.BoolVar(&revokeToo, "revoke", false, "also cut off the credentials already handed out (tokenvendor revoke)")
-	}
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: tenants %s: %w", errUsage, verb, err)
-	}
-	wantArgs := 1
-	if verb == "list" {
-		wantArgs = 0
-	}
-	if fs.NArg() != wantArgs || *path == "" {
-		return fmt.Errorf("%w: tenants %s: --config FILE (or TOKENVENDOR_CONFIG) and %d tenant id", errUsage, verb, wantArgs)
-	}
-	cfg, err := config.LoadWithoutListeners(*path)
+	cfg, err := config.LoadWithoutListeners(a.path)
 	if err != nil {
 		return err
 	}
@@ -81,39 +96,43 @@ func tenantsCommand(ctx context.Context, args []string, getenv func(string) stri
 		return fmt.Errorf("tenants: load the operator's AWS credentials: %w", err)
 	}
 	table := tenantStore(awsCfg, d)
-	if verb == "list" {
+	if a.verb == "list" {
 		return listTenants(ctx, table, stdout)
 	}
-	id := fs.Arg(0)
-	if err := cfg.TenantRule.Check(id); err != nil {
-		return fmt.Errorf("tenants %s: %w", verb, err)
+	if err := cfg.TenantRule.Check(a.id); err != nil {
+		return fmt.Errorf("tenants %s: %w", a.verb, err)
 	}
 	var rc revoke.Config
-	if revokeToo { // refused before anything is written, not half done
+	if a.revoke { // refused before anything is written, not half done
 		if rc, err = revocationConfig(cfg); err != nil {
 			return err
 		}
-		if err := tagsTenants(cfg, id); err != nil {
+		if err := tagsTenants(cfg, a.id); err != nil {
 			return err
 		}
 	}
 	var rev int64
-	switch verb {
+	switch a.verb {
 	case "add":
-		rev, err = table.Create(ctx, id, attrs)
+		rev, err = table.Create(ctx, a.id, a.attrs)
 	case "suspend":
-		rev, err = table.SetStatus(ctx, id, tenants.StatusSuspended)
+		rev, err = table.SetStatus(ctx, a.id, tenants.StatusSuspended)
 	case "resume":
-		rev, err = table.SetStatus(ctx, id, tenants.StatusActive)
+		rev, err = table.SetStatus(ctx, a.id, tenants.StatusActive)
 	}
 	if err != nil {
-		return fmt.Errorf("tenants %s: %w", verb, err)
+		return fmt.Errorf("tenants %s: %w", a.verb, err)
 	}
-	fmt.Fprintf(stdout, "%s: %s at store revision %d\n", verb, id, rev)
-	announceTenant(ctx, cfg, id, rev, verb == "suspend", stdout, stderr)
-	if !revokeToo {
+	fmt.Fprintf(stdout, "%s: %s at store revision %d\n", a.verb, a.id, rev)
+	announceTenant(ctx, cfg, a.id, rev, a.verb == "suspend", stdout, stderr)
+	if !a.revoke {
 		return nil
 	}
+	return revokeSuspended(ctx, cfg, rc, a.id, stdout)
+}
+
+// revokeSuspended cuts off the sessions of a tenant just suspended.
+func revokeSuspended(ctx context.Context, cfg *config.Config, rc revoke.Config, id string, stdout io.Writer) error {
 	client, err := newIAMClient(ctx, cfg)
 	if err != nil {
 		return err

@@ -36,14 +36,6 @@ func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 			release() // the caller gets nothing to release
 		}
 	}()
-	callerLimit, err := limit.New(limit.Config{RPS: cfg.Limits.PerCallerRPS, Burst: cfg.Limits.PerCallerBurst})
-	if err != nil {
-		return nil, release, err
-	}
-	tenantLimit, err := limit.New(limit.Config{RPS: cfg.Limits.PerTenantRPS, Burst: cfg.Limits.PerTenantBurst})
-	if err != nil {
-		return nil, release, err
-	}
 	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(cfg.STS.Region))
 	if err != nil {
 		return nil, release, fmt.Errorf("load AWS credentials for the service: %w", err)
@@ -75,15 +67,7 @@ func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 		sharedCreds = shared.NewCache[vend.Credentials](tier)
 	}
 
-	callerLimiter, err := limiter(tier, "caller", callerLimit)
-	if err != nil {
-		return nil, release, err
-	}
-	tenantLimiter, err := limiter(tier, "tenant", tenantLimit)
-	if err != nil {
-		return nil, release, err
-	}
-	budget, err := stsBudget(tier, cfg.STS)
+	paces, err := newPaces(tier, cfg)
 	if err != nil {
 		return nil, release, err
 	}
@@ -98,9 +82,9 @@ func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 		STS:           stsClient,
 		MaxDuration:   maxDuration,
 		Directory:     known,
-		CallerLimit:   callerLimiter,
-		TenantLimit:   tenantLimiter,
-		Budget:        budget,
+		CallerLimit:   paces.caller,
+		TenantLimit:   paces.tenant,
+		Budget:        paces.budget,
 		Sessions:      cfg.SessionNamer,
 		Cache: cache.Config{
 			MaxEntries:     cfg.Cache.MaxEntries,
@@ -213,6 +197,34 @@ func sharedTier(ctx context.Context, cfg *config.Config, reg prometheus.Register
 func isLoopback(host string) bool {
 	ip := net.ParseIP(host)
 	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// paces are the limits on callers and tenants and the STS budget: counted
+// in Redis when the replicas share one, in the process otherwise; nil when
+// not configured.
+type paces struct {
+	caller, tenant vend.Limiter
+	budget         vend.Budget
+}
+
+func newPaces(tier *shared.Tier, cfg *config.Config) (paces, error) {
+	var p paces
+	callerLimit, err := limit.New(limit.Config{RPS: cfg.Limits.PerCallerRPS, Burst: cfg.Limits.PerCallerBurst})
+	if err != nil {
+		return p, err
+	}
+	tenantLimit, err := limit.New(limit.Config{RPS: cfg.Limits.PerTenantRPS, Burst: cfg.Limits.PerTenantBurst})
+	if err != nil {
+		return p, err
+	}
+	if p.caller, err = limiter(tier, "caller", callerLimit); err != nil {
+		return p, err
+	}
+	if p.tenant, err = limiter(tier, "tenant", tenantLimit); err != nil {
+		return p, err
+	}
+	p.budget, err = stsBudget(tier, cfg.STS)
+	return p, err
 }
 
 // limiter counts local's budget in Redis when the replicas share one, and

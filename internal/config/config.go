@@ -465,35 +465,7 @@ func (c *Config) Validate() error {
 		a.AWSIAM.validate(c, bad)
 	}
 
-	if c.STS.Region == "" {
-		c.STS.Region = DefaultRegion
-	}
-	if c.STS.Endpoint != "" {
-		if err := checkFetchURL(c.STS.Endpoint); err != nil {
-			bad("sts.endpoint", "%v", err)
-		}
-	}
-	if c.STS.Timeout == 0 {
-		c.STS.Timeout = DefaultSTSTimeout
-	}
-	if c.STS.Timeout < 0 {
-		bad("sts.timeout", "negative")
-	}
-	switch {
-	case c.STS.MaxRPS < 0 || c.STS.MaxRPS > MaxSTSRPS:
-		bad("sts.max_rps", "between 0 (no budget) and %d calls a second", MaxSTSRPS)
-	case c.STS.MaxBurst < 0:
-		bad("sts.max_burst", "negative")
-	case c.STS.MaxBurst > 0 && c.STS.MaxRPS == 0:
-		bad("sts.max_burst", "needs sts.max_rps")
-	}
-	switch c.STS.RoleChaining {
-	case "":
-		c.STS.RoleChaining = "auto"
-	case "auto", "on", "off":
-	default:
-		bad("sts.role_chaining", "must be auto, on or off")
-	}
+	c.STS.validate(bad)
 
 	cc := &c.Cache
 	setDefault(&cc.MaxEntries, DefaultMaxEntries)
@@ -536,21 +508,7 @@ func (c *Config) Validate() error {
 	}
 	c.SessionNamer = namer
 
-	if tenants != nil {
-		for i, id := range c.Tenants.Allow {
-			if err := tenants.Check(id); err != nil {
-				bad(fmt.Sprintf("tenants.allow[%d]", i), "%v", err)
-			}
-		}
-	}
-	if c.Tenants.File != "" {
-		if _, err := os.Stat(c.Tenants.File); err != nil {
-			bad("tenants.file", "%v", err)
-		}
-	}
-	if d := c.Tenants.DynamoDB; d != nil {
-		d.validate(c, bad)
-	}
+	c.Tenants.validate(c, bad)
 	if r := c.Revocation.PolicyARN; r != "" && !policyARNPattern.MatchString(r) {
 		bad("revocation.policy_arn", "not a customer-managed IAM policy ARN (arn:aws:iam::123456789012:policy/NAME)")
 	}
@@ -665,6 +623,59 @@ func (d *TenantsDynamoDB) validate(c *Config, bad func(setting, format string, a
 	}
 	if d.Poll < MinTenantPoll || d.Poll > time.Hour {
 		bad("tenants.dynamodb.poll", "between %s and 1h", MinTenantPoll)
+	}
+}
+
+// validate fills the sts section's defaults and checks it.
+func (st *STS) validate(bad func(setting, format string, args ...any)) {
+	if st.Region == "" {
+		st.Region = DefaultRegion
+	}
+	if st.Endpoint != "" {
+		if err := checkFetchURL(st.Endpoint); err != nil {
+			bad("sts.endpoint", "%v", err)
+		}
+	}
+	if st.Timeout == 0 {
+		st.Timeout = DefaultSTSTimeout
+	}
+	if st.Timeout < 0 {
+		bad("sts.timeout", "negative")
+	}
+	switch {
+	case st.MaxRPS < 0 || st.MaxRPS > MaxSTSRPS:
+		bad("sts.max_rps", "between 0 (no budget) and %d calls a second", MaxSTSRPS)
+	case st.MaxBurst < 0:
+		bad("sts.max_burst", "negative")
+	case st.MaxBurst > 0 && st.MaxRPS == 0:
+		bad("sts.max_burst", "needs sts.max_rps")
+	}
+	switch st.RoleChaining {
+	case "":
+		st.RoleChaining = "auto"
+	case "auto", "on", "off":
+	default:
+		bad("sts.role_chaining", "must be auto, on or off")
+	}
+}
+
+// validate checks the tenants section: the allow-list against the tenant
+// rule, the file's presence, the store.
+func (t *Tenants) validate(c *Config, bad func(setting, format string, args ...any)) {
+	if c.TenantRule != nil {
+		for i, id := range t.Allow {
+			if err := c.TenantRule.Check(id); err != nil {
+				bad(fmt.Sprintf("tenants.allow[%d]", i), "%v", err)
+			}
+		}
+	}
+	if t.File != "" {
+		if _, err := os.Stat(t.File); err != nil {
+			bad("tenants.file", "%v", err)
+		}
+	}
+	if d := t.DynamoDB; d != nil {
+		d.validate(c, bad)
 	}
 }
 

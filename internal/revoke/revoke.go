@@ -143,16 +143,9 @@ func Apply(ctx context.Context, client IAM, cfg Config, c Cutoff) (Result, error
 	if err != nil {
 		return Result{}, err
 	}
-	before := c.Before
-	if before.IsZero() {
-		before = now
-	}
-	before = ceilSecond(before)
-	switch {
-	case before.After(now.Add(futureSkew)):
-		return Result{}, fmt.Errorf("%w: cut-off %s is in the future: it would deny sessions not issued yet (suspend the tenant to stop new sessions)", ErrInvalid, before.Format(isoSecond))
-	case !before.Add(cfg.LongestDuration).After(now):
-		return Result{}, fmt.Errorf("%w: cut-off %s: every session issued before it has expired (the longest profile duration is %s): nothing to revoke", ErrInvalid, before.Format(isoSecond), cfg.LongestDuration)
+	before, err := cutoffTime(c.Before, now, cfg.LongestDuration)
+	if err != nil {
+		return Result{}, err
 	}
 
 	w := writer{iam: client, arn: cfg.PolicyARN}
@@ -161,35 +154,9 @@ func Apply(ctx context.Context, client IAM, cfg Config, c Cutoff) (Result, error
 		wrote   bool     // a version was written by an earlier attempt
 	)
 	for range attempts {
-		versions, err := w.versions(ctx)
+		versions, base, current, doc, err := w.read(ctx, pending)
 		if err != nil {
 			return Result{}, err
-		}
-		base, ok := defaultVersion(versions)
-		if !ok {
-			return Result{}, fmt.Errorf("revoke: policy %s has no default version", cfg.PolicyARN)
-		}
-		current, err := w.document(ctx, base.id)
-		if err != nil {
-			return Result{}, err
-		}
-		doc, err := parseDocument(current)
-		if err != nil {
-			return Result{}, fmt.Errorf("revoke: policy %s version %s: %w", cfg.PolicyARN, base.id, err)
-		}
-		for _, id := range pending {
-			text, err := w.document(ctx, id)
-			if isNoSuchEntity(err) {
-				return Result{}, fmt.Errorf("%w: version %s, written by another revoke meanwhile, was deleted before it could be merged: run again", ErrConflict, id)
-			}
-			if err != nil {
-				return Result{}, err
-			}
-			other, err := parseDocument(text)
-			if err != nil {
-				return Result{}, fmt.Errorf("revoke: policy %s version %s: %w", cfg.PolicyARN, id, err)
-			}
-			doc.merge(other)
 		}
 		doc.add(key, value, before)
 		doc.expire(now, cfg.LongestDuration)
@@ -243,6 +210,60 @@ func Apply(ctx context.Context, client IAM, cfg Config, c Cutoff) (Result, error
 		}
 	}
 	return Result{}, fmt.Errorf("%w: policy %s: another revoke kept adding versions: run again", ErrConflict, cfg.PolicyARN)
+}
+
+// cutoffTime is the cut-off asked for (now when zero), rounded up to the
+// second; one in the future, or so far back that every session issued
+// before it has expired, is refused.
+func cutoffTime(asked, now time.Time, longest time.Duration) (time.Time, error) {
+	before := asked
+	if before.IsZero() {
+		before = now
+	}
+	before = ceilSecond(before)
+	switch {
+	case before.After(now.Add(futureSkew)):
+		return before, fmt.Errorf("%w: cut-off %s is in the future: it would deny sessions not issued yet (suspend the tenant to stop new sessions)", ErrInvalid, before.Format(isoSecond))
+	case !before.Add(longest).After(now):
+		return before, fmt.Errorf("%w: cut-off %s: every session issued before it has expired (the longest profile duration is %s): nothing to revoke", ErrInvalid, before.Format(isoSecond), longest)
+	}
+	return before, nil
+}
+
+// read lists the policy's versions and reads its default version, with the
+// cut-offs of the pending versions (written by others since the last
+// read) merged in.
+func (w writer) read(ctx context.Context, pending []string) (versions []version, base version, current string, doc *document, err error) {
+	if versions, err = w.versions(ctx); err != nil {
+		return
+	}
+	base, ok := defaultVersion(versions)
+	if !ok {
+		err = fmt.Errorf("revoke: policy %s has no default version", w.arn)
+		return
+	}
+	if current, err = w.document(ctx, base.id); err != nil {
+		return
+	}
+	if doc, err = parseDocument(current); err != nil {
+		err = fmt.Errorf("revoke: policy %s version %s: %w", w.arn, base.id, err)
+		return
+	}
+	for _, id := range pending {
+		text, err := w.document(ctx, id)
+		if isNoSuchEntity(err) {
+			return nil, base, "", nil, fmt.Errorf("%w: version %s, written by another revoke meanwhile, was deleted before it could be merged: run again", ErrConflict, id)
+		}
+		if err != nil {
+			return nil, base, "", nil, err
+		}
+		other, err := parseDocument(text)
+		if err != nil {
+			return nil, base, "", nil, fmt.Errorf("revoke: policy %s version %s: %w", w.arn, id, err)
+		}
+		doc.merge(other)
+	}
+	return versions, base, current, doc, nil
 }
 
 // check validates cfg and fills its defaults.

@@ -245,10 +245,6 @@ func New(cfg Config) (*Service, error) {
 		}
 	}
 	f := promauto.With(cfg.Registerer)
-	s.cacheRequests = f.NewCounterVec(prometheus.CounterOpts{
-		Name: "tokenvendor_cache_requests_total",
-		Help: "Credential cache lookups, by result (hit, miss, stale).",
-	}, []string{"result"})
 	evictions := f.NewCounter(prometheus.CounterOpts{
 		Name: "tokenvendor_cache_evictions_total",
 		Help: "Credentials dropped from the cache to respect its size bound.",
@@ -263,41 +259,39 @@ func New(cfg Config) (*Service, error) {
 	if err := s.Update(cfg.Profiles, cfg.Tenants, cfg.OverrideScope); err != nil {
 		return nil, err
 	}
+	s.register(f)
+	return s, nil
+}
+
+// register makes the service's metrics, every series of a known label set
+// at 0 from the start, for alerts on rates.
+func (s *Service) register(f promauto.Factory) {
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tokenvendor_cache_entries",
 		Help: "Credentials held in the cache.",
-	}, func() float64 { return float64(creds.Len()) })
-	s.stsRequests = f.NewCounterVec(prometheus.CounterOpts{
-		Name: "tokenvendor_sts_requests_total",
-		Help: "AssumeRole calls made to STS, by outcome (success, throttled, refused, unavailable).",
-	}, []string{"outcome"})
-	// Every series exists from the start, at 0, for alerts on rates.
-	for _, r := range []cache.Result{cache.Hit, cache.Miss, cache.Stale} {
-		s.cacheRequests.WithLabelValues(string(r))
+	}, func() float64 { return float64(s.creds.Len()) })
+	counters := func(name, help, label string, values ...string) *prometheus.CounterVec {
+		c := f.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
+		for _, v := range values {
+			c.WithLabelValues(v)
+		}
+		return c
 	}
-	for _, outcome := range []string{"success", "throttled", "refused", "unavailable"} {
-		s.stsRequests.WithLabelValues(outcome)
-	}
-	s.refusals = f.NewCounterVec(prometheus.CounterOpts{
-		Name: "tokenvendor_tenant_refusals_total",
-		Help: "Requests refused for their tenant, by reason (other_tenant: a tenant the caller may not name; unknown: in no registry or store; suspended; invalid: outside the pattern).",
-	}, []string{"reason"})
-	for _, reason := range []string{RefusedOtherTenant, RefusedUnknown, RefusedSuspended, RefusedInvalid} {
-		s.refusals.WithLabelValues(reason)
-	}
-	s.budgetWaits = f.NewCounterVec(prometheus.CounterOpts{
-		Name: "tokenvendor_sts_budget_waits_total",
-		Help: "AssumeRole calls held back by sts.max_rps, by kind (miss: a caller waited for a turn or found none in time; refresh: a refresh ahead was put off).",
-	}, []string{"kind"})
-	for _, kind := range []string{"miss", "refresh"} {
-		s.budgetWaits.WithLabelValues(kind)
-	}
+	s.cacheRequests = counters("tokenvendor_cache_requests_total", "Credential cache lookups, by result (hit, miss, stale).",
+		"result", string(cache.Hit), string(cache.Miss), string(cache.Stale))
+	s.stsRequests = counters("tokenvendor_sts_requests_total", "AssumeRole calls made to STS, by outcome (success, throttled, refused, unavailable).",
+		"outcome", "success", "throttled", "refused", "unavailable")
+	s.refusals = counters("tokenvendor_tenant_refusals_total",
+		"Requests refused for their tenant, by reason (other_tenant: a tenant the caller may not name; unknown: in no registry or store; suspended; invalid: outside the pattern).",
+		"reason", RefusedOtherTenant, RefusedUnknown, RefusedSuspended, RefusedInvalid)
+	s.budgetWaits = counters("tokenvendor_sts_budget_waits_total",
+		"AssumeRole calls held back by sts.max_rps, by kind (miss: a caller waited for a turn or found none in time; refresh: a refresh ahead was put off).",
+		"kind", "miss", "refresh")
 	s.stsDuration = f.NewHistogram(prometheus.HistogramOpts{
 		Name:    "tokenvendor_sts_request_duration_seconds",
 		Help:    "Duration of AssumeRole calls.",
 		Buckets: prometheus.DefBuckets,
 	})
-	return s, nil
 }
 
 // Update replaces the profiles, the tenant rule and the override scope at
@@ -405,51 +399,13 @@ func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (g 
 	if ok, wait := allow(ctx, s.cfg.TenantLimit, tenant); !ok {
 		return g, &rateLimitedError{what: "tenant", retryAfter: wait}
 	}
-	r, err := prof.Template.Render(tenant)
-	if err != nil {
-		if errors.Is(err, policy.ErrInvalidTenant) {
-			return g, refuse(RefusedInvalid, fmt.Errorf("%w: %w", ErrInvalidTenant, err))
-		}
-		return g, fmt.Errorf("render profile %s for tenant %s: %w", prof.Name, tenant, err)
-	}
-	name, err := s.cfg.Sessions.Name(tenant, prof.Name, caller.Subject)
+	in, err := s.input(prof, tenant, caller.Subject)
 	if err != nil {
 		return g, err
 	}
-	g.SessionName = name
-	in := &sts.AssumeRoleInput{
-		RoleArn:         aws.String(prof.RoleARN),
-		RoleSessionName: aws.String(name),
-		DurationSeconds: aws.Int32(int32(prof.Duration / time.Second)),
-		Policy:          aws.String(r.Policy),
-	}
-	if si := s.cfg.Sessions.SourceIdentity(caller.Subject); si != "" {
-		in.SourceIdentity = aws.String(si)
-	}
-	if prof.ExternalID != "" {
-		in.ExternalId = aws.String(prof.ExternalID)
-	}
-	for _, t := range r.Tags {
-		in.Tags = append(in.Tags, ststypes.Tag{Key: aws.String(t.Key), Value: aws.String(t.Value)})
-	}
+	g.SessionName = aws.ToString(in.RoleSessionName)
 	key := cache.Key{Group: tenants.Group(tenant), ID: cacheKey(prof.Name, in)}
-	cctx, cacheSpan := tracing.Start(ctx, s.tracer, "cache")
-	creds, result, err := s.creds.Get(cctx, key, func(ctx context.Context) (Credentials, time.Time, error) {
-		// The tenant's standing again: what the shared tier just read may
-		// have told this replica that it changed.
-		if err := s.standing(tenant); err != nil {
-			return Credentials{}, time.Time{}, cache.Skip(err)
-		}
-		if err := s.takeTurn(ctx, tenant); err != nil {
-			return Credentials{}, time.Time{}, err
-		}
-		return s.assumeRole(ctx, in, prof.Name, tenant)
-	})
-	if cacheSpan.IsRecording() {
-		cacheSpan.SetAttributes(attribute.String("tokenvendor.cache.result", string(result)))
-	}
-	cacheSpan.End()
-	s.cacheRequests.WithLabelValues(string(result)).Inc()
+	creds, result, err := s.cached(ctx, key, in, prof.Name, tenant)
 	g.Cache = result
 	if err != nil {
 		return g, elsewhere(err, tenant)
@@ -463,6 +419,61 @@ func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (g 
 	}
 	g.Credentials = creds
 	return g, nil
+}
+
+// input is the AssumeRole request for a tenant of a profile and a caller:
+// the rendered policy and tags, the session name and source identity.
+func (s *Service) input(prof Profile, tenant, subject string) (*sts.AssumeRoleInput, error) {
+	r, err := prof.Template.Render(tenant)
+	if err != nil {
+		if errors.Is(err, policy.ErrInvalidTenant) {
+			return nil, refuse(RefusedInvalid, fmt.Errorf("%w: %w", ErrInvalidTenant, err))
+		}
+		return nil, fmt.Errorf("render profile %s for tenant %s: %w", prof.Name, tenant, err)
+	}
+	name, err := s.cfg.Sessions.Name(tenant, prof.Name, subject)
+	if err != nil {
+		return nil, err
+	}
+	in := &sts.AssumeRoleInput{
+		RoleArn:         aws.String(prof.RoleARN),
+		RoleSessionName: aws.String(name),
+		DurationSeconds: aws.Int32(int32(prof.Duration / time.Second)),
+		Policy:          aws.String(r.Policy),
+	}
+	if si := s.cfg.Sessions.SourceIdentity(subject); si != "" {
+		in.SourceIdentity = aws.String(si)
+	}
+	if prof.ExternalID != "" {
+		in.ExternalId = aws.String(prof.ExternalID)
+	}
+	for _, t := range r.Tags {
+		in.Tags = append(in.Tags, ststypes.Tag{Key: aws.String(t.Key), Value: aws.String(t.Value)})
+	}
+	return in, nil
+}
+
+// cached returns the credentials of key from the cache, which calls STS
+// with in when it must: after checking the tenant's standing once more
+// (what the shared tier just read may have told this replica that it
+// changed) and taking a turn in the STS budget.
+func (s *Service) cached(ctx context.Context, key cache.Key, in *sts.AssumeRoleInput, profile, tenant string) (Credentials, cache.Result, error) {
+	ctx, span := tracing.Start(ctx, s.tracer, "cache")
+	defer span.End()
+	creds, result, err := s.creds.Get(ctx, key, func(ctx context.Context) (Credentials, time.Time, error) {
+		if err := s.standing(tenant); err != nil {
+			return Credentials{}, time.Time{}, cache.Skip(err)
+		}
+		if err := s.takeTurn(ctx, tenant); err != nil {
+			return Credentials{}, time.Time{}, err
+		}
+		return s.assumeRole(ctx, in, profile, tenant)
+	})
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("tokenvendor.cache.result", string(result)))
+	}
+	s.cacheRequests.WithLabelValues(string(result)).Inc()
+	return creds, result, err
 }
 
 // elsewhere gives the failure of another replica's AssumeRole, which this
