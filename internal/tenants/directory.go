@@ -212,7 +212,8 @@ func (d *Directory) Observe(group string, rev int64) {
 }
 
 // Notice is told of a change another process made: a suspension takes
-// effect at once; anything else is read from the store first.
+// effect at once; anything else is read from the store first, in the
+// background.
 func (d *Directory) Notice(group string, rev int64, suspended bool) {
 	v := d.view.Load()
 	id, ok := v.groups[group]
@@ -227,12 +228,16 @@ func (d *Directory) Notice(group string, rev int64, suspended bool) {
 		d.set(id, func(e *entry) { e.standing, e.rev = Suspended, rev })
 		return
 	}
-	d.Kick() // lifted only once the store says so
-	ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
-	defer cancel()
-	if err := d.refresh(ctx, id, rev); err != nil {
-		d.cfg.Logger.Warn("tenant changed and the store cannot say how; refusing it until it can", "tenant", id, "err", err)
-	}
+	// Lifted only once the store says so; read apart from the notices, so
+	// that the subscription is not held up by the store.
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
+		defer cancel()
+		if err := d.refresh(ctx, id, rev); err != nil {
+			d.cfg.Logger.Warn("tenant changed and the store cannot say how; refusing it until it can", "tenant", id, "err", err)
+			d.Kick()
+		}
+	}()
 }
 
 // Kick asks Run to poll now, as when notices may have been missed.
