@@ -5,14 +5,10 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/cache"
@@ -46,18 +42,11 @@ func sharedDay(tenants int) ([]row, error) {
 		return nil, err
 	}
 	defer r.stop()
-	tmp, err := os.MkdirTemp("", "tokenvendor-bench-")
+	keys, _, err := newKeys()
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
-	_, keys, err := keyFile(tmp)
-	if err != nil {
-		return nil, err
-	}
-	rc := goredis.NewClient(&goredis.Options{Addr: r.addr, DisableIdentity: true})
-	defer rc.Close()
-	memBefore, err := usedMemory(rc)
+	memBefore, err := r.usedMemory()
 	if err != nil {
 		return nil, err
 	}
@@ -99,11 +88,11 @@ func sharedDay(tenants int) ([]row, error) {
 	if err := <-errs; err != nil {
 		return nil, err
 	}
-	memAfter, err := usedMemory(rc)
+	memAfter, err := r.usedMemory()
 	if err != nil {
 		return nil, err
 	}
-	ops, err := commandCalls(rc)
+	ops, err := r.commandCalls()
 	if err != nil {
 		return nil, err
 	}
@@ -174,30 +163,4 @@ func dayPart(tiers []*shared.Tier, p, tenants int) (dayCounts, error) {
 	c.calls = fake.calls.Load() - warmCalls
 	c.waited = fake.waited.Load() - warmWaited
 	return c, nil
-}
-
-// usedMemory is Redis's used_memory.
-func usedMemory(c *goredis.Client) (float64, error) {
-	info, err := c.InfoMap(context.Background(), "memory").Result()
-	if err != nil {
-		return 0, err
-	}
-	return strconv.ParseFloat(info["Memory"]["used_memory"], 64)
-}
-
-// commandCalls is the number of commands the replicas sent Redis: the
-// scripts and the pings and subscriptions, not the commands a script runs
-// inside, which Redis counts too.
-func commandCalls(c *goredis.Client) (int64, error) {
-	info, err := c.InfoMap(context.Background(), "commandstats").Result()
-	if err != nil {
-		return 0, err
-	}
-	var n int64
-	for _, name := range []string{"evalsha", "eval", "ping", "subscribe"} {
-		calls, _, _ := strings.Cut(strings.TrimPrefix(info["Commandstats"]["cmdstat_"+name], "calls="), ",")
-		c, _ := strconv.ParseInt(calls, 10, 64)
-		n += c
-	}
-	return n, nil
 }

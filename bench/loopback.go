@@ -67,7 +67,7 @@ func loopback(w io.Writer, hey string, duration time.Duration) ([]row, error) {
 		return nil, err
 	}
 	defer redis.stop()
-	keys, _, err := keyFile(tmp)
+	keys, err := keyFile(tmp)
 	if err != nil {
 		return nil, err
 	}

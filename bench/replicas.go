@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,9 +22,11 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
-// redisServer is a redis-server the bench starts for itself.
+// redisServer is a redis-server the bench starts for itself, with a
+// client to look into it.
 type redisServer struct {
 	addr string
+	c    *goredis.Client
 	stop func()
 }
 
@@ -31,21 +35,54 @@ func startRedis() (*redisServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &redisServer{addr: addr, stop: stop}, nil
+	c := goredis.NewClient(&goredis.Options{Addr: addr, DisableIdentity: true})
+	return &redisServer{addr: addr, c: c, stop: func() { c.Close(); stop() }}, nil
+}
+
+// usedMemory is Redis's used_memory.
+func (r *redisServer) usedMemory() (float64, error) {
+	info, err := r.c.InfoMap(context.Background(), "memory").Result()
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseFloat(info["Memory"]["used_memory"], 64)
+}
+
+// commandCalls is the number of commands the replicas sent Redis: the
+// scripts and the pings and subscriptions, not the commands a script runs
+// inside, which Redis counts too.
+func (r *redisServer) commandCalls() (int64, error) {
+	info, err := r.c.InfoMap(context.Background(), "commandstats").Result()
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, name := range []string{"evalsha", "eval", "ping", "subscribe"} {
+		calls, _, _ := strings.Cut(strings.TrimPrefix(info["Commandstats"]["cmdstat_"+name], "calls="), ",")
+		c, _ := strconv.ParseInt(calls, 10, 64)
+		n += c
+	}
+	return n, nil
+}
+
+// newKeys is a keyring of one fresh key.
+func newKeys() (*seal.Keyring, []byte, error) {
+	k := make([]byte, seal.KeySize)
+	if _, err := rand.Read(k); err != nil {
+		return nil, nil, err
+	}
+	ring, err := seal.New(k)
+	return ring, k, err
 }
 
 // keyFile writes a key file of one fresh key into dir.
-func keyFile(dir string) (string, *seal.Keyring, error) {
-	k := make([]byte, seal.KeySize)
-	if _, err := rand.Read(k); err != nil {
-		return "", nil, err
-	}
-	ring, err := seal.New(k)
+func keyFile(dir string) (string, error) {
+	_, k, err := newKeys()
 	if err != nil {
-		return "", nil, err
+		return "", err
 	}
 	path := dir + "/redis.key"
-	return path, ring, os.WriteFile(path, []byte(encodeKey(k)+"\n"), 0o600)
+	return path, os.WriteFile(path, []byte(encodeKey(k)+"\n"), 0o600)
 }
 
 func encodeKey(k []byte) string { return base64.StdEncoding.EncodeToString(k) }
@@ -114,29 +151,13 @@ func replicas(tenants int) ([]row, error) {
 		return nil, err
 	}
 	defer r.stop()
-	tmp, err := os.MkdirTemp("", "tokenvendor-bench-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(tmp)
-	_, keys, err := keyFile(tmp)
+	keys, _, err := newKeys()
 	if err != nil {
 		return nil, err
 	}
 
 	var rows []row
-	used := func() (float64, error) {
-		c := goredis.NewClient(&goredis.Options{Addr: r.addr, DisableIdentity: true})
-		defer c.Close()
-		info, err := c.InfoMap(context.Background(), "memory").Result()
-		if err != nil {
-			return 0, err
-		}
-		var n float64
-		_, err = fmt.Sscan(info["Memory"]["used_memory"], &n)
-		return n, err
-	}
-	memBefore, err := used()
+	memBefore, err := r.usedMemory()
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +169,7 @@ func replicas(tenants int) ([]row, error) {
 		rows = append(rows, row{"replicas (Redis)", fmt.Sprintf("AssumeRole calls, cold burst of 10 x %d tenants over %d replica(s), min / median / max of %d runs", tenants, n, burstRuns),
 			fmt.Sprintf("%d / %d / %d", calls[0], calls[len(calls)/2], calls[len(calls)-1]), fmt.Sprintf("= %d every run", tenants)})
 		if n == 1 {
-			memAfter, err := used()
+			memAfter, err := r.usedMemory()
 			if err != nil {
 				return nil, err
 			}

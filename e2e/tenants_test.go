@@ -14,9 +14,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awscreds "github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
+
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
 // cutOffWithin is how soon a suspension or a resumption must reach every
@@ -27,16 +27,8 @@ const cutOffWithin = 2 * time.Second
 // DynamoDB and returns the tenants section that names it.
 func createTenantTable(t *testing.T) string {
 	t.Helper()
-	db := dynamodb.New(dynamodb.Options{Region: "us-east-1", BaseEndpoint: aws.String(peers.moto),
-		Credentials: awscreds.NewStaticCredentialsProvider("testing", "testing", "")})
 	name := strings.ReplaceAll("tenants-"+t.Name(), "/", "-")
-	_, err := db.CreateTable(context.Background(), &dynamodb.CreateTableInput{
-		TableName:            aws.String(name),
-		AttributeDefinitions: []ddbtypes.AttributeDefinition{{AttributeName: aws.String("tenant_id"), AttributeType: ddbtypes.ScalarAttributeTypeS}},
-		KeySchema:            []ddbtypes.KeySchemaElement{{AttributeName: aws.String("tenant_id"), KeyType: ddbtypes.KeyTypeHash}},
-		BillingMode:          ddbtypes.BillingModePayPerRequest,
-	})
-	if err != nil {
+	if _, err := testsupport.CreateTenantTable(peers.moto, name); err != nil {
 		t.Fatal(err)
 	}
 	return fmt.Sprintf("tenants:\n  dynamodb:\n    table: %s\n    endpoint: %s\n", name, peers.moto)

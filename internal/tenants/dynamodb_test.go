@@ -7,10 +7,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/tokenvendor/tokenvendor/internal/tenants"
 	"github.com/tokenvendor/tokenvendor/internal/testsupport"
@@ -41,15 +38,8 @@ func newTable(t *testing.T) *tenants.Table {
 // the table's name.
 func newDB(t *testing.T) (*dynamodb.Client, string) {
 	t.Helper()
-	db := dynamodb.New(dynamodb.Options{Region: "us-east-1", BaseEndpoint: aws.String(moto),
-		Credentials: credentials.NewStaticCredentialsProvider("testing", "testing", "")})
 	name := "tenants-" + t.Name()
-	_, err := db.CreateTable(context.Background(), &dynamodb.CreateTableInput{
-		TableName:            aws.String(name),
-		AttributeDefinitions: []ddbtypes.AttributeDefinition{{AttributeName: aws.String("tenant_id"), AttributeType: ddbtypes.ScalarAttributeTypeS}},
-		KeySchema:            []ddbtypes.KeySchemaElement{{AttributeName: aws.String("tenant_id"), KeyType: ddbtypes.KeyTypeHash}},
-		BillingMode:          ddbtypes.BillingModePayPerRequest,
-	})
+	db, err := testsupport.CreateTenantTable(moto, name)
 	if err != nil {
 		t.Fatal(err)
 	}

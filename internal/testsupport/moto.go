@@ -1,11 +1,17 @@
 package testsupport
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"os/exec"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
 
 // StartMoto runs moto_server (on these machines' PATH) on a free loopback
@@ -60,4 +66,19 @@ func startMoto(bin string) (string, func(), error) {
 	}
 	stop()
 	return "", nil, fmt.Errorf("moto_server on %s not answering after 30 s:\n%s", addr, logs.String())
+}
+
+// CreateTenantTable makes a tenant store table (hash key tenant_id, a
+// string), as deploy/cloudformation/iam.yaml does, at the DynamoDB of
+// endpoint (moto's), and returns a client of it.
+func CreateTenantTable(endpoint, name string) (*dynamodb.Client, error) {
+	db := dynamodb.New(dynamodb.Options{Region: "us-east-1", BaseEndpoint: aws.String(endpoint),
+		Credentials: credentials.NewStaticCredentialsProvider("testing", "testing", "")})
+	_, err := db.CreateTable(context.Background(), &dynamodb.CreateTableInput{
+		TableName:            aws.String(name),
+		AttributeDefinitions: []ddbtypes.AttributeDefinition{{AttributeName: aws.String("tenant_id"), AttributeType: ddbtypes.ScalarAttributeTypeS}},
+		KeySchema:            []ddbtypes.KeySchemaElement{{AttributeName: aws.String("tenant_id"), KeyType: ddbtypes.KeyTypeHash}},
+		BillingMode:          ddbtypes.BillingModePayPerRequest,
+	})
+	return db, err
 }
