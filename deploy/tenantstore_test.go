@@ -2,11 +2,15 @@ package deploy_test
 
 import (
 	"encoding/json"
+	"os"
 	"reflect"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tokenvendor/tokenvendor/internal/config"
 )
 
 // tenantStoreTable is the tenant store's logical name in the template.
@@ -288,5 +292,87 @@ func TestOnlyTheOperatorRoleMayWriteTheTenantStore(t *testing.T) {
 		if p := st.Resources[tenantStoreTable].Properties["ResourcePolicy"]; p != nil {
 			t.Errorf("%s: the tenant store has a resource policy %v", st.name, p)
 		}
+	}
+}
+
+// uncommented returns raw with its commented-out top-level section key
+// (a line "# key:" and the indented "#   ..." lines after it) in force.
+func uncommented(t *testing.T, where, raw, key string) string {
+	t.Helper()
+	lines := strings.Split(raw, "\n")
+	start := slices.Index(lines, "# "+key+":")
+	if start < 0 {
+		t.Fatalf("%s: no commented-out %s section (a line %q)", where, key, "# "+key+":")
+	}
+	end := start + 1
+	for end < len(lines) && strings.HasPrefix(lines[end], "#   ") {
+		end++
+	}
+	if end == start+1 {
+		t.Fatalf("%s: the commented-out %s section is empty", where, key)
+	}
+	for i := start; i < end; i++ {
+		lines[i] = strings.TrimPrefix(lines[i], "# ")
+	}
+	return strings.Join(lines, "\n")
+}
+
+// The shipped configs carry a tenants.dynamodb example, commented out so
+// that they load without the table: in force, it loads, names the table
+// the template creates by default, and polls as the README says.
+func TestTenantStoreExamplesLoadAndNameTheTemplatesTable(t *testing.T) {
+	tpl := loadTemplate(t)
+	table := tpl.Parameters["TenantStoreTableName"].Default
+	if table == nil {
+		t.Fatal("no default TenantStoreTableName in the template")
+	}
+	standalone := func(t *testing.T) (string, func(string) []byte) {
+		ms := renderOverlay(t, "standalone")
+		pod := podTemplateOf(t, find(t, ms, "Deployment", "tokenvendor"))
+		c := tokenvendorContainer(t, pod)
+		_, raw := configText(t, ms, pod, c)
+		return raw, func(text string) []byte { b, _ := standIns(t, text, pod, c); return b }
+	}
+	file := func(path string) func(t *testing.T) (string, func(string) []byte) {
+		return func(t *testing.T) (string, func(string) []byte) {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return string(b), func(text string) []byte { return []byte(text) }
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		config func(t *testing.T) (raw string, parsable func(string) []byte)
+		poll   time.Duration
+	}{
+		{name: "kubernetes/base/config.yaml", config: standalone, poll: config.DefaultTenantPollRedis},
+		{name: "ecs/config.yaml", config: file("ecs/config.yaml"), poll: config.DefaultTenantPoll},
+		{name: "examples/config.yaml", config: file("../examples/config.yaml"), poll: config.DefaultTenantPoll},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, parsable := tc.config(t)
+			if _, err := config.Parse(parsable(raw)); err != nil {
+				t.Fatalf("as shipped, it does not load: %v", err)
+			}
+			cfg, err := config.Parse(parsable(uncommented(t, tc.name, raw, "tenants")))
+			if err != nil {
+				t.Fatalf("with its tenants section in force, it does not load: %v", err)
+			}
+			d := cfg.Tenants.DynamoDB
+			if d == nil {
+				t.Fatal("its tenants section has no dynamodb store")
+			}
+			if d.Table != table {
+				t.Errorf("tenants.dynamodb.table %q, want the template's %v (output %s)", d.Table, table, tenantStoreOutput)
+			}
+			if d.Poll != tc.poll {
+				t.Errorf("tenants.dynamodb.poll %s, want the default %s", d.Poll, tc.poll)
+			}
+			if d.Endpoint != "" || len(cfg.Tenants.Allow) > 0 || cfg.Tenants.File != "" {
+				t.Errorf("tenants %+v: want the store alone, at the SDK's endpoint", cfg.Tenants)
+			}
+		})
 	}
 }
