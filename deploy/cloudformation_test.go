@@ -46,9 +46,11 @@ type template struct {
 }
 
 type resource struct {
-	Type       string
-	Condition  string
-	Properties map[string]any
+	Type                string
+	Condition           string
+	DeletionPolicy      string
+	UpdateReplacePolicy string
+	Properties          map[string]any
 }
 
 func loadTemplate(t *testing.T) template {
@@ -105,7 +107,18 @@ var stacks = []map[string]string{
 	redisParams,
 	with(redisParams, "RedisNodes", "1"),
 	with(redisParams, "Platform", "ECS", "ExternalId", "ecs-external-id-0123456789abcdef0123"),
+	tenantStoreParams,
+	with(tenantStoreParams, "SourceIdentity", "false"),
+	with(tenantStoreParams, "Sidecars", "PodIdentity", "ClusterName", "prod"),
+	with(tenantStoreParams, "Platform", "ECS", "ExternalId", "ecs-external-id-0123456789abcdef0123"),
+	with(redisParams, "TenantStore", "DynamoDB"),
 }
+
+// tenantStoreParams create the tenant store.
+var tenantStoreParams = map[string]string{"TenantStore": "DynamoDB"}
+
+// hasTenantStore reports whether the stack was asked for the tenant store.
+func hasTenantStore(st stack) bool { return st.params["TenantStore"] == "DynamoDB" }
 
 // redisParams create the Redis the standalone replicas share.
 var redisParams = map[string]string{
@@ -418,6 +431,78 @@ func assumeActions(st stack, role string) []string {
 	return sorted(actions)
 }
 
+// permissions is everything role may do, as IAM would read its policies:
+// each action it is allowed, with every resource it is allowed on. Every
+// statement must be a plain Allow (no NotAction, NotResource or Condition)
+// and the role may have no managed policy or boundary, or the test could
+// not tell what it grants.
+func permissions(t *testing.T, st stack, role string) map[string][]any {
+	t.Helper()
+	docs, managed := attachedTo(st, role)
+	if len(managed) > 0 || st.Resources[role].Properties["PermissionsBoundary"] != nil {
+		t.Errorf("%s: %s has managed policies %v or a boundary", st.name, role, managed)
+	}
+	granted := map[string][]any{}
+	for _, d := range docs {
+		for _, s := range statements(t, d) {
+			if s.Effect != "Allow" || s.NotAction != nil || s.NotResource != nil || s.Condition != nil || s.Principal != nil {
+				raw, _ := json.Marshal(s)
+				t.Errorf("%s: %s statement %s: want a plain Allow", st.name, role, raw)
+				continue
+			}
+			resources, ok := s.Resource.([]any)
+			if !ok {
+				resources = []any{s.Resource}
+			}
+			for _, a := range strs(s.Action) {
+				granted[a] = append(granted[a], resources...)
+			}
+		}
+	}
+	return granted
+}
+
+// checkPermissions fails unless role may do exactly what want says: each
+// action on its one resource, and nothing else.
+func checkPermissions(t *testing.T, st stack, role string, want map[string]any) {
+	t.Helper()
+	got := permissions(t, st, role)
+	for a, r := range got {
+		w, ok := want[a]
+		if !ok {
+			t.Errorf("%s: %s may %s on %v, which it has no business doing", st.name, role, a, r)
+			continue
+		}
+		if !reflect.DeepEqual(r, []any{w}) {
+			raw, _ := json.Marshal(r)
+			exp, _ := json.Marshal(w)
+			t.Errorf("%s: %s may %s on %s, want on %s alone", st.name, role, a, raw, exp)
+		}
+	}
+	for a := range want {
+		if _, ok := got[a]; !ok {
+			t.Errorf("%s: %s may not %s, which it needs", st.name, role, a)
+		}
+	}
+}
+
+func TestPermissionsReadsEveryStatement(t *testing.T) {
+	st := stack{name: "fake", params: map[string]string{}, Resources: map[string]resource{
+		"R": {Type: "AWS::IAM::Role", Properties: map[string]any{"Policies": []any{map[string]any{"PolicyDocument": map[string]any{
+			"Statement": []any{
+				map[string]any{"Effect": "Allow", "Action": "a:One", "Resource": "x"},
+				map[string]any{"Effect": "Allow", "Action": []any{"a:One", "a:Two"}, "Resource": []any{"y", "z"}},
+			}}}}}},
+		"P": {Type: "AWS::IAM::RolePolicy", Properties: map[string]any{"RoleName": ref("R"), "PolicyDocument": map[string]any{
+			"Statement": map[string]any{"Effect": "Allow", "Action": "a:Three", "Resource": "w"}}}},
+	}}
+	got := permissions(t, st, "R")
+	want := map[string][]any{"a:One": {"x", "y", "z"}, "a:Two": {"y", "z"}, "a:Three": {"w"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("permissions = %v, want %v", got, want)
+	}
+}
+
 func TestCloudFormationPassesCfnLint(t *testing.T) {
 	lint, err := exec.LookPath("cfn-lint")
 	if err != nil {
@@ -455,34 +540,26 @@ func TestExternalIDIsMandatoryOnECS(t *testing.T) {
 	}
 }
 
-func TestServiceRolesMayOnlyAssumeAndTagTheAccessRole(t *testing.T) {
+// The service role may assume and tag the access role and, with the tenant
+// store, read that table; the sidecar role may only assume and tag. Neither
+// may write the tenant store: a compromised replica must not be able to
+// lift a suspension.
+func TestServiceRolesMayOnlyAssumeTheAccessRoleAndReadTheTenantStore(t *testing.T) {
 	tpl := loadTemplate(t)
 	for _, params := range stacks {
 		st := deploy(t, tpl, params)
 		access := role(t, st, "AccessRole")
 		for _, service := range serviceRoles(t, st) {
-			docs, managed := attachedTo(st, service)
-			if len(managed) > 0 {
-				t.Errorf("%s: %s has managed policies %v", st.name, service, managed)
+			want := map[string]any{}
+			for _, a := range assumeActions(st, service) {
+				want[a] = getAtt(access, "Arn")
 			}
-			var all []statement
-			for _, d := range docs {
-				all = append(all, statements(t, d)...)
+			if service == "ServiceRole" && hasTenantStore(st) {
+				for _, a := range serviceTenantStoreActions {
+					want[a] = getAtt(tenantStoreTable, "Arn")
+				}
 			}
-			if len(all) != 1 {
-				t.Errorf("%s: %s has %d statements, want exactly one: %+v", st.name, service, len(all), all)
-				continue
-			}
-			s := all[0]
-			if s.Effect != "Allow" || s.NotAction != nil || s.NotResource != nil || s.Condition != nil {
-				t.Errorf("%s: %s statement %+v: want a plain Allow", st.name, service, s)
-			}
-			if got := sorted(strs(s.Action)); !slices.Equal(got, assumeActions(st, service)) {
-				t.Errorf("%s: %s actions %v, want exactly %v", st.name, service, s.Action, assumeActions(st, service))
-			}
-			if !reflect.DeepEqual(s.Resource, getAtt(access, "Arn")) {
-				t.Errorf("%s: %s resource %v, want only the access role (%s.Arn)", st.name, service, s.Resource, access)
-			}
+			checkPermissions(t, st, service, want)
 		}
 	}
 }
@@ -1248,35 +1325,25 @@ func TestRevocationPolicyIsAttachedToTheAccessRoleDenyingNothingYet(t *testing.T
 	}
 }
 
-// The operator role may read and version the revocation policy and do
-// nothing else; no other role of the template, the service's own least of
-// all, may change it.
+// The operator role may read and version the revocation policy and, with
+// the tenant store, read and write that table, and do nothing else; no
+// other role of the template, the service's own least of all, may change
+// the policy.
 func TestOnlyTheOperatorRoleMayVersionTheRevocationPolicy(t *testing.T) {
 	tpl := loadTemplate(t)
 	for _, params := range stacks {
 		st := deploy(t, tpl, params)
 		operator := role(t, st, "OperatorRole")
-		docs, managed := attachedTo(st, operator)
-		if len(managed) > 0 || st.Resources[operator].Properties["PermissionsBoundary"] != nil {
-			t.Errorf("%s: %s has managed policies %v", st.name, operator, managed)
+		want := map[string]any{}
+		for _, a := range revocationActions {
+			want[a] = ref("RevocationPolicy")
 		}
-		var all []statement
-		for _, d := range docs {
-			all = append(all, statements(t, d)...)
+		if hasTenantStore(st) {
+			for _, a := range operatorTenantStoreActions {
+				want[a] = getAtt(tenantStoreTable, "Arn")
+			}
 		}
-		if len(all) != 1 {
-			t.Fatalf("%s: %s has %d statements, want one: %+v", st.name, operator, len(all), all)
-		}
-		s := all[0]
-		if s.Effect != "Allow" || s.NotAction != nil || s.NotResource != nil || s.Condition != nil {
-			t.Errorf("%s: %s statement %+v: want a plain Allow", st.name, operator, s)
-		}
-		if got := sorted(strs(s.Action)); !slices.Equal(got, revocationActions) {
-			t.Errorf("%s: %s may %v, want exactly %v", st.name, operator, s.Action, revocationActions)
-		}
-		if !reflect.DeepEqual(s.Resource, ref("RevocationPolicy")) {
-			t.Errorf("%s: %s acts on %v, want the revocation policy alone", st.name, operator, s.Resource)
-		}
+		checkPermissions(t, st, operator, want)
 		trust := statements(t, st.Resources[operator].Properties["AssumeRolePolicyDocument"])
 		account := map[string]any{"AWS": map[string]any{"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
 		if len(trust) != 1 || trust[0].Effect != "Allow" || !reflect.DeepEqual(trust[0].Principal, account) || !slices.Equal(strs(trust[0].Action), []string{"sts:AssumeRole"}) {
