@@ -21,7 +21,7 @@ func TestTenantStoreRevocationAndSTSBudgetSections(t *testing.T) {
 	if d := c.Tenants.DynamoDB; d.Region != "us-east-1" || d.Poll != 5*time.Second || c.STS.MaxRPS != 20 {
 		t.Errorf("defaults: store %+v, max_rps %v", *d, c.STS.MaxRPS)
 	}
-	withRedis, err := config.Parse([]byte(mutated(prepend("tenants:\n  dynamodb: {table: tenants}\nredis:\n  url: redis://127.0.0.1:6379\n  key_file: "+newRedisFiles(t).keys+"\n"))))
+	withRedis, err := config.Parse([]byte(mutated(prepend("tenants:\n  dynamodb: {table: tenants}\nredis:\n  url: redis://127.0.0.1:6379\n  key_file: " + newRedisFiles(t).keys + "\n"))))
 	if err != nil {
 		t.Fatal(err)
 	}
