@@ -96,18 +96,19 @@ func TestAuditFileHasOneParseableLinePerDecision(t *testing.T) {
 	want := []struct {
 		outcome, code, tenant string
 		status                int
+		refusal               string
 	}{
-		{audit.Granted, "", "acme", 200},
-		{audit.Refused, "unauthenticated", "", 401},
-		{audit.Refused, "forbidden", "", 403},
-		{audit.Refused, "invalid_tenant", "", 400},
+		{audit.Granted, "", "acme", 200, ""},
+		{audit.Refused, "unauthenticated", "", 401, ""},
+		{audit.Refused, "forbidden", "globex", 403, "other_tenant"}, // the tenant reached for
+		{audit.Refused, "invalid_tenant", "", 400, "invalid"},
 	}
 	if len(events) != len(want) {
 		t.Fatalf("%d audit lines, want %d", len(events), len(want))
 	}
 	for i, w := range want {
 		ev := events[i]
-		if ev.Outcome != w.outcome || ev.Code != w.code || ev.TenantID != w.tenant || ev.Status != w.status || ev.RequestID == "" {
+		if ev.Outcome != w.outcome || ev.Code != w.code || ev.TenantID != w.tenant || ev.Status != w.status || ev.Refusal != w.refusal || ev.RequestID == "" {
 			t.Errorf("line %d = %+v, want %+v", i+1, ev, w)
 		}
 	}

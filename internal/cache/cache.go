@@ -73,7 +73,9 @@ type Shared[V any] interface {
 	Watch(key Key) (done <-chan struct{}, stop func())
 	// Acquire looks key up and, unless the tier holds a value that expires
 	// after q.After or a note that the latest fetch failed, takes the key's
-	// fetch lease for q.Lease, in one round trip.
+	// fetch lease, in one round trip. A lease is kept alive while its
+	// holder fetches, for q.Lease at most, and lapses soon after a holder
+	// that can no longer reach the tier.
 	Acquire(ctx context.Context, key Key, q Query) Acquired[V]
 }
 
@@ -82,7 +84,7 @@ type Query struct {
 	// After is the expiry a value must pass to be worth taking: the
 	// process's own value's, or zero when it holds none.
 	After time.Time
-	// Lease is how long a lease lasts when one is taken.
+	// Lease is the longest a lease is kept alive: the fetch's.
 	Lease time.Duration
 	// Force takes the lease whatever the tier holds: the value it returned
 	// last cannot be served.
@@ -95,6 +97,10 @@ type Query struct {
 type Acquired[V any] struct {
 	Stored[V]
 	Lease Lease[V]
+	// Lapse, when another process holds the lease, is how soon it lapses
+	// unless its holder keeps it alive: the time to look again if no word
+	// comes before. Zero: the tier does not say; wait for word.
+	Lapse time.Duration
 }
 
 // Lease is one process's right to fetch a key. Exactly one of its methods
@@ -508,13 +514,22 @@ func (c *Cache[V]) fetchShared(ctx context.Context, key Key, fetch Fetch[V], hel
 			q.Force = true
 			continue
 		}
+		// Wait for word of the key, or until the holder's lease would lapse
+		// (it may have lost the tier, and will never store nor tell).
+		var lapsed <-chan time.Time
+		if a.Lapse > 0 {
+			t := time.NewTimer(a.Lapse)
+			defer t.Stop()
+			lapsed = t.C
+		}
 		select {
 		case <-changed:
-			stop()
+		case <-lapsed:
 		case <-ctx.Done():
 			stop()
 			return nil, &ElsewhereError{Recoverable: true, Reason: "no value within the fetch timeout"}
 		}
+		stop()
 	}
 }
 

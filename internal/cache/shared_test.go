@@ -24,8 +24,10 @@ type tier struct {
 	acquires atomic.Int64
 	stores   atomic.Int64
 	down     atomic.Bool
-	// holdLeases makes every lease look held by a process that never stores.
+	// holdLeases makes every lease look held by a process that never stores,
+	// one that lapses in lapse (0: the tier does not say).
 	holdLeases atomic.Bool
+	lapse      time.Duration
 }
 
 func newTier() *tier {
@@ -70,6 +72,7 @@ func (t *tier) Acquire(_ context.Context, key cache.Key, q cache.Query) cache.Ac
 		}
 	}
 	if t.holdLeases.Load() || t.leases[key] {
+		a.Lapse = t.lapse
 		return a
 	}
 	t.leases[key] = true
@@ -251,6 +254,27 @@ func TestSharedLeaseNeverDeliveredFailsRecoverablyWithoutFetching(t *testing.T) 
 	}
 	if n := sh.acquires.Load(); n != 1 {
 		t.Fatalf("acquires = %d while the lease was held and nothing changed, want 1: a waiter looks again only when told", n)
+	}
+}
+
+func TestSharedWaiterTakesOverALeaseThatLapses(t *testing.T) {
+	clk := start()
+	sh := newTier()
+	sh.holdLeases.Store(true) // a holder that lost the tier: it will never store nor tell
+	sh.lapse = 20 * time.Millisecond
+	cs := replicas(t, 1, clk, sh, nil)
+	u := &upstream{clk: clk}
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		sh.holdLeases.Store(false) // its lease lapses
+	}()
+	v, r, err := cs[0].Get(context.Background(), k, u.fetch)
+	want(t, v, r, err, 1, cache.Miss)
+	if u.calls.Load() != 1 || sh.stores.Load() != 1 {
+		t.Fatalf("upstream calls %d, stores %d; want 1 and 1: the waiter took the lapsed lease", u.calls.Load(), sh.stores.Load())
+	}
+	if n := sh.acquires.Load(); n != 2 {
+		t.Fatalf("acquires = %d, want 2: once, and once more when the lease would lapse", n)
 	}
 }
 

@@ -31,6 +31,8 @@ const (
 const quietPeriod = 10 * time.Second
 
 // breaker keeps Redis out after it fails. Closed, every operation runs.
+// Refusals open it; soft failures make it suspect, and it opens only when a
+// check that Redis answers at all fails too.
 // Open, none does until the wait has passed; then one probe at a time runs,
 // and only a probe's success closes it again, so answers to operations that
 // started before it opened do not make it flap. Each opening within one
@@ -51,6 +53,8 @@ type breaker struct {
 	lastOpen  time.Time
 	outage    bool // an outage was announced
 	back      bool // and its end
+	// confirming: a check that Redis answers at all is under way.
+	confirming bool
 	// consecutive counts soft failures since the last answer.
 	consecutive int
 	window      [windowSlots]windowCount
@@ -110,10 +114,24 @@ func (b *breaker) success(now time.Time, probe bool) bool {
 	return true
 }
 
-// failure records a failed operation, opens the breaker when it should, and
-// reports whether that starts an outage. hard is Redis refusing outright;
-// alive says Redis answered another operation while this one waited.
-func (b *breaker) failure(now time.Time, probe, hard, alive bool) bool {
+// verdict is what a failure makes of the breaker.
+type verdict int
+
+const (
+	keep    verdict = iota // closed, or already open: nothing to do
+	suspect                // soft failures call for a check that Redis answers at all
+	opened                 // opened, within an outage already announced
+	outage                 // opened, starting an outage
+)
+
+// failure records a failed operation and says what it makes of the
+// breaker. hard is Redis refusing outright: it opens. alive says Redis
+// answered another operation while this one waited. Soft failures (three
+// in a row with no answer, or most of a second's operations) make it
+// suspect: the caller checks whether Redis answers at all (confirmed), for
+// a replica starved of CPU sees every answer late, and that is its own
+// load, not an outage.
+func (b *breaker) failure(now time.Time, probe, hard, alive bool) verdict {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.count(now, true)
@@ -123,11 +141,37 @@ func (b *breaker) failure(now time.Time, probe, hard, alive bool) bool {
 	if probe {
 		b.probing = false
 	} else if b.open.Load() {
-		return false // it started before the breaker opened
+		return keep // it started before the breaker opened
 	}
-	if !probe && !hard && b.consecutive < openConsecutive && !b.mostlyFailing(now) {
-		return false
+	if probe || hard {
+		return b.trip(now)
 	}
+	if b.confirming || (b.consecutive < openConsecutive && !b.mostlyFailing(now)) {
+		return keep
+	}
+	b.confirming = true
+	return suspect
+}
+
+// confirmed ends the check a suspect verdict called for: answered says
+// Redis answered it, and the failures were load; otherwise it opens.
+func (b *breaker) confirmed(now time.Time, answered bool) verdict {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.confirming = false
+	if answered {
+		b.consecutive = 0
+		b.window = [windowSlots]windowCount{}
+		return keep
+	}
+	if b.open.Load() {
+		return keep
+	}
+	return b.trip(now)
+}
+
+// trip opens the breaker; b.mu is held.
+func (b *breaker) trip(now time.Time) verdict {
 	starts := !b.outage || now.Sub(b.lastOpen) >= quietPeriod
 	if starts {
 		b.openings, b.outage, b.back = 0, true, false
@@ -137,7 +181,10 @@ func (b *breaker) failure(now time.Time, probe, hard, alive bool) bool {
 	b.lastOpen = now
 	b.open.Store(true)
 	b.closeGate()
-	return starts
+	if starts {
+		return outage
+	}
+	return opened
 }
 
 // abandon lets another probe run when this one ended for its caller's sake.

@@ -15,63 +15,99 @@ func TestBreakerTellsAnOutageFromLoad(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	for _, tc := range []struct {
 		name     string
-		failures func(b *breaker) // each at now, none the probe
-		open     bool
+		failures func(b *breaker) verdict // each at now, none the probe; the last verdict
+		want     verdict
 	}{
-		{name: "one slow answer while Redis answers others", open: false, failures: func(b *breaker) {
+		{name: "one slow answer while Redis answers others", want: keep, failures: func(b *breaker) verdict {
 			b.success(now, false)
-			b.failure(now, false, false, true)
+			return b.failure(now, false, false, true)
 		}},
-		{name: "timeouts while Redis answers others, a minority of the window", open: false, failures: func(b *breaker) {
+		{name: "timeouts while Redis answers others, a minority of the window", want: keep, failures: func(b *breaker) verdict {
+			v := keep
 			for i := range 40 {
 				if i%4 == 0 {
-					b.failure(now, false, false, true)
+					v = max(v, b.failure(now, false, false, true))
 				} else {
 					b.success(now, false)
 				}
 			}
+			return v
 		}},
-		{name: "two timeouts in a row", open: false, failures: func(b *breaker) {
+		{name: "two timeouts in a row", want: keep, failures: func(b *breaker) verdict {
 			b.failure(now, false, false, false)
-			b.failure(now, false, false, false)
+			return b.failure(now, false, false, false)
 		}},
-		{name: "answers between timeouts reset the run", open: false, failures: func(b *breaker) {
+		{name: "answers between timeouts reset the run", want: keep, failures: func(b *breaker) verdict {
+			v := keep
 			for range 4 {
-				b.failure(now, false, false, false)
-				b.failure(now, false, false, false)
+				v = max(v, b.failure(now, false, false, false), b.failure(now, false, false, false))
 				b.success(now, false)
 			}
+			return v
 		}},
-		{name: "three timeouts in a row with no answer", open: true, failures: func(b *breaker) {
-			for range openConsecutive {
-				b.failure(now, false, false, false)
+		{name: "three timeouts in a row with no answer: suspect", want: suspect, failures: func(b *breaker) verdict {
+			v := keep
+			for range openConsecutive + 2 { // one check, however many more come meanwhile
+				if got := b.failure(now, false, false, false); got != keep {
+					if v != keep {
+						return opened // a second check asked for
+					}
+					v = got
+				}
 			}
+			return v
 		}},
-		{name: "most of a second's operations fail, though Redis answers some", open: true, failures: func(b *breaker) {
+		{name: "most of a second's operations fail, though Redis answers some: suspect", want: suspect, failures: func(b *breaker) verdict {
+			v := keep
 			for i := range windowMinOps {
 				if i%2 == 0 {
 					b.success(now, false)
 				} else {
-					b.failure(now, false, false, true)
+					v = max(v, b.failure(now, false, false, true))
 				}
 			}
+			return v
 		}},
-		{name: "a refusal (no server, AUTH, full)", open: true, failures: func(b *breaker) {
+		{name: "a refusal (no server, AUTH, full)", want: outage, failures: func(b *breaker) verdict {
 			b.success(now, false)
-			b.failure(now, false, true, true)
+			return b.failure(now, false, true, true)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBreaker()
 			gate := b.gate()
-			tc.failures(b)
-			if b.isOpen() != tc.open {
-				t.Fatalf("open = %v, want %v", b.isOpen(), tc.open)
+			if got := tc.failures(b); got != tc.want {
+				t.Fatalf("verdict %d, want %d", got, tc.want)
 			}
-			if (gate.Err() != nil) != tc.open {
-				t.Fatalf("gate cancelled = %v, want %v: waiters must act alone at once when it opens", gate.Err() != nil, tc.open)
+			open := tc.want == outage
+			if b.isOpen() != open || (gate.Err() != nil) != open {
+				t.Fatalf("open %v, gate cancelled %v; want %v: waiters must act alone at once when it opens", b.isOpen(), gate.Err() != nil, open)
 			}
 		})
+	}
+}
+
+func TestASuspectBreakerOpensOnlyWhenRedisDoesNotAnswerTheCheck(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	suspectOf := func() *breaker {
+		b := newBreaker()
+		for range openConsecutive {
+			b.failure(now, false, false, false)
+		}
+		return b
+	}
+	b := suspectOf()
+	if v := b.confirmed(now, true); v != keep || b.isOpen() {
+		t.Fatalf("the check answered (the replica's own load): verdict %d, open %v; want closed", v, b.isOpen())
+	}
+	// The run starts again: two more timeouts are not three.
+	b.failure(now, false, false, false)
+	if v := b.failure(now, false, false, false); v != keep {
+		t.Fatalf("after an answered check, two timeouts gave verdict %d", v)
+	}
+	b = suspectOf()
+	if v := b.confirmed(now, false); v != outage || !b.isOpen() {
+		t.Fatalf("the check failed too: verdict %d, open %v; want an outage", v, b.isOpen())
 	}
 }
 
@@ -92,7 +128,7 @@ func TestBreakerWindowForgetsOldFailures(t *testing.T) {
 func TestBreakerProbesAndBacksOffWithinOneOutage(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	b := newBreaker()
-	if !b.failure(now, false, true, false) {
+	if b.failure(now, false, true, false) != outage {
 		t.Fatal("the first opening does not start an outage")
 	}
 	if _, ok := b.allow(now.Add(breakerBase - time.Millisecond)); ok {
@@ -105,8 +141,8 @@ func TestBreakerProbesAndBacksOffWithinOneOutage(t *testing.T) {
 	if _, ok := b.allow(now.Add(breakerBase)); ok {
 		t.Fatal("a second operation ran beside the probe")
 	}
-	if b.failure(now.Add(breakerBase), true, false, false) {
-		t.Fatal("a failed probe started a second outage")
+	if b.failure(now.Add(breakerBase), true, false, false) != opened {
+		t.Fatal("a failed probe did not open it again, within the same outage")
 	}
 	if _, ok := b.allow(now.Add(2 * breakerBase)); ok {
 		t.Fatal("the second wait was no longer than the first")

@@ -41,13 +41,19 @@ if ARGV[4] ~= "1" then
     if string.match(v, "^(%d+):") ~= rev or (ttl >= 0 and ttl <= tonumber(ARGV[3])) then v = false end
   end
   local note = redis.call("GET", KEYS[2])
-  if v or note then return {v, note, 0, rev} end
+  if v or note then return {v, note, 0, rev, 0} end
 end
 local holder = redis.call("GET", KEYS[3])
-if holder == ARGV[1] then return {false, false, 1, rev} end
-if holder then return {false, false, 0, rev} end
+if holder == ARGV[1] then return {false, false, 1, rev, 0} end
+if holder then return {false, false, 0, rev, redis.call("PTTL", KEYS[3])} end
 redis.call("SET", KEYS[3], ARGV[1], "PX", ARGV[2])
-return {false, false, 1, rev}`)
+return {false, false, 1, rev, 0}`)
+
+// renew keeps a lease alive while it is still the caller's. KEYS: the
+// lease. ARGV: the token, the life in ms.
+var renew = goredis.NewScript(`
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end
+return 0`)
 
 // finish stores a value or a note, unless the group's revision moved since
 // the lease was taken (what was fetched may be a suspended tenant's); gives
@@ -139,7 +145,6 @@ func (c *Cache[V]) Acquire(ctx context.Context, key cache.Key, q cache.Query) ca
 	if !q.After.IsZero() {
 		least = max(0, q.After.Sub(c.t.cfg.Now())+betterBy).Milliseconds()
 	}
-	leaseFor := q.Lease + 2*c.t.cfg.Timeout // the holder's look before its fetch and its store after
 	known := int64(0)
 	if key.Group != "" && c.t.cfg.KnownRevision != nil {
 		known = c.t.cfg.KnownRevision(key.Group)
@@ -152,10 +157,10 @@ func (c *Cache[V]) Acquire(ctx context.Context, key cache.Key, q cache.Query) ca
 		var got []any
 		err := c.t.do(ctx, "get", true, func(ctx context.Context) error {
 			var err error
-			got, err = acquire.Run(ctx, c.t.rdb, keys, token, leaseFor.Milliseconds(), least, force, known).Slice()
+			got, err = acquire.Run(ctx, c.t.rdb, keys, token, c.t.leaseLife().Milliseconds(), least, force, known).Slice()
 			return err
 		})
-		if err != nil || len(got) != 4 {
+		if err != nil || len(got) != 5 {
 			c.t.lookups.WithLabelValues("error").Inc()
 			return cache.Acquired[V]{Lease: alone[V]{}}
 		}
@@ -182,7 +187,9 @@ func (c *Cache[V]) Acquire(ctx context.Context, key cache.Key, q cache.Query) ca
 			c.t.lookups.WithLabelValues("miss").Inc()
 		}
 		if taken, _ := got[2].(int64); taken == 1 {
-			a.Lease = &lease[V]{c: c, keys: keys, token: token, rev: rev}
+			a.Lease = c.hold(keys, token, rev, q.Lease+2*c.t.cfg.Timeout)
+		} else if ms, _ := got[4].(int64); ms > 0 {
+			a.Lapse = time.Duration(ms) * time.Millisecond
 		}
 		return a
 	}
@@ -223,12 +230,41 @@ type alone[V any] struct{}
 func (alone[V]) Store(context.Context, cache.Stored[V]) {}
 func (alone[V]) Release(context.Context)                {}
 
-// lease is a replica's lease on one entry.
+// lease is a replica's lease on one entry, kept alive until it is given
+// back or its longest life has passed.
 type lease[V any] struct {
 	c     *Cache[V]
 	keys  []string // entry, note, lease, revision
 	token string
 	rev   string // the group's revision when the lease was taken
+	stop  context.CancelFunc
+}
+
+// leaseLife is how long a lease lasts unless its holder renews it: a
+// holder that lost Redis lets its waiters take over that soon.
+func (t *Tier) leaseLife() time.Duration { return max(8*t.cfg.Timeout, 2*time.Second) }
+
+// hold starts keeping a lease just taken alive, every third of its life,
+// for longest at most.
+func (c *Cache[V]) hold(keys []string, token, rev string, longest time.Duration) *lease[V] {
+	ctx, stop := context.WithTimeout(context.Background(), longest)
+	l := &lease[V]{c: c, keys: keys, token: token, rev: rev, stop: stop}
+	life := c.t.leaseLife()
+	go func() {
+		t := time.NewTicker(life / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = c.t.do(ctx, "lease", true, func(ctx context.Context) error {
+					return renew.Run(ctx, c.t.rdb, keys[2:3], token, life.Milliseconds()).Err()
+				})
+			}
+		}
+	}()
+	return l
 }
 
 // Store seals s's value and keeps it until it expires, the Redis TTL its
@@ -236,6 +272,7 @@ type lease[V any] struct {
 // or, for a failure, writes the note alone, for as long as it says. Either
 // way it gives the lease back and tells the watchers.
 func (l *lease[V]) Store(ctx context.Context, s cache.Stored[V]) {
+	l.stop()
 	c := l.c
 	if f := s.Failure; f != nil {
 		note := noteRefused
@@ -268,7 +305,10 @@ func (l *lease[V]) Store(ctx context.Context, s cache.Stored[V]) {
 }
 
 // Release gives the lease back and tells the watchers.
-func (l *lease[V]) Release(ctx context.Context) { l.finish(ctx, "release", "release", "", 0) }
+func (l *lease[V]) Release(ctx context.Context) {
+	l.stop()
+	l.finish(ctx, "release", "release", "", 0)
+}
 
 func (l *lease[V]) finish(ctx context.Context, op, mode, payload string, ttl time.Duration) {
 	c := l.c

@@ -117,8 +117,15 @@ func (n *notices) wake(rkey string) {
 // watcher: what it waited for may have come while nobody listened.
 func (n *notices) setLive(live bool) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	n.live = live
+	n.mu.Unlock()
+	n.wakeAll()
+}
+
+// wakeAll closes every watcher's channel.
+func (n *notices) wakeAll() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	for rkey, set := range n.watchers {
 		for ch := range set {
 			close(ch)

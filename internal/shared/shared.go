@@ -66,6 +66,10 @@ const (
 // Redis answered others.
 const maxAttempts = 3
 
+// confirmTimeouts is how many timeouts the check of a suspect breaker may
+// wait for Redis's answer before the breaker opens.
+const confirmTimeouts = 2
+
 // errBypassed is what an operation returns while the breaker is open.
 var errBypassed = errors.New("redis bypassed after a recent failure")
 
@@ -114,6 +118,7 @@ type Config struct {
 type Tier struct {
 	cfg     Config
 	rdb     goredis.UniversalClient
+	check   goredis.UniversalClient // for the check of a suspect breaker
 	rate    *redis_rate.Limiter
 	log     *slog.Logger
 	brk     breaker
@@ -131,7 +136,7 @@ type Tier struct {
 }
 
 // Operation labels of tokenvendor_redis_errors_total.
-var operations = []string{"get", "set", "release", "limit", "budget", "ping"}
+var operations = []string{"get", "lease", "set", "release", "limit", "budget", "ping"}
 
 // New returns a Tier. It does not connect: the first operation does, and
 // Ping tells whether Redis answers. Close releases it.
@@ -168,16 +173,21 @@ func New(cfg Config) (*Tier, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	// The check of a suspect breaker waits longer for its answer, on a
+	// connection of its own.
+	checkCfg := cfg
+	checkCfg.Timeout, checkCfg.PoolSize = confirmTimeouts*cfg.Timeout, 1
+	check, _ := client(checkCfg)
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
-	t := &Tier{cfg: cfg, rdb: rdb, rate: redis_rate.NewLimiter(rdb), log: cfg.Logger, epoch: time.Now(),
+	t := &Tier{cfg: cfg, rdb: rdb, check: check, rate: redis_rate.NewLimiter(rdb), log: cfg.Logger, epoch: time.Now(),
 		tracer: tracing.Tracer(cfg.TracerProvider, "github.com/tokenvendor/tokenvendor/internal/shared")}
 	t.brk.init()
 	f := promauto.With(cfg.Registerer)
 	t.errors = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokenvendor_redis_errors_total",
-		Help: "Redis operations that failed or timed out, by operation (get: look up and lease, set: store, release, limit, budget, ping).",
+		Help: "Redis operations that failed or timed out, by operation (get: look up and lease, lease: keep a lease alive, set: store, release, limit, budget, ping).",
 	}, []string{"op"})
 	t.lookups = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokenvendor_shared_cache_requests_total",
@@ -271,6 +281,7 @@ func SetClientLogger(log *slog.Logger) { goredis.SetLogger(clientLog{log}) }
 // Close stops the notices and closes the connections.
 func (t *Tier) Close() error {
 	t.notices.close()
+	t.check.Close()
 	return t.rdb.Close()
 }
 
@@ -328,13 +339,39 @@ func (t *Tier) do(ctx context.Context, op string, idempotent bool, f func(contex
 				c.ReloadState(ctx)
 			}
 			alive := t.lastAnswer.Load() > sent
-			if t.brk.failure(t.cfg.Now(), probe, kind == hard, alive) {
-				t.log.Warn("redis unavailable; this replica acts alone (own cache, STS and limits) until it answers again",
-					"op", op, "err", err)
-			}
+			t.judge(t.brk.failure(t.cfg.Now(), probe, kind == hard, alive), op, err)
 			if !idempotent || !alive || kind != soft || attempt >= maxAttempts {
 				return err
 			}
+		}
+	}
+}
+
+// judge acts on what a failure made of the breaker: a suspect breaker is
+// checked, in the background, with a ping bounded by confirmTimeouts
+// timeouts (a replica that merely waited on its own CPU gets its answer;
+// meanwhile each request still meets at most one timeout); an opening
+// wakes every replica's waiter here, for no notice will come through a
+// Redis this replica no longer asks, and an outage is logged once.
+func (t *Tier) judge(v verdict, op string, err error) {
+	switch v {
+	case suspect:
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), confirmTimeouts*t.cfg.Timeout)
+			defer cancel()
+			perr := t.check.Ping(ctx).Err()
+			if perr == nil {
+				t.lastAnswer.Store(t.since())
+			} else {
+				t.errors.WithLabelValues("ping").Inc()
+			}
+			t.judge(t.brk.confirmed(t.cfg.Now(), perr == nil), op, errors.Join(err, perr))
+		}()
+	case opened, outage:
+		t.notices.wakeAll()
+		if v == outage {
+			t.log.Warn("redis unavailable; this replica acts alone (own cache, STS and limits) until it answers again",
+				"op", op, "err", err)
 		}
 	}
 }

@@ -285,7 +285,7 @@ func TestLeaseIsExclusiveAndReleasedByItsHolderOnly(t *testing.T) {
 	if got := b.c.Acquire(ctx, key, q); got.Lease != nil {
 		t.Fatal("second lease granted while the first is held")
 	}
-	m.FastForward(2 * time.Second) // a's lease expires; b takes it
+	m.FastForward(3 * time.Second) // a's lease lapses unrenewed; b takes it
 	second := b.c.Acquire(ctx, key, q)
 	if second.Lease == nil {
 		t.Fatal("lease refused after the holder's expired")
@@ -670,5 +670,35 @@ func TestARevisionTheReplicaKnowsBeyondRedisIsWrittenAndOlderEntriesNotServed(t 
 	}
 	if len(a.seen) != 0 {
 		t.Fatalf("revisions told %v: Redis's was never beyond the known one", a.seen)
+	}
+}
+
+func TestALeaseLivesWhileItsHolderFetchesAndLapsesWhenItIsGone(t *testing.T) {
+	m, clk := setup(t)
+	a, b := newReplica(t, "redis://"+m.Addr(), clk), newReplica(t, "redis://"+m.Addr(), clk)
+	q := cache.Query{Lease: time.Minute}
+	held := a.c.Acquire(ctx, key, q)
+	if held.Lease == nil {
+		t.Fatal("no lease")
+	}
+	// Redis's clock moves on 1.5 s of the lease's 2 s; the holder, still
+	// fetching, renews it within a real second.
+	m.FastForward(1500 * time.Millisecond)
+	time.Sleep(time.Second)
+	m.FastForward(time.Second)
+	got := b.c.Acquire(ctx, key, q)
+	if got.Lease != nil {
+		t.Fatal("a lease its holder kept alive lapsed")
+	}
+	if got.Lapse < time.Second || got.Lapse > 2*time.Second {
+		t.Fatalf("Lapse = %s, want what the renewed lease has left (1-2 s)", got.Lapse)
+	}
+	// The holder is gone (its Redis client closed): nothing renews the
+	// lease, and a waiter takes it once it lapses.
+	a.tier.Close()
+	time.Sleep(time.Second)
+	m.FastForward(2 * time.Second)
+	if got := b.c.Acquire(ctx, key, q); got.Lease == nil {
+		t.Fatal("a lease whose holder is gone did not lapse")
 	}
 }
