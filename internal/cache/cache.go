@@ -515,21 +515,33 @@ func (c *Cache[V]) fetchShared(ctx context.Context, key Key, fetch Fetch[V], hel
 			continue
 		}
 		// Wait for word of the key, or until the holder's lease would lapse
-		// (it may have lost the tier, and will never store nor tell).
-		var lapsed <-chan time.Time
-		if a.Lapse > 0 {
-			t := time.NewTimer(a.Lapse)
-			defer t.Stop()
-			lapsed = t.C
-		}
-		select {
-		case <-changed:
-		case <-lapsed:
-		case <-ctx.Done():
+		// (it may have lost the tier, and will never store nor tell); what
+		// the holder stores meanwhile is worth a look, forced or not.
+		if !wait(ctx, changed, a.Lapse) {
 			stop()
 			return nil, &ElsewhereError{Recoverable: true, Reason: "no value within the fetch timeout"}
 		}
 		stop()
+		q.Force = false
+	}
+}
+
+// wait waits for changed, or for lapse when it is set, and reports false
+// when ctx ends first.
+func wait(ctx context.Context, changed <-chan struct{}, lapse time.Duration) bool {
+	var lapsed <-chan time.Time
+	if lapse > 0 {
+		t := time.NewTimer(lapse)
+		defer t.Stop()
+		lapsed = t.C
+	}
+	select {
+	case <-changed:
+		return true
+	case <-lapsed:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
