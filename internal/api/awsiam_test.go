@@ -9,9 +9,11 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tokenvendor/tokenvendor/internal/api"
 	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/metrictest"
 	"github.com/tokenvendor/tokenvendor/internal/tlsconfig/tlstest"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
@@ -140,4 +142,56 @@ func TestTheConnectionsClientCertificateReachesTheVerifier(t *testing.T) {
 	}
 	wantError(t, over(certB), http.StatusUnauthorized, "unauthenticated")
 	wantError(t, over(nil), http.StatusUnauthorized, "unauthenticated")
+}
+
+// lambdaRole stands in for the AWS IAM method knowing a function's role
+// whose tenant comes from a token.
+type lambdaRole struct{}
+
+func (lambdaRole) Verify(context.Context, string) (auth.Caller, error) {
+	return auth.Caller{Issuer: auth.IssuerAWSIAM, Subject: "arn:aws:sts::123456789012:assumed-role/orders-fn/orders-fn",
+		ClientID: "arn:aws:iam::123456789012:role/orders-fn", TenantFromToken: true}, nil
+}
+
+func TestATenantFromATokenNeedsBothProofsAndOneTenant(t *testing.T) {
+	e := newEnvWith(t, func(_ *vend.Config, a *api.Config) { a.Authenticator = auth.Methods{AWSIAM: lambdaRole{}} })
+	worker := e.token("", func(c map[string]any) { c["scope"] = "tokenvendor:any-tenant" })
+	call := func(tenantToken, body string) response {
+		req := post("", body)
+		req.Header.Set("Authorization", "AWS-IAM signed-by-the-function")
+		if tenantToken != "" {
+			req.Header.Set(auth.TenantTokenHeader, tenantToken)
+		}
+		return e.do(t, req)
+	}
+	res := call(e.token("acme"), `{"tenant_id":"acme"}`)
+	if res.status != http.StatusOK || res.json(t)["TenantId"] != "acme" {
+		t.Fatalf("both proofs for one tenant: %d %s", res.status, res.body)
+	}
+	for _, tc := range []struct {
+		name, token, body string
+		status            int
+		code              string
+	}{
+		{name: "no tenant token", body: `{"tenant_id":"acme"}`, status: http.StatusForbidden, code: "forbidden"},
+		{name: "a token for another tenant", token: e.token("globex"), body: `{"tenant_id":"acme"}`, status: http.StatusForbidden, code: "forbidden"},
+		{name: "the override scope in the forwarded token grants nothing", token: worker, body: `{"tenant_id":"acme"}`, status: http.StatusForbidden, code: "forbidden"},
+		{name: "no tenant named", token: e.token("acme"), body: ``, status: http.StatusBadRequest, code: "invalid_request"},
+		{name: "an expired token", token: e.token("acme", func(c map[string]any) { c["exp"] = time.Now().Add(-time.Hour).Unix() }), body: `{"tenant_id":"acme"}`, status: http.StatusUnauthorized, code: "unauthenticated"},
+		{name: "a token for another audience", token: e.token("acme", func(c map[string]any) { c["aud"] = "another-api" }), body: `{"tenant_id":"acme"}`, status: http.StatusUnauthorized, code: "unauthenticated"},
+		{name: "an id Lambda takes and the floor does not", token: e.token("acme"), body: `{"tenant_id":"a/b"}`, status: http.StatusBadRequest, code: "invalid_tenant"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wantError(t, call(tc.token, tc.body), tc.status, tc.code)
+		})
+	}
+	if e.sts.count() != 1 {
+		t.Fatalf("STS calls = %d, want 1: a refused request reached STS", e.sts.count())
+	}
+	if got := metrictest.Counter(t, e.reg, "tokenvendor_tenant_refusals_total", "reason", "other_tenant"); got != 2 {
+		t.Errorf("other_tenant refusals = %v, want 2", got)
+	}
+	if got := metrictest.Counter(t, e.reg, "tokenvendor_auth_failures_total", "reason", "missing"); got != 1 {
+		t.Errorf("missing tenant tokens counted %v, want 1", got)
+	}
 }

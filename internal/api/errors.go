@@ -59,7 +59,7 @@ func toProblem(err error) problem {
 		return p(http.StatusServiceUnavailable, "upstream_unavailable", "the identity provider's key set cannot be fetched; try again later")
 	case errors.Is(err, auth.ErrIdentityUnavailable):
 		return p(http.StatusServiceUnavailable, "upstream_unavailable", "STS cannot confirm the caller's AWS identity now; try again later")
-	case errors.Is(err, auth.ErrUnknownPrincipal):
+	case errors.Is(err, auth.ErrUnknownPrincipal), errors.Is(err, auth.ErrNoTenantToken):
 		return p(http.StatusForbidden, "forbidden", err.Error())
 	case errors.Is(err, auth.ErrUnauthenticated):
 		return p(http.StatusUnauthorized, "unauthenticated", err.Error())

@@ -119,6 +119,7 @@ func (h *handlers) vend(w http.ResponseWriter, r *http.Request, cred auth.Creden
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		cred.ClientCert = r.TLS.PeerCertificates[0]
 	}
+	cred.TenantToken = strings.TrimSpace(r.Header.Get(auth.TenantTokenHeader))
 	caller, err := h.cfg.Authenticator.Authenticate(r.Context(), cred)
 	if err != nil {
 		refuse(err)

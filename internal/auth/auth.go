@@ -113,6 +113,10 @@ type Caller struct {
 	// AnyTenant lets the caller name any tenant, as the override scope
 	// does; set for AWS IAM principals configured so.
 	AnyTenant bool
+	// TenantFromToken says the caller's tenant must come from a token
+	// signed upstream (Credential.TenantToken), not from the caller's own
+	// identity; set for AWS IAM principals configured so.
+	TenantFromToken bool
 }
 
 // IssuerAWSIAM is the Issuer of callers known by their AWS IAM identity.

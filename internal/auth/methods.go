@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 )
@@ -22,7 +23,19 @@ type Credential struct {
 	// ClientCert is the connection's verified TLS client certificate, nil
 	// when there is none.
 	ClientCert *x509.Certificate
+	// TenantToken is a JWT signed upstream that names the tenant of a
+	// caller whose tenant must come from a token (a Lambda function in
+	// tenant isolation mode forwards its end user's): the header
+	// TenantTokenHeader.
+	TenantToken string
 }
+
+// TenantTokenHeader carries Credential.TenantToken.
+const TenantTokenHeader = "X-Tokenvendor-Tenant-Token"
+
+// ErrNoTenantToken refuses a caller whose tenant must come from a token
+// that it did not present.
+var ErrNoTenantToken = errors.New("forbidden: this caller's tenant must come from a token signed upstream, in " + TenantTokenHeader)
 
 // LogValue keeps the token or signed request out of every log.
 func (Credential) LogValue() slog.Value { return slog.StringValue("REDACTED") }
@@ -60,10 +73,36 @@ func (m Methods) Authenticate(ctx context.Context, c Credential) (Caller, error)
 		if m.AWSIAM == nil {
 			return Caller{}, fmt.Errorf("%w: AWS IAM callers are not configured (auth.aws_iam)", ErrUnauthenticated)
 		}
-		return m.AWSIAM.Verify(ctx, c.Value)
+		caller, err := m.AWSIAM.Verify(ctx, c.Value)
+		if err != nil || !caller.TenantFromToken {
+			return caller, err
+		}
+		return m.tenantFromToken(ctx, caller, c.TenantToken)
 	}
 	if m.JWT == nil {
 		return Caller{}, fmt.Errorf("%w: no identity provider is configured; sign an AWS request instead (%s)", ErrUnauthenticated, SchemeAWSIAM)
 	}
 	return m.JWT.VerifyFrom(ctx, c.Value, c.ClientCert)
+}
+
+// tenantFromToken gives caller, proven by its own identity, the tenant of
+// the token it forwards: verified as any bearer token is (issuer,
+// audience, expiry, keys), and its tenant claim the caller's tenant. The
+// caller stays itself (subject, client, limit); only the tenant comes from
+// the token, and the caller may name no other.
+func (m Methods) tenantFromToken(ctx context.Context, caller Caller, token string) (Caller, error) {
+	switch {
+	case m.JWT == nil:
+		return Caller{}, fmt.Errorf("%w: a tenant token needs an identity provider to verify it (auth.issuer)", ErrUnauthenticated)
+	case token == "":
+		m.JWT.failures.WithLabelValues("missing").Inc()
+		return Caller{}, ErrNoTenantToken
+	}
+	upstream, err := m.JWT.VerifyFrom(ctx, token, nil)
+	if err != nil {
+		return Caller{}, fmt.Errorf("%s: %w", TenantTokenHeader, err)
+	}
+	caller.TenantID = upstream.TenantID
+	caller.AnyTenant = false
+	return caller, nil
 }

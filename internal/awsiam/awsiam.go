@@ -44,12 +44,15 @@ const (
 	maxResponseBytes = 64 << 10
 )
 
-// Principal maps an IAM role, and every session of it, to a tenant, or to
-// the right to name any tenant.
+// Principal maps an IAM role, and every session of it, to a tenant, to the
+// right to name any tenant, or to a tenant a token signed upstream must
+// name (TenantFromToken: a Lambda function in tenant isolation mode, whose
+// every environment holds the one role).
 type Principal struct {
-	RoleARN   string
-	TenantID  string
-	AnyTenant bool
+	RoleARN         string
+	TenantID        string
+	AnyTenant       bool
+	TenantFromToken bool
 }
 
 // Config configures a Verifier.
@@ -193,8 +196,8 @@ func compilePrincipals(ps []Principal) (map[roleKey]Principal, error) {
 		case m == nil:
 			errs = append(errs, fmt.Errorf("principals[%d].role_arn: not an IAM role ARN", i))
 			continue
-		case (p.TenantID == "") == !p.AnyTenant:
-			errs = append(errs, fmt.Errorf("principals[%d]: one of tenant or any_tenant", i))
+		case count(p.TenantID != "", p.AnyTenant, p.TenantFromToken) != 1:
+			errs = append(errs, fmt.Errorf("principals[%d]: one of tenant, any_tenant or tenant_from", i))
 		}
 		k := roleKey{m[1], m[2], strings.ToLower(m[3])}
 		if _, dup := roles[k]; dup {
@@ -203,6 +206,17 @@ func compilePrincipals(ps []Principal) (map[roleKey]Principal, error) {
 		roles[k] = p
 	}
 	return roles, errors.Join(errs...)
+}
+
+// count is how many of bs hold.
+func count(bs ...bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 // Principals are checked principals, ready to be used.
@@ -281,7 +295,8 @@ func (v *Verifier) verify(ctx context.Context, signed string) (auth.Caller, stri
 	}
 	// The session is the subject (audit, session names); the role it is a
 	// session of is the client, whose budget every session shares.
-	return auth.Caller{Issuer: auth.IssuerAWSIAM, Subject: arn, ClientID: p.RoleARN, TenantID: p.TenantID, AnyTenant: p.AnyTenant}, result, nil
+	return auth.Caller{Issuer: auth.IssuerAWSIAM, Subject: arn, ClientID: p.RoleARN, TenantID: p.TenantID, AnyTenant: p.AnyTenant,
+		TenantFromToken: p.TenantFromToken}, result, nil
 }
 
 // identify returns the ARN that signed the request, from the cache or STS.

@@ -43,7 +43,10 @@ func TestAWSIAMSection(t *testing.T) {
 		"server id with a space":        {strings.Replace(awsIAMSection, "tokenvendor.test", `"token vendor"`, 1), "auth.aws_iam.server_id"},
 		"no principals":                 {"  aws_iam: {server_id: x}\n", "auth.aws_iam.principals: at least one"},
 		"a user":                        {strings.Replace(awsIAMSection, "role/orders-api", "user/orders-api", 1), "auth.aws_iam.principals[0].role_arn: not an IAM role ARN"},
-		"tenant and any tenant":         {strings.Replace(awsIAMSection, "tenant: acme}", "tenant: acme, any_tenant: true}", 1), "auth.aws_iam.principals[0]: one of tenant or any_tenant"},
+		"tenant and any tenant":         {strings.Replace(awsIAMSection, "tenant: acme}", "tenant: acme, any_tenant: true}", 1), "auth.aws_iam.principals[0]: one of tenant, any_tenant or tenant_from"},
+		"tenant and tenant_from":        {strings.Replace(awsIAMSection, "tenant: acme}", "tenant: acme, tenant_from: token}", 1), "auth.aws_iam.principals[0]: one of tenant, any_tenant or tenant_from"},
+		"tenant_from other than token":  {strings.Replace(awsIAMSection, "tenant: acme}", "tenant_from: header}", 1), "auth.aws_iam.principals[0].tenant_from: only token"},
+		"tenant_from without an IdP":    {strings.Replace(awsIAMSection, "tenant: acme}", "tenant_from: token}", 1), "auth.aws_iam.principals[0].tenant_from: token needs an identity provider"},
 		"a wildcard tenant":             {strings.Replace(awsIAMSection, "tenant: acme}", `tenant: "*"}`, 1), "auth.aws_iam.principals[0].tenant"},
 		"one role twice, by path":       {awsIAMSection + `      - {role_arn: "arn:aws:iam::123456789012:role/other/orders-api", tenant: globex}` + "\n", "auth.aws_iam.principals[2].role_arn: the same role"},
 		"http STS beyond loopback":      {strings.Replace(awsIAMSection, "server_id: tokenvendor.test", "server_id: tokenvendor.test\n    sts_endpoint: http://sts.example.com", 1), "auth.aws_iam.sts_endpoint"},
@@ -93,4 +96,17 @@ func mutated(mutate func(*string)) string {
 	y := baseline
 	mutate(&y)
 	return y
+}
+
+func TestAPrincipalWhoseTenantComesFromAToken(t *testing.T) {
+	section := awsIAMSection + `      - {role_arn: "arn:aws:iam::123456789012:role/orders-fn", tenant_from: token}` + "\n"
+	c, err := config.Parse([]byte(mutated(func(y *string) {
+		*y = strings.Replace(*y, "  tenant_pattern:", section+"  tenant_pattern:", 1)
+	})))
+	if err != nil {
+		t.Fatalf("tenant_from: token beside an identity provider: %v", err)
+	}
+	if p := c.Auth.AWSIAM.VerifierConfig().Principals[2]; !p.TenantFromToken || p.TenantID != "" || p.AnyTenant {
+		t.Fatalf("VerifierConfig principal = %+v, want the tenant from a token", p)
+	}
 }

@@ -283,6 +283,10 @@ type AWSPrincipal struct {
 	RoleARN   string `yaml:"role_arn"`
 	Tenant    string `yaml:"tenant"`
 	AnyTenant bool   `yaml:"any_tenant"`
+	// TenantFrom "token": the tenant comes from a JWT signed upstream that
+	// the caller forwards beside its signature (a Lambda function in
+	// tenant isolation mode), never from the entry.
+	TenantFrom string `yaml:"tenant_from"`
 }
 
 // STS configures the service's STS client.
@@ -720,6 +724,15 @@ func (w *AWSIAM) validate(c *Config, bad func(setting, format string, args ...an
 				bad(fmt.Sprintf("auth.aws_iam.principals[%d].tenant", i), "%v", err)
 			}
 		}
+		switch p.TenantFrom {
+		case "":
+		case "token":
+			if !c.Auth.UsesJWT() {
+				bad(fmt.Sprintf("auth.aws_iam.principals[%d].tenant_from", i), "token needs an identity provider to verify the tokens (auth.issuer, auth.jwks_url, auth.audiences)")
+			}
+		default:
+			bad(fmt.Sprintf("auth.aws_iam.principals[%d].tenant_from", i), "only token")
+		}
 		for _, prof := range c.Profiles {
 			// Role names are unique regardless of case in IAM.
 			if prof.RoleARN != "" && strings.EqualFold(p.RoleARN, prof.RoleARN) {
@@ -742,7 +755,7 @@ func (w *AWSIAM) validate(c *Config, bad func(setting, format string, args ...an
 func (w *AWSIAM) VerifierConfig() awsiam.Config {
 	ps := make([]awsiam.Principal, 0, len(w.Principals))
 	for _, p := range w.Principals {
-		ps = append(ps, awsiam.Principal{RoleARN: p.RoleARN, TenantID: p.Tenant, AnyTenant: p.AnyTenant})
+		ps = append(ps, awsiam.Principal{RoleARN: p.RoleARN, TenantID: p.Tenant, AnyTenant: p.AnyTenant, TenantFromToken: p.TenantFrom != ""})
 	}
 	return awsiam.Config{ServerID: w.ServerID, Endpoint: w.STSEndpoint, Region: w.Region, CacheTTL: w.CacheTTL, Principals: ps}
 }

@@ -538,6 +538,11 @@ func (r *rules) profile(name string) (Profile, error) {
 // scope or may name any tenant (AnyTenant). The id is checked before anything else sees it, so registries,
 // limits and logs only ever hold valid tenant ids.
 func (r *rules) tenant(caller auth.Caller, requested string) (string, error) {
+	if caller.TenantFromToken && requested == "" {
+		// The caller serves one tenant at a time (a Lambda environment):
+		// it names it, and the token must agree.
+		return "", fmt.Errorf("%w: a caller whose tenant comes from a token names it in tenant_id (a Lambda function: the invoke's tenant)", ErrInvalidRequest)
+	}
 	if requested == "" || requested == caller.TenantID {
 		if caller.TenantID == "" {
 			return "", fmt.Errorf("%w: the caller has no tenant of its own (no usable tenant claim); name one with tenant_id if it may", ErrForbidden)
