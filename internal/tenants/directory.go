@@ -14,6 +14,11 @@ import (
 // refreshTimeout bounds one read of the store made while a request waits.
 const refreshTimeout = 2 * time.Second
 
+// resyncEvery is how often Run reads the whole store again, for what was
+// written there without the tenants command (no revision taken): an item
+// edited or deleted by hand.
+const resyncEvery = 5 * time.Minute
+
 // Registry is the allow-list and file of known tenants; *registry.Registry
 // has it, and a nil one knows every tenant.
 type Registry interface {
@@ -147,15 +152,21 @@ func (d *Directory) Run(ctx context.Context) {
 	}
 	t := time.NewTicker(d.cfg.Poll)
 	defer t.Stop()
+	resync := time.NewTicker(resyncEvery)
+	defer resync.Stop()
 	failing := false
 	for {
+		var err error
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			err = d.poll(ctx)
 		case <-d.kick:
+			err = d.poll(ctx)
+		case <-resync.C:
+			err = d.Resync(ctx)
 		}
-		err := d.poll(ctx)
 		switch {
 		case err != nil && !failing && ctx.Err() == nil:
 			failing = true
@@ -165,6 +176,30 @@ func (d *Directory) Run(ctx context.Context) {
 			d.cfg.Logger.Info("tenant store readable again")
 		}
 	}
+}
+
+// Resync reads the whole store again and takes it as it is: tenants it no
+// longer holds are forgotten.
+func (d *Directory) Resync(ctx context.Context) error {
+	rev, err := d.cfg.Store.Revision(ctx)
+	if err != nil {
+		return err
+	}
+	items, err := d.cfg.Store.Since(ctx, 0)
+	if err != nil {
+		return err
+	}
+	held := map[string]bool{}
+	for _, it := range items {
+		held[it.TenantID] = true
+	}
+	for id := range d.view.Load().tenants {
+		if !held[id] {
+			d.remove(id)
+		}
+	}
+	d.apply(items, rev)
+	return nil
 }
 
 // Poll looks once for changes in the store, as Run does.

@@ -214,3 +214,30 @@ func TestANoticeForATenantNotHeldPollsAtOnce(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestResyncTakesWhatWasWrittenByHand(t *testing.T) {
+	s := newStore(active("acme"), active("globex"))
+	d, changed := newDirectory(t, tenants.Config{Store: s})
+	// Edited and deleted in the table itself: no revision taken, so no
+	// poll sees it.
+	s.mu.Lock()
+	s.items["acme"] = tenants.Item{TenantID: "acme", Status: tenants.StatusSuspended, Revision: 1}
+	delete(s.items, "globex")
+	s.mu.Unlock()
+	if err := d.Poll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d.Standing("acme") != tenants.Active {
+		t.Fatal("a poll saw a change that took no revision")
+	}
+	if err := d.Resync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d.Standing("acme") != tenants.Suspended || d.Standing("globex") != tenants.Unknown {
+		t.Fatalf("after a resync: acme %s, globex %s; want suspended and unknown", d.Standing("acme"), d.Standing("globex"))
+	}
+	slices.Sort(*changed)
+	if !slices.Equal(*changed, []string{"acme", "globex"}) {
+		t.Fatalf("changed %v, want both", *changed)
+	}
+}
