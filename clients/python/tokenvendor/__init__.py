@@ -21,6 +21,8 @@ token:
 
 from ._awsiam import aws_iam_token
 from ._client import Client, TokenVendorError
+from ._lambda import LambdaTenant, TenantIsolationError, event_token
 from ._scope import NoTenantError, bind, current_session, tenant, unbind
 
-__all__ = ["Client", "TokenVendorError", "NoTenantError", "current_session", "tenant", "bind", "unbind", "aws_iam_token"]
+__all__ = ["Client", "TokenVendorError", "NoTenantError", "current_session", "tenant", "bind", "unbind", "aws_iam_token",
+           "LambdaTenant", "TenantIsolationError", "event_token"]
