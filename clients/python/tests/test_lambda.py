@@ -105,10 +105,11 @@ class LambdaTenantTest(unittest.TestCase):
 
     def test_an_invoke_without_a_tenant_id_is_refused(self):
         lt = self.tenant()
-        for context in (Context(None), Context(""), object(), Context(42)):
-            with self.subTest(context=vars(context) if hasattr(context, "__dict__") else context):
+        for context, token in ((Context(None), user("acme")), (Context(""), user("acme")), (object(), user("acme")),
+                               (Context(42), user("acme")), (Context(""), None)):
+            with self.subTest(context=vars(context) if hasattr(context, "__dict__") else context, token=bool(token)):
                 with self.assertRaises(tokenvendor.TenantIsolationError) as cm:
-                    lt.session(context, user("acme"))
+                    lt.session(context, token)
                 self.assertIn("tenant isolation mode", str(cm.exception))
         self.assertEqual(self.fake.requests, [])
         self.assertIsNone(lt.tenant_id, "an invoke without a tenant pinned one")
@@ -135,6 +136,7 @@ class LambdaTenantTest(unittest.TestCase):
                      lambda: lt.credentials(Context("acme"), user("acme")),
                      lambda: lt.session(Context("globex"), user("globex")),
                      lambda: lt.session(Context(""), user("acme")),
+                     lambda: lt.session(Context("acme"), None),
                      lambda: session.get_credentials().get_frozen_credentials(),
                      lambda: session.get_credentials().access_key,
                      lambda: s3.list_buckets()):

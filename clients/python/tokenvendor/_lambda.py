@@ -137,7 +137,6 @@ class LambdaTenant:
         """Checks the invoke against the pinned tenant, then its token, and
         keeps the token for the next request to tokenvendor."""
         tenant = getattr(context, "tenant_id", None)
-        token = _bare(tenant_token)
         with self._lock:
             self._check_locked()
             if not isinstance(tenant, str) or not tenant:
@@ -150,6 +149,7 @@ class LambdaTenant:
                 self._tripped = (f"tokenvendor: this environment serves tenant {_short(self._tenant)} and was invoked for "
                                  f"{_short(tenant)}; it serves no tenant any more")
                 self._check_locked()
+        token = _bare(tenant_token)
         claimed = _claim(_claims(token), self._tenant_claim)
         if claimed != tenant:
             raise TokenVendorError(0, "tenant_mismatch",
