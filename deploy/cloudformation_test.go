@@ -53,19 +53,22 @@ type resource struct {
 	Properties          map[string]any
 }
 
-func loadTemplate(t *testing.T) template {
+func loadTemplate(t *testing.T) template { return loadTemplateFile(t, iamTemplate) }
+
+// loadTemplateFile reads the CloudFormation template at path.
+func loadTemplateFile(t *testing.T, path string) template {
 	t.Helper()
-	b, err := os.ReadFile(iamTemplate)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
-		t.Fatalf("%s: %v", iamTemplate, err)
+		t.Fatalf("%s: %v", path, err)
 	}
 	doc, ok := testsupport.LongForm(&root).(map[string]any)
 	if !ok {
-		t.Fatalf("%s is not a mapping", iamTemplate)
+		t.Fatalf("%s is not a mapping", path)
 	}
 	var tpl template
 	raw, _ := json.Marshal(doc)
@@ -73,7 +76,7 @@ func loadTemplate(t *testing.T) template {
 		t.Fatal(err)
 	}
 	if len(tpl.Resources) == 0 {
-		t.Fatalf("%s has no resources", iamTemplate)
+		t.Fatalf("%s has no resources", path)
 	}
 	return tpl
 }
@@ -161,7 +164,7 @@ func plan(t *testing.T, tpl template, params map[string]string) (stack, error) {
 	}
 	for name, v := range params {
 		if _, ok := tpl.Parameters[name]; !ok {
-			t.Fatalf("no parameter %s in %s", name, iamTemplate)
+			t.Fatalf("no parameter %s in the template", name)
 		}
 		s.params[name] = v
 	}
@@ -212,7 +215,7 @@ func (s stack) condition(t *testing.T, tpl template, name string) bool {
 	}
 	def, ok := tpl.Conditions[name]
 	if !ok {
-		t.Fatalf("no condition %s in %s", name, iamTemplate)
+		t.Fatalf("no condition %s in the template", name)
 	}
 	v := s.eval(t, tpl, def)
 	s.conditions[name] = v

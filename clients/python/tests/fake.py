@@ -11,9 +11,11 @@ class FakeVendor:
     def __init__(self, life=timedelta(hours=1)):
         self.life = life
         self.requests = []  # (authorization, body)
+        self.headers = []  # every request's headers, in the order of requests
         self.refuse_tokens = set()  # tokens answered with 401
         self.status = None  # answer every request with this error status
         self.tenant_from_token = False  # answer for the tenant the token names
+        self.answer_tenant = None  # answer for this tenant, whatever was asked
         self.redirect_to = None
         self._lock = threading.Lock()
         fake = self
@@ -27,6 +29,7 @@ class FakeVendor:
                 auth = self.headers.get("Authorization", "")
                 with fake._lock:
                     fake.requests.append((auth, body))
+                    fake.headers.append(dict(self.headers.items()))
                     n = len(fake.requests)
                 if fake.redirect_to:
                     self.send_response(307)
@@ -36,12 +39,14 @@ class FakeVendor:
                     return
                 if fake.status or auth.removeprefix("Bearer ") in fake.refuse_tokens:
                     status = fake.status or 401
-                    code = {401: "unauthenticated", 403: "forbidden", 503: "upstream_unavailable"}[status]
+                    code = {400: "invalid_tenant", 401: "unauthenticated", 403: "forbidden", 503: "upstream_unavailable"}[status]
                     return self._answer(status, {"code": code, "message": "refused by the fake"},
                                         {"Retry-After": "5"} if status == 503 else {})
                 tenant = body.get("tenant_id", "own")
                 if fake.tenant_from_token:
                     tenant = auth.removeprefix("Bearer ")
+                if fake.answer_tenant is not None:
+                    tenant = fake.answer_tenant
                 expires = datetime.now(timezone.utc) + fake.life
                 self._answer(200, {
                     "Version": 1, "AccessKeyId": f"ASIA-{tenant}-{n}", "SecretAccessKey": f"secret-{n}",

@@ -17,10 +17,22 @@ Lambda function) proves it with a signed sts:GetCallerIdentity instead of a
 token:
 
     client = tokenvendor.Client(url, token=tokenvendor.aws_iam_token(server_id="tokenvendor.prod", region="us-east-1"))
+
+A Lambda function in tenant isolation mode (TenancyConfig PER_TENANT) proves
+both: itself with that signature, its tenant with the caller's token that
+API Gateway's authorizer verified. One environment serves one tenant, so
+one session serves the process, and a second tenant id fails closed:
+
+    tv = tokenvendor.LambdaTenant(url, server_id="tokenvendor.prod", region="us-east-1")   # module level
+
+    def handler(event, context):
+        s3 = tv.session(context, tokenvendor.event_token(event)).client("s3")
 """
 
 from ._awsiam import aws_iam_token
 from ._client import Client, TokenVendorError
+from ._lambda import LambdaTenant, TenantIsolationError, event_token
 from ._scope import NoTenantError, bind, current_session, tenant, unbind
 
-__all__ = ["Client", "TokenVendorError", "NoTenantError", "current_session", "tenant", "bind", "unbind", "aws_iam_token"]
+__all__ = ["Client", "TokenVendorError", "NoTenantError", "current_session", "tenant", "bind", "unbind", "aws_iam_token",
+           "LambdaTenant", "TenantIsolationError", "event_token"]

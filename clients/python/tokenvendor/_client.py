@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime, timezone
+from datetime import datetime
 
 import boto3
 import botocore.credentials
@@ -81,10 +81,10 @@ class _Credentials(botocore.credentials.DeferredRefreshableCredentials):
     that fit their life, and a back-off after a failed refresh while the
     old credentials are still good."""
 
-    def __init__(self, fetch):
+    def __init__(self, fetch, time_fetcher=botocore.credentials._local_now):
         self._fetch = fetch
         self._failed_at = None
-        super().__init__(refresh_using=self._fetch_and_fit, method="tokenvendor")
+        super().__init__(refresh_using=self._fetch_and_fit, method="tokenvendor", time_fetcher=time_fetcher)
 
     def _fetch_and_fit(self):
         if self._failed_at is not None and time.monotonic() - self._failed_at < min(_RETRY, self._seconds_left() / 4):
@@ -95,7 +95,7 @@ class _Credentials(botocore.credentials.DeferredRefreshableCredentials):
             self._failed_at = time.monotonic()
             raise
         self._failed_at = None
-        left = (_parse_time(metadata["expiry_time"]) - datetime.now(timezone.utc)).total_seconds()
+        left = (_parse_time(metadata["expiry_time"]) - self._time_fetcher()).total_seconds()
         self._advisory_refresh_timeout = min(_ADVISORY, left / 2)
         self._mandatory_refresh_timeout = min(_MANDATORY, left / 4)
         return metadata
@@ -104,7 +104,7 @@ class _Credentials(botocore.credentials.DeferredRefreshableCredentials):
         expiry = getattr(self, "_expiry_time", None)
         if expiry is None:
             return 0
-        return (expiry - datetime.now(timezone.utc)).total_seconds()
+        return (expiry - self._time_fetcher()).total_seconds()
 
 
 class Client:
@@ -162,9 +162,14 @@ class Client:
         tenant). Every session of one tenant shares one credentials object;
         it is fetched on first use, not here. Clients made from the session
         are thread-safe and worth keeping per tenant."""
+        return self._session_with(self.credentials(tenant_id), region_name)
+
+    def _session_with(self, credentials, region_name):
+        """A boto3.Session whose only credentials are credentials: never
+        the environment's, nor any other source botocore knows."""
         bs = botocore.session.Session()
         bs.register_component("data_loader", self._loader)
-        bs.get_component("credential_provider").insert_before("env", _Provider(self.credentials(tenant_id)))
+        bs.get_component("credential_provider").insert_before("env", _Provider(credentials))
         return boto3.Session(botocore_session=bs, region_name=region_name)
 
     def credentials(self, tenant_id=None):
@@ -183,6 +188,10 @@ class Client:
         if token.startswith(_AWS_IAM_SCHEME):
             return token
         return "Bearer " + token
+
+    def _headers(self):
+        """The headers of a request to tokenvendor, its token asked anew."""
+        return {"Content-Type": "application/json", "Authorization": self._authorization()}
 
     def _fetch(self, tenant_id):
         """POST /credentials (once more with a token asked anew after a 401)
@@ -213,12 +222,7 @@ class Client:
             body["profile"] = self._profile
         if tenant_id:
             body["tenant_id"] = tenant_id
-        req = urllib.request.Request(
-            self._endpoint,
-            data=json.dumps(body).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json", "Authorization": self._authorization()},
-        )
+        req = urllib.request.Request(self._endpoint, data=json.dumps(body).encode(), method="POST", headers=self._headers())
         try:
             with self._opener.open(req, timeout=self._timeout) as res:
                 status, payload = res.status, res.read(_MAX_BODY)
