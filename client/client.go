@@ -33,6 +33,9 @@ import (
 // are refreshed: the AWS SDKs' own margin for container credentials.
 const DefaultExpiryWindow = 5 * time.Minute
 
+// TenantTokenHeader carries Config.TenantToken's token.
+const TenantTokenHeader = "X-Tokenvendor-Tenant-Token"
+
 // maxBody bounds what is read of an answer.
 const maxBody = 64 << 10
 
@@ -49,6 +52,13 @@ type Config struct {
 	// provider's credentials serve every request for its tenant. A service
 	// forwarding its users' tokens makes a Client per user.
 	Token func(context.Context) (string, error)
+	// TenantToken, when set, returns a JWT signed upstream that names the
+	// tenant of a caller whose tenant must come from a token (an
+	// auth.aws_iam principal with tenant_from: token: a Lambda function in
+	// tenant isolation mode forwards its end user's), sent beside Token in
+	// TenantTokenHeader; "" sends none. See package lambdatenant, which
+	// sets it.
+	TenantToken func(context.Context) (string, error)
 	// HTTPClient sends the requests; default a client that follows no
 	// redirect.
 	HTTPClient *http.Client
@@ -222,6 +232,15 @@ func (p *provider) post(ctx context.Context) (aws.Credentials, string, error) {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", AuthorizationHeader(token))
+	if p.c.cfg.TenantToken != nil {
+		tenantToken, err := p.c.cfg.TenantToken(ctx)
+		if err != nil {
+			return aws.Credentials{}, "", fmt.Errorf("tokenvendor: tenant token: %w", err)
+		}
+		if tenantToken != "" {
+			req.Header.Set(TenantTokenHeader, tenantToken)
+		}
+	}
 	res, err := p.c.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return aws.Credentials{}, "", fmt.Errorf("tokenvendor: %w", err)

@@ -36,6 +36,8 @@ type seen struct {
 	auth              string
 	profile, tenant   string
 	contentTypeIsJSON bool
+	tenantToken       string
+	hasTenantToken    bool
 }
 
 func (f *fakeVendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -46,7 +48,9 @@ func (f *fakeVendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	_ = json.NewDecoder(r.Body).Decode(&body)
 	f.mu.Lock()
-	f.seen = append(f.seen, seen{r.Header.Get("Authorization"), body.Profile, body.TenantID, r.Header.Get("Content-Type") == "application/json"})
+	_, hasTenantToken := r.Header[http.CanonicalHeaderKey(client.TenantTokenHeader)]
+	f.seen = append(f.seen, seen{r.Header.Get("Authorization"), body.Profile, body.TenantID, r.Header.Get("Content-Type") == "application/json",
+		r.Header.Get(client.TenantTokenHeader), hasTenantToken})
 	f.mu.Unlock()
 	if r.Method != http.MethodPost || r.URL.Path != "/credentials" {
 		http.NotFound(w, r)
@@ -96,6 +100,47 @@ func TestProviderSendsTheTokenProfileAndTenantAndSetsExpiry(t *testing.T) {
 	}
 	if _, err := c.Provider("").Retrieve(context.Background()); err != nil || f.seen[1].tenant != "" {
 		t.Fatalf("the token's own tenant: %v, request %+v; want no tenant_id sent", err, f.seen[1])
+	}
+}
+
+func TestTheTenantTokenTravelsBesideTheCallersOwnWhenThereIsOne(t *testing.T) {
+	f := &fakeVendor{}
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	var tenantToken atomic.Value
+	tenantToken.Store("upstream-jwt")
+	c, err := client.New(client.Config{URL: srv.URL, Token: client.StaticToken("AWS-IAM signed"),
+		TenantToken: func(context.Context) (string, error) { return tenantToken.Load().(string), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Provider("acme").Retrieve(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := f.seen[0]; s.auth != "AWS-IAM signed" || s.tenantToken != "upstream-jwt" || s.tenant != "acme" {
+		t.Fatalf("request %+v: want the signature, the tenant token beside it and the tenant", s)
+	}
+	tenantToken.Store("")
+	if _, err := c.Provider("globex").Retrieve(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := f.seen[1]; s.hasTenantToken {
+		t.Fatalf("an empty tenant token was sent as %q", s.tenantToken)
+	}
+
+	failing, _ := client.New(client.Config{URL: srv.URL, Token: client.StaticToken("t"),
+		TenantToken: func(context.Context) (string, error) { return "", errors.New("no event") }})
+	if _, err := failing.Provider("acme").Retrieve(context.Background()); err == nil || f.calls.Load() != 2 {
+		t.Fatalf("a failing tenant token source: err = %v, %d requests; want an error and no request", err, f.calls.Load())
+	}
+
+	// Without a TenantToken source, the header is never sent.
+	plain := newClient(t, f, client.StaticToken("t"))
+	if _, err := plain.Provider("acme").Retrieve(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := f.seen[len(f.seen)-1]; s.hasTenantToken {
+		t.Fatalf("a client without TenantToken sent %q", s.tenantToken)
 	}
 }
 

@@ -40,18 +40,26 @@ type motoWithSignatures struct {
 	url string
 }
 
-// startMotoWithSignatures starts it and, in a window opened through
-// /moto-api/reset-auth and closed again before it returns, creates two
-// roles and assumes each once: the only way to give moto credentials it
-// will then accept.
+// startMotoWithSignatures starts it with two roles, orders-api and
+// intruder, and a session of each.
 func startMotoWithSignatures(t *testing.T) (m *motoWithSignatures, orders, intruder aws.Credentials) {
+	t.Helper()
+	m, sessions := startMotoWithRoles(t, "orders-api", "intruder")
+	return m, sessions["orders-api"], sessions["intruder"]
+}
+
+// startMotoWithRoles starts it and, in a window opened through
+// /moto-api/reset-auth and closed again before it returns, creates roles
+// and assumes each once (session task-1): the only way to give moto
+// credentials it will then accept.
+func startMotoWithRoles(t *testing.T, roles ...string) (*motoWithSignatures, map[string]aws.Credentials) {
 	t.Helper()
 	bin, err := exec.LookPath("moto_server")
 	if err != nil {
 		t.Fatalf("moto_server not on PATH: %v", err)
 	}
 	port := freePort()
-	m = &motoWithSignatures{url: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	m := &motoWithSignatures{url: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	p, err := start("moto-iam", bin, []string{"-H", "127.0.0.1", "-p", fmt.Sprint(port)}, []string{"INITIAL_NO_AUTH_ACTION_COUNT=0"}, "")
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +75,7 @@ func startMotoWithSignatures(t *testing.T) (m *motoWithSignatures, orders, intru
 	}
 	m.resetAuth(t, "inf")
 	trust := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::` + motoAccount + `:root"},"Action":"sts:AssumeRole"}]}`
-	for _, role := range []string{"orders-api", "intruder"} {
+	for _, role := range roles {
 		if status, body := m.iam(t, setup, "CreateRole", "RoleName", role, "AssumeRolePolicyDocument", trust); status != http.StatusOK {
 			t.Fatalf("CreateRole %s: %d %s", role, status, body)
 		}
@@ -83,12 +91,15 @@ func startMotoWithSignatures(t *testing.T) (m *motoWithSignatures, orders, intru
 		c := out.Credentials
 		return aws.Credentials{AccessKeyID: *c.AccessKeyId, SecretAccessKey: *c.SecretAccessKey, SessionToken: *c.SessionToken}
 	}
-	orders, intruder = assume("orders-api"), assume("intruder")
+	sessions := map[string]aws.Credentials{}
+	for _, role := range roles {
+		sessions[role] = assume(role)
+	}
 	m.resetAuth(t, "0")
 	if status, _ := m.iam(t, setup, "ListRoles"); status != http.StatusForbidden {
 		t.Fatalf("after the set-up window moto answered %d to an unknown key, want 403", status)
 	}
-	return m, orders, intruder
+	return m, sessions
 }
 
 func (m *motoWithSignatures) resetAuth(t *testing.T, count string) {

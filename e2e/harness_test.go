@@ -206,6 +206,11 @@ var (
 func start(name, bin string, args, env []string, readyLine string) (*process, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
+	return startCmd(name, cmd, readyLine)
+}
+
+// startCmd runs cmd as start does, with the environment cmd says.
+func startCmd(name string, cmd *exec.Cmd, readyLine string) (*process, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p := &process{name: name, cmd: cmd, out: &testsupport.Buffer{}, done: make(chan struct{})}
 	pr, pw := io.Pipe()
