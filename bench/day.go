@@ -101,7 +101,7 @@ func sharedDay(tenants int) ([]row, error) {
 	return []row{
 		{"shared day", name, fmt.Sprintf("%d requests in %s", total.requests, time.Since(start).Round(time.Second)), ""},
 		{"shared day", "AssumeRole calls per tenant-hour after warm-up", fmt.Sprintf("%.3f", float64(total.calls)/float64(tenants)/hours),
-			fmt.Sprintf("~ %.3f (one a refresh-ahead window, whatever the replicas)", 1/(dayDuration.Hours()*0.55))},
+			fmt.Sprintf("~ %.3f (one refresh a tenant, however many replicas)", 1/(dayDuration.Hours()*0.5))},
 		{"shared day", "Redis operations per request (all day)", fmt.Sprintf("%.3f", float64(ops)/float64(total.requests)), ""},
 		{"shared day", "Redis used_memory per tenant", fmt.Sprintf("%.0f", (memAfter-memBefore)/float64(tenants)), ""},
 		{"shared day", "requests that waited on STS after warm-up", fmt.Sprint(total.waited), "0"},

@@ -3,9 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,8 +19,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jwt"
+
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
 // lambdaRole is the function's execution role, which every tenant's
@@ -61,25 +59,15 @@ func rieBinary(t *testing.T) string {
 // (its jwks_url serves both), so that it refuses those tokens for what
 // they say, not for an unknown key.
 type testKeys struct {
-	key  jwk.Key
-	jwks *httptest.Server
+	signer *testsupport.Signer
+	jwks   *httptest.Server
 }
 
 const testKID = "lambda-e2e"
 
 func newTestKeys(t *testing.T) *testKeys {
 	t.Helper()
-	raw, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := jwk.FromRaw(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = key.Set(jwk.KeyIDKey, testKID)
-	_ = key.Set(jwk.AlgorithmKey, jwa.ES256)
-	public, err := key.PublicKey()
+	signer, err := testsupport.NewSigner(testKID, jwa.ES256)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +82,7 @@ func newTestKeys(t *testing.T) *testKeys {
 	if err := json.NewDecoder(res.Body).Decode(&set); err != nil || len(set.Keys) == 0 {
 		t.Fatalf("the identity provider's key set: %v", err)
 	}
-	set.Keys = append(set.Keys, public)
+	set.Keys = append(set.Keys, signer.Public())
 	both, err := json.Marshal(set)
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +92,7 @@ func newTestKeys(t *testing.T) *testKeys {
 		_, _ = w.Write(both)
 	}))
 	t.Cleanup(jwks.Close)
-	return &testKeys{key: key, jwks: jwks}
+	return &testKeys{signer: signer, jwks: jwks}
 }
 
 // token is a token of the identity provider's issuer for svc-acme of
@@ -116,11 +104,11 @@ func (k *testKeys) token(t *testing.T, aud string, exp time.Time) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signed, err := jwt.Sign(tok, jwt.WithKey(jwa.ES256, k.key))
+	signed, err := k.signer.Sign(tok)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(signed)
+	return signed
 }
 
 func startLambdaSetup(t *testing.T) *lambdaSetup {

@@ -62,6 +62,12 @@ func (s *Signer) JWKS() http.Handler {
 	})
 }
 
+// Public is the public key, to put in a key set of one's own.
+func (s *Signer) Public() jwk.Key {
+	k, _ := s.set.Key(0)
+	return k
+}
+
 // Sign signs tok.
 func (s *Signer) Sign(tok jwt.Token) (string, error) {
 	b, err := jwt.Sign(tok, jwt.WithKey(s.alg, s.key))
