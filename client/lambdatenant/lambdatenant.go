@@ -55,6 +55,10 @@ var (
 	// function is not in tenant isolation mode, or the call is not an
 	// invoke's.
 	ErrNoTenant = errors.New("lambdatenant: the invoke carries no tenant id (is the function in tenant isolation mode?)")
+	// ErrNoTenantToken refuses an invoke that forwards no token: the
+	// credentials cached for the process are its tenant's, and an invoke
+	// that cannot show a token of that tenant gets none of them.
+	ErrNoTenantToken = errors.New("lambdatenant: the invoke forwards no tenant token")
 	// ErrTripped refuses every call once a second tenant id appeared in the
 	// process: its environment served two tenants, which the isolation
 	// mode promises never happens, so nothing cached in it is trusted.
@@ -114,13 +118,12 @@ func New(cfg Config) (*Vendor, error) {
 // forwarded (the JWT itself, without "Bearer "; see BearerToken). Every
 // invoke of the process gets the same provider, cached and refreshed
 // ahead of expiry with the newest token seen, so N invokes cost one
-// request to tokenvendor. An empty token is kept out: the provider fetches
-// with the newest one an earlier invoke brought, and without any,
-// tokenvendor refuses (403).
+// request to tokenvendor.
 //
-// It fails with ErrNoTenant when the context carries no tenant id, and
-// with ErrTripped when the tenant id is not the first invoke's, then on
-// every later call. Refusals of tokenvendor surface from the provider's
+// It fails with ErrNoTenant when the context carries no tenant id, with
+// ErrTripped when the tenant id is not the first invoke's (then on every
+// later call), and with ErrNoTenantToken when the invoke forwards no
+// token: what the process holds is for invokes that show one. Refusals of tokenvendor surface from the provider's
 // Retrieve (in an AWS client's error) as *client.Error.
 func (v *Vendor) Credentials(ctx context.Context, tenantToken string) (aws.CredentialsProvider, error) {
 	lc, ok := lambdacontext.FromContext(ctx)
@@ -139,9 +142,10 @@ func (v *Vendor) Credentials(ctx context.Context, tenantToken string) (aws.Crede
 		v.tripped = true
 		return nil, fmt.Errorf("%w: the process serves tenant %q, this invoke is for %q", ErrTripped, v.tenant, lc.TenantID)
 	}
-	if tenantToken != "" {
-		v.token = tenantToken
+	if tenantToken == "" {
+		return nil, ErrNoTenantToken
 	}
+	v.token = tenantToken
 	return v.provider, nil
 }
 

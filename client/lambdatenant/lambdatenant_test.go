@@ -214,11 +214,15 @@ func TestARefreshSendsTheNewestToken(t *testing.T) {
 	if _, err := retrieve(v, "acme", "jwt-1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := retrieve(v, "acme", "jwt-2"); err != nil { // served from the cache
+	p, err := v.Credentials(invoke("acme"), "jwt-2") // served from the cache
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Retrieve(invoke("acme")); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(1100 * time.Millisecond)
-	creds, err := retrieve(v, "acme", "") // an invoke without a token keeps the newest
+	creds, err := p.Retrieve(invoke("acme")) // an AWS client of that invoke, later: refreshed with the newest token
 	if err != nil || creds.AccessKeyID != "ASIA-acme-2" {
 		t.Fatalf("past half their life: %s, %v; want fresh credentials", creds.AccessKeyID, err)
 	}
@@ -228,16 +232,22 @@ func TestARefreshSendsTheNewestToken(t *testing.T) {
 	}
 }
 
-func TestWithoutAnyTokenTokenvendorDecides(t *testing.T) {
-	f := &fakeVendor{status: http.StatusForbidden}
+func TestAnInvokeWithoutATokenGetsNothing(t *testing.T) {
+	f := &fakeVendor{}
 	v := newVendor(t, f)
-	_, err := retrieve(v, "acme", "")
-	var e *client.Error
-	if !errors.As(err, &e) || e.Status != http.StatusForbidden || e.Code != "forbidden" {
-		t.Fatalf("err = %v, want tokenvendor's 403 as *client.Error", err)
+	if _, err := retrieve(v, "acme", "jwt-of-acmes-user"); err != nil {
+		t.Fatal(err)
 	}
-	if r := f.seen()[0]; r.hasTenantToken || r.tenantID != "acme" {
-		t.Fatalf("request %+v: want tenant_id acme and no tenant token header", r)
+	// Warm: the credentials are cached, and still an invoke without a
+	// token is refused, and not tripped.
+	if _, err := v.Credentials(invoke("acme"), ""); !errors.Is(err, lambdatenant.ErrNoTenantToken) {
+		t.Fatalf("err = %v, want ErrNoTenantToken", err)
+	}
+	if _, err := retrieve(v, "acme", "jwt-of-acmes-user"); err != nil {
+		t.Fatalf("an invoke without a token tripped the process: %v", err)
+	}
+	if n := len(f.seen()); n != 1 {
+		t.Fatalf("%d requests to tokenvendor, want the first one only", n)
 	}
 }
 

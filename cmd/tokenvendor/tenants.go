@@ -184,6 +184,10 @@ func announceTenant(ctx context.Context, cfg *config.Config, id string, rev int6
 		defer tier.Close()
 		err = tier.AnnounceTenant(ctx, tenants.Group(id), rev, suspended)
 	}
+	if errors.Is(err, shared.ErrEntriesKept) {
+		fmt.Fprintf(stderr, "tokenvendor: tenants: %v (they are never served, and expire with their credentials)\n", err)
+		err = nil
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "tokenvendor: tenants: Redis not told (%v); every replica applies the change at its next poll of the store (within %s)\n", err, poll)
 		return

@@ -175,7 +175,7 @@ func TestATenantFromATokenNeedsBothProofsAndOneTenant(t *testing.T) {
 	}{
 		{name: "no tenant token", body: `{"tenant_id":"acme"}`, status: http.StatusForbidden, code: "forbidden"},
 		{name: "a token for another tenant", token: e.token("globex"), body: `{"tenant_id":"acme"}`, status: http.StatusForbidden, code: "forbidden"},
-		{name: "the override scope in the forwarded token grants nothing", token: worker, body: `{"tenant_id":"acme"}`, status: http.StatusForbidden, code: "forbidden"},
+		{name: "a token naming no tenant, its override scope granting nothing", token: worker, body: `{"tenant_id":"acme"}`, status: http.StatusForbidden, code: "forbidden"},
 		{name: "no tenant named", token: e.token("acme"), body: ``, status: http.StatusBadRequest, code: "invalid_request"},
 		{name: "an expired token", token: e.token("acme", func(c map[string]any) { c["exp"] = time.Now().Add(-time.Hour).Unix() }), body: `{"tenant_id":"acme"}`, status: http.StatusUnauthorized, code: "unauthenticated"},
 		{name: "a token for another audience", token: e.token("acme", func(c map[string]any) { c["aud"] = "another-api" }), body: `{"tenant_id":"acme"}`, status: http.StatusUnauthorized, code: "unauthenticated"},
@@ -188,8 +188,10 @@ func TestATenantFromATokenNeedsBothProofsAndOneTenant(t *testing.T) {
 	if e.sts.count() != 1 {
 		t.Fatalf("STS calls = %d, want 1: a refused request reached STS", e.sts.count())
 	}
-	if got := metrictest.Counter(t, e.reg, "tokenvendor_tenant_refusals_total", "reason", "other_tenant"); got != 2 {
-		t.Errorf("other_tenant refusals = %v, want 2", got)
+	for reason, want := range map[string]float64{"other_tenant": 1, "invalid": 2} {
+		if got := metrictest.Counter(t, e.reg, "tokenvendor_tenant_refusals_total", "reason", reason); got != want {
+			t.Errorf("%s refusals = %v, want %v", reason, got, want)
+		}
 	}
 	if got := metrictest.Counter(t, e.reg, "tokenvendor_auth_failures_total", "reason", "missing"); got != 1 {
 		t.Errorf("missing tenant tokens counted %v, want 1", got)

@@ -81,6 +81,8 @@ func toProblem(err error) problem {
 		return p(http.StatusNotFound, "not_found", err.Error())
 	case errors.Is(err, errMethodNotAllowed):
 		return p(http.StatusMethodNotAllowed, "method_not_allowed", err.Error())
+	case errors.Is(err, vend.ErrTenantUnsettled):
+		return p(http.StatusServiceUnavailable, "upstream_unavailable", "the tenant changed and the tenant store cannot confirm how yet; try again later")
 	case errors.Is(err, vend.ErrUpstreamUnavailable):
 		return p(http.StatusServiceUnavailable, "upstream_unavailable", "STS is unavailable or throttling and no usable credentials are cached; try again later")
 	case errors.Is(err, vend.ErrUpstream):

@@ -208,6 +208,18 @@ func compilePrincipals(ps []Principal) (map[roleKey]Principal, error) {
 	return roles, errors.Join(errs...)
 }
 
+// SameRole reports whether two role ARNs name one role: the same
+// partition, account and name, whatever their paths (a session's ARN drops
+// the path) and the case of the name (unique regardless of it). Two
+// strings that are not role ARNs are compared as they are.
+func SameRole(a, b string) bool {
+	ma, mb := roleARNPattern.FindStringSubmatch(a), roleARNPattern.FindStringSubmatch(b)
+	if ma == nil || mb == nil {
+		return strings.EqualFold(a, b)
+	}
+	return ma[1] == mb[1] && ma[2] == mb[2] && strings.EqualFold(ma[3], mb[3])
+}
+
 // count is how many of bs hold.
 func count(bs ...bool) int {
 	n := 0

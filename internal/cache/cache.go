@@ -223,6 +223,11 @@ type Cache[V any] struct {
 	flights  singleflight.Group
 	limiter  *rate.Limiter
 	bg       sync.WaitGroup
+
+	// removals counts RemoveGroup calls per group, so that a fetch under
+	// way when its group was removed is not kept.
+	removalsMu sync.Mutex
+	removals   map[string]uint64
 }
 
 type entry[V any] struct {
@@ -380,6 +385,12 @@ func (c *Cache[V]) Remove(key Key) { c.entries.Remove(key) }
 // group. It walks every key held: it is for rare events, such as a tenant
 // suspended, not for requests.
 func (c *Cache[V]) RemoveGroup(group string) {
+	c.removalsMu.Lock()
+	if c.removals == nil {
+		c.removals = map[string]uint64{}
+	}
+	c.removals[group]++
+	c.removalsMu.Unlock()
 	for _, k := range c.entries.Keys() {
 		if k.Group == group {
 			c.entries.Remove(k)
@@ -439,8 +450,16 @@ func (c *Cache[V]) refreshAhead(ctx context.Context, key Key, e *entry[V], fetch
 // that no two keys meet.
 func flightKey(key Key) string { return strconv.Itoa(len(key.Group)) + ":" + key.Group + key.ID }
 
+// removed is how many times key's group was removed.
+func (c *Cache[V]) removed(key Key) uint64 {
+	c.removalsMu.Lock()
+	defer c.removalsMu.Unlock()
+	return c.removals[key.Group]
+}
+
 func (c *Cache[V]) flight(ctx context.Context, key Key, fetch Fetch[V]) func() (any, error) {
 	return func() (any, error) {
+		removed := c.removed(key)
 		// A flight that ended just before this one started may have stored
 		// a value that needs no refresh.
 		held, _ := c.entries.Peek(key)
@@ -460,6 +479,11 @@ func (c *Cache[V]) flight(ctx context.Context, key Key, fetch Fetch[V]) func() (
 			return nil, err
 		}
 		c.failures.Remove(key)
+		if c.removed(key) != removed {
+			// Its group was removed while it fetched (a tenant suspended):
+			// the caller that waited gets it, the cache does not keep it.
+			return e, nil
+		}
 		if evicted := c.entries.Add(key, e); evicted {
 			c.cfg.OnEvict()
 		}

@@ -462,3 +462,33 @@ func TestRemoveGroupDropsOnlyThatGroup(t *testing.T) {
 		t.Fatalf("group a's key: %s, want a miss", r)
 	}
 }
+
+func TestAFetchUnderWayWhenItsGroupIsRemovedIsNotKept(t *testing.T) {
+	clk := start()
+	c := newCache(t, clk, nil)
+	key := cache.Key{Group: "acme", ID: "1"}
+	started, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int64
+	fetch := func(context.Context) (int64, time.Time, error) {
+		n := calls.Add(1)
+		if n == 1 {
+			close(started)
+			<-release
+		}
+		return n, clk.Now().Add(time.Hour), nil
+	}
+	done := make(chan int64)
+	go func() {
+		v, _, _ := c.Get(context.Background(), key, fetch)
+		done <- v
+	}()
+	<-started
+	c.RemoveGroup("acme") // the tenant is suspended while its fetch runs
+	close(release)
+	if v := <-done; v != 1 {
+		t.Fatalf("the caller that waited got %d, want the fetched 1", v)
+	}
+	if v, r, _ := c.Get(context.Background(), key, fetch); v != 2 || r != cache.Miss {
+		t.Fatalf("after the removal: %d %s, want a fresh fetch (2, miss): the value fetched before was kept", v, r)
+	}
+}

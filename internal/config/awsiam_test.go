@@ -39,19 +39,20 @@ func TestAWSIAMSection(t *testing.T) {
 	tests := map[string]struct {
 		section, want string
 	}{
-		"no server id":                  {strings.Replace(awsIAMSection, "server_id: tokenvendor.test", "region: us-east-1", 1), "auth.aws_iam.server_id: required"},
-		"server id with a space":        {strings.Replace(awsIAMSection, "tokenvendor.test", `"token vendor"`, 1), "auth.aws_iam.server_id"},
-		"no principals":                 {"  aws_iam: {server_id: x}\n", "auth.aws_iam.principals: at least one"},
-		"a user":                        {strings.Replace(awsIAMSection, "role/orders-api", "user/orders-api", 1), "auth.aws_iam.principals[0].role_arn: not an IAM role ARN"},
-		"tenant and any tenant":         {strings.Replace(awsIAMSection, "tenant: acme}", "tenant: acme, any_tenant: true}", 1), "auth.aws_iam.principals[0]: one of tenant, any_tenant or tenant_from"},
-		"tenant and tenant_from":        {strings.Replace(awsIAMSection, "tenant: acme}", "tenant: acme, tenant_from: token}", 1), "auth.aws_iam.principals[0]: one of tenant, any_tenant or tenant_from"},
-		"tenant_from other than token":  {strings.Replace(awsIAMSection, "tenant: acme}", "tenant_from: header}", 1), "auth.aws_iam.principals[0].tenant_from: only token"},
-		"tenant_from without an IdP":    {strings.Replace(awsIAMSection, "tenant: acme}", "tenant_from: token}", 1), "auth.aws_iam.principals[0].tenant_from: token needs an identity provider"},
-		"a wildcard tenant":             {strings.Replace(awsIAMSection, "tenant: acme}", `tenant: "*"}`, 1), "auth.aws_iam.principals[0].tenant"},
-		"one role twice, by path":       {awsIAMSection + `      - {role_arn: "arn:aws:iam::123456789012:role/other/orders-api", tenant: globex}` + "\n", "auth.aws_iam.principals[2].role_arn: the same role"},
-		"http STS beyond loopback":      {strings.Replace(awsIAMSection, "server_id: tokenvendor.test", "server_id: tokenvendor.test\n    sts_endpoint: http://sts.example.com", 1), "auth.aws_iam.sts_endpoint"},
-		"a profile's own access role":   {awsIAMSection + `      - {role_arn: "arn:aws:iam::123456789012:role/TENANTDATA", any_tenant: true}` + "\n", "auth.aws_iam.principals[2].role_arn: is profile objects's access role"},
-		"cache past a signature's life": {strings.Replace(awsIAMSection, "server_id: tokenvendor.test", "server_id: tokenvendor.test\n    cache_ttl: 6m", 1), "auth.aws_iam.cache_ttl: at most 5m"},
+		"no server id":                             {strings.Replace(awsIAMSection, "server_id: tokenvendor.test", "region: us-east-1", 1), "auth.aws_iam.server_id: required"},
+		"server id with a space":                   {strings.Replace(awsIAMSection, "tokenvendor.test", `"token vendor"`, 1), "auth.aws_iam.server_id"},
+		"no principals":                            {"  aws_iam: {server_id: x}\n", "auth.aws_iam.principals: at least one"},
+		"a user":                                   {strings.Replace(awsIAMSection, "role/orders-api", "user/orders-api", 1), "auth.aws_iam.principals[0].role_arn: not an IAM role ARN"},
+		"tenant and any tenant":                    {strings.Replace(awsIAMSection, "tenant: acme}", "tenant: acme, any_tenant: true}", 1), "auth.aws_iam.principals[0]: one of tenant, any_tenant or tenant_from"},
+		"tenant and tenant_from":                   {strings.Replace(awsIAMSection, "tenant: acme}", "tenant: acme, tenant_from: token}", 1), "auth.aws_iam.principals[0]: one of tenant, any_tenant or tenant_from"},
+		"tenant_from other than token":             {strings.Replace(awsIAMSection, "tenant: acme}", "tenant_from: header}", 1), "auth.aws_iam.principals[0].tenant_from: only token"},
+		"tenant_from without an IdP":               {strings.Replace(awsIAMSection, "tenant: acme}", "tenant_from: token}", 1), "auth.aws_iam.principals[0].tenant_from: token needs an identity provider"},
+		"a wildcard tenant":                        {strings.Replace(awsIAMSection, "tenant: acme}", `tenant: "*"}`, 1), "auth.aws_iam.principals[0].tenant"},
+		"one role twice, by path":                  {awsIAMSection + `      - {role_arn: "arn:aws:iam::123456789012:role/other/orders-api", tenant: globex}` + "\n", "auth.aws_iam.principals[2].role_arn: the same role"},
+		"http STS beyond loopback":                 {strings.Replace(awsIAMSection, "server_id: tokenvendor.test", "server_id: tokenvendor.test\n    sts_endpoint: http://sts.example.com", 1), "auth.aws_iam.sts_endpoint"},
+		"a profile's access role, by another path": {awsIAMSection + `      - {role_arn: "arn:aws:iam::123456789012:role/tenants/TenantData", any_tenant: true}` + "\n", "auth.aws_iam.principals[2].role_arn: is profile objects's access role"},
+		"a profile's own access role":              {awsIAMSection + `      - {role_arn: "arn:aws:iam::123456789012:role/TENANTDATA", any_tenant: true}` + "\n", "auth.aws_iam.principals[2].role_arn: is profile objects's access role"},
+		"cache past a signature's life":            {strings.Replace(awsIAMSection, "server_id: tokenvendor.test", "server_id: tokenvendor.test\n    cache_ttl: 6m", 1), "auth.aws_iam.cache_ttl: at most 5m"},
 	}
 	for name, tt := range tests {
 		_, err := config.Parse([]byte(mutated(withoutIdP(tt.section))))

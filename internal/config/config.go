@@ -730,12 +730,16 @@ func (w *AWSIAM) validate(c *Config, bad func(setting, format string, args ...an
 			if !c.Auth.UsesJWT() {
 				bad(fmt.Sprintf("auth.aws_iam.principals[%d].tenant_from", i), "token needs an identity provider to verify the tokens (auth.issuer, auth.jwks_url, auth.audiences)")
 			}
+			if c.Auth.RequireBoundTokens {
+				bad(fmt.Sprintf("auth.aws_iam.principals[%d].tenant_from", i), "token cannot be used with auth.require_bound_tokens: a forwarded token is bound to its user's certificate, never the caller's")
+			}
 		default:
 			bad(fmt.Sprintf("auth.aws_iam.principals[%d].tenant_from", i), "only token")
 		}
 		for _, prof := range c.Profiles {
-			// Role names are unique regardless of case in IAM.
-			if prof.RoleARN != "" && strings.EqualFold(p.RoleARN, prof.RoleARN) {
+			// As the verifier matches a session to its role: by partition,
+			// account and name, whatever the path or the case.
+			if prof.RoleARN != "" && awsiam.SameRole(p.RoleARN, prof.RoleARN) {
 				bad(fmt.Sprintf("auth.aws_iam.principals[%d].role_arn", i),
 					"is profile %s's access role: every tenant's session holds that role, so any of them could ask for credentials", prof.Name)
 			}

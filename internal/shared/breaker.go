@@ -30,6 +30,10 @@ const (
 // over; an opening after it is a new outage, logged again.
 const quietPeriod = 10 * time.Second
 
+// maxCleared is how many suspicions within quietPeriod Redis may clear by
+// answering the check before the breaker opens anyway.
+const maxCleared = 3
+
 // breaker keeps Redis out after it fails. Closed, every operation runs.
 // Refusals open it; soft failures make it suspect, and it opens only when a
 // check that Redis answers at all fails too.
@@ -53,8 +57,11 @@ type breaker struct {
 	lastOpen  time.Time
 	outage    bool // an outage was announced
 	back      bool // and its end
-	// confirming: a check that Redis answers at all is under way.
-	confirming bool
+	// confirming: a check that Redis answers at all is under way;
+	// cleared: checks answered since firstCleared.
+	confirming   bool
+	cleared      int
+	firstCleared time.Time
 	// consecutive counts soft failures since the last answer.
 	consecutive int
 	window      [windowSlots]windowCount
@@ -154,7 +161,10 @@ func (b *breaker) failure(now time.Time, probe, hard, alive bool) verdict {
 }
 
 // confirmed ends the check a suspect verdict called for: answered says
-// Redis answered it, and the failures were load; otherwise it opens.
+// Redis answered it, and the failures were load; otherwise it opens. A
+// Redis that keeps making it suspect, though it answers each check
+// (maxCleared times within quietPeriod), answers, but too slowly to help:
+// it opens too.
 func (b *breaker) confirmed(now time.Time, answered bool) verdict {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -162,8 +172,15 @@ func (b *breaker) confirmed(now time.Time, answered bool) verdict {
 	if answered {
 		b.consecutive = 0
 		b.window = [windowSlots]windowCount{}
-		return keep
+		if now.Sub(b.firstCleared) > quietPeriod {
+			b.firstCleared, b.cleared = now, 0
+		}
+		b.cleared++
+		if b.cleared < maxCleared {
+			return keep
+		}
 	}
+	b.cleared = 0
 	if b.open.Load() {
 		return keep
 	}

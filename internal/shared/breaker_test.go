@@ -111,6 +111,32 @@ func TestASuspectBreakerOpensOnlyWhenRedisDoesNotAnswerTheCheck(t *testing.T) {
 	}
 }
 
+func TestARedisThatKeepsMakingTheBreakerSuspectIsTooSlowToHelp(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	b := newBreaker()
+	var last verdict
+	for i := range maxCleared {
+		for range openConsecutive {
+			b.failure(now, false, false, false)
+		}
+		last = b.confirmed(now.Add(time.Duration(i)*time.Second), true)
+	}
+	if last != outage || !b.isOpen() {
+		t.Fatalf("after %d suspicions in %s each answered by the check: verdict %d, open %v; want an outage", maxCleared, quietPeriod, last, b.isOpen())
+	}
+	// Suspicions far apart are each the replica's own load.
+	b = newBreaker()
+	for i := range maxCleared {
+		for range openConsecutive {
+			b.failure(now, false, false, false)
+		}
+		last = b.confirmed(now.Add(time.Duration(i)*2*quietPeriod), true)
+	}
+	if last != keep || b.isOpen() {
+		t.Fatalf("suspicions %s apart: verdict %d, open %v; want closed", 2*quietPeriod, last, b.isOpen())
+	}
+}
+
 func TestBreakerWindowForgetsOldFailures(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	b := newBreaker()
@@ -118,10 +144,9 @@ func TestBreakerWindowForgetsOldFailures(t *testing.T) {
 		b.failure(now, false, false, true)
 	}
 	// A second later those are out of the window: one more is not most of
-	// enough operations.
-	b.failure(now.Add(windowSlots*windowSlot), false, false, true)
-	if b.isOpen() {
-		t.Fatal("failures older than the window opened the breaker")
+	// enough operations. (Within it, it would be: see the suspect case.)
+	if v := b.failure(now.Add(windowSlots*windowSlot), false, false, true); v != keep {
+		t.Fatalf("failures older than the window made the breaker suspect (verdict %d)", v)
 	}
 }
 

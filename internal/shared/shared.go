@@ -64,7 +64,7 @@ const (
 
 // maxAttempts bounds how often an operation is sent when it timed out while
 // Redis answered others.
-const maxAttempts = 3
+const maxAttempts = 2
 
 // confirmTimeouts is how many timeouts the check of a suspect breaker may
 // wait for Redis's answer before the breaker opens.
@@ -360,11 +360,14 @@ func (t *Tier) judge(v verdict, op string, err error) {
 			ctx, cancel := context.WithTimeout(context.Background(), confirmTimeouts*t.cfg.Timeout)
 			defer cancel()
 			perr := t.check.Ping(ctx).Err()
-			if perr == nil {
-				t.lastAnswer.Store(t.since())
-			} else {
+			if errors.Is(perr, goredis.ErrClosed) {
+				return // the tier was closed meanwhile
+			}
+			if perr != nil {
 				t.errors.WithLabelValues("ping").Inc()
 			}
+			// The check's answer is no evidence for the operations that
+			// wait: they are retried only on answers of their own kind.
 			t.judge(t.brk.confirmed(t.cfg.Now(), perr == nil), op, errors.Join(err, perr))
 		}()
 	case opened, outage:

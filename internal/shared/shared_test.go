@@ -74,7 +74,7 @@ func (r *replica) lookups(t *testing.T, result string) float64 {
 // sumErrors is tokenvendor_redis_errors_total over every operation.
 func (r *replica) sumErrors(t *testing.T) float64 {
 	var sum float64
-	for _, op := range []string{"get", "set", "release", "limit", "budget", "ping"} {
+	for _, op := range []string{"get", "lease", "set", "release", "limit", "budget", "ping"} {
 		sum += metrictest.Counter(t, r.reg, "tokenvendor_redis_errors_total", "op", op)
 	}
 	return sum

@@ -2,6 +2,8 @@ package shared
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -31,8 +33,16 @@ func (t *Tier) AnnounceTenant(ctx context.Context, group string, rev int64, susp
 	if err != nil {
 		return err
 	}
-	return t.dropGroup(ctx, group)
+	if err := t.dropGroup(ctx, group); err != nil {
+		return fmt.Errorf("%w: %w", ErrEntriesKept, err)
+	}
+	return nil
 }
+
+// ErrEntriesKept is an announcement made whose group's entries could not
+// be deleted: every replica was told, and the entries, minted under the
+// older revision, are never served; they expire with their credentials.
+var ErrEntriesKept = errors.New("replicas told, but the tenant's entries in Redis not deleted")
 
 // dropGroup deletes a group's entries, leases and notes (not its
 // revision), on every primary of a cluster.

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // refreshTimeout bounds one read of the store made while a request waits.
@@ -56,9 +58,10 @@ type Config struct {
 // of the store or of Redis never lifts one. Every change of a tenant drops
 // its cached credentials (OnChange). It is safe for concurrent use.
 type Directory struct {
-	cfg  Config
-	view atomic.Pointer[view]
-	kick chan struct{}
+	cfg   Config
+	view  atomic.Pointer[view]
+	kick  chan struct{}
+	reads singleflight.Group // refreshes of a tenant a request waits on
 
 	mu       sync.Mutex // serializes changes of the view and storeRev
 	storeRev int64
@@ -239,9 +242,13 @@ func (d *Directory) Observe(group string, rev int64) {
 	if !ok || rev <= v.tenants[id].rev {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
-	defer cancel()
-	if err := d.refresh(ctx, id, rev); err != nil {
+	// Many misses of one tenant at once read the store once.
+	_, err, _ := d.reads.Do(id, func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
+		defer cancel()
+		return nil, d.refresh(ctx, id, rev)
+	})
+	if err != nil {
 		d.cfg.Logger.Warn("tenant changed and the store cannot say how; refusing it until it can", "tenant", id, "err", err)
 	}
 }
@@ -260,7 +267,13 @@ func (d *Directory) Notice(group string, rev int64, suspended bool) {
 		return
 	}
 	if suspended {
-		d.set(id, func(e *entry) { e.standing, e.rev = Suspended, rev })
+		d.set(id, func(e *entry) bool {
+			if rev <= e.rev { // a poll got there first
+				return false
+			}
+			e.standing, e.rev = Suspended, rev
+			return true
+		})
 		return
 	}
 	// Lifted only once the store says so; read apart from the notices, so
@@ -289,14 +302,25 @@ func (d *Directory) Kick() {
 func (d *Directory) refresh(ctx context.Context, id string, rev int64) error {
 	it, ok, err := d.cfg.Store.Get(ctx, id)
 	if err == nil && ok && it.Revision < rev {
-		err = fmt.Errorf("tenant store: tenant %s at revision %d, told %d", id, it.Revision, rev)
+		// Behind what it was told. Either the write has not reached this
+		// read, or the revision told was never a write of this tenant in
+		// this store (a table restored, an item edited by hand, another
+		// table behind the same Redis): once the store itself is past it,
+		// the item is what it is, at the told revision, which then no
+		// longer reads as news.
+		var at int64
+		if at, err = d.cfg.Store.Revision(ctx); err == nil && at < rev {
+			err = fmt.Errorf("tenant store: tenant %s at revision %d, told %d, the store at %d", id, it.Revision, rev, at)
+		}
+		it.Revision = rev
 	}
 	if err != nil {
-		d.set(id, func(e *entry) {
+		d.set(id, func(e *entry) bool {
 			if e.standing != Suspended {
 				e.standing = Unsettled
 			}
 			e.rev = max(e.rev, rev)
+			return true
 		})
 		return err
 	}
@@ -347,14 +371,17 @@ func (d *Directory) apply(items []Item, rev int64) {
 	}
 }
 
-// set changes one tenant's entry and drops its cached credentials.
-func (d *Directory) set(id string, f func(*entry)) {
+// set changes one tenant's entry, when f says it changed it, and drops its
+// cached credentials then.
+func (d *Directory) set(id string, f func(*entry) bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	v := d.view.Load()
+	e := v.tenants[id]
+	if !f(&e) {
+		return
+	}
 	next := &view{tenants: maps.Clone(v.tenants), groups: v.groups}
-	e := next.tenants[id]
-	f(&e)
 	next.tenants[id] = e
 	d.view.Store(next)
 	d.onChange(id)

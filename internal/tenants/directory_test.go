@@ -241,3 +241,39 @@ func TestResyncTakesWhatWasWrittenByHand(t *testing.T) {
 		t.Fatalf("changed %v, want both", *changed)
 	}
 }
+
+func TestARevisionNeverWrittenForTheTenantInThisStoreSettlesOnTheStore(t *testing.T) {
+	s := newStore(active("acme"), active("globex"))
+	d, _ := newDirectory(t, tenants.Config{Store: s})
+	// Redis tells of revision 2 for acme, which is globex's write: a
+	// restored table, or another store behind the same Redis.
+	d.Observe(tenants.Group("acme"), 2)
+	if got := d.Standing("acme"); got != tenants.Active {
+		t.Fatalf("acme after a revision the store is past but acme never took: %s, want active (as the store says)", got)
+	}
+	gets := s.gets
+	d.Observe(tenants.Group("acme"), 2)
+	if s.gets != gets {
+		t.Fatal("the settled revision still reads as news")
+	}
+	// A revision beyond the store's own is news the store cannot confirm.
+	d.Observe(tenants.Group("acme"), 9)
+	if got := d.Standing("acme"); got != tenants.Unsettled {
+		t.Fatalf("acme told of a revision beyond the store: %s, want unsettled", got)
+	}
+}
+
+func TestASuspensionNoticeOlderThanWhatAPollAppliedChangesNothing(t *testing.T) {
+	s := newStore(active("acme"))
+	d, changed := newDirectory(t, tenants.Config{Store: s})
+	suspended := s.set("acme", tenants.StatusSuspended)
+	resumed := s.set("acme", tenants.StatusActive)
+	if err := d.Poll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	*changed = nil
+	d.Notice(tenants.Group("acme"), suspended, true) // late: the poll already saw the resumption
+	if got := d.Standing("acme"); got != tenants.Active || len(*changed) != 0 {
+		t.Fatalf("a notice of revision %d after the poll applied %d: %s, changed %v; want active, nothing changed", suspended, resumed, got, *changed)
+	}
+}

@@ -44,6 +44,9 @@ var (
 	ErrUpstream            = errors.New("sts refused the request")
 	ErrUpstreamUnavailable = errors.New("sts unavailable")
 	ErrRateLimited         = errors.New("rate limited")
+	// ErrTenantUnsettled is a tenant that changed while the tenant store
+	// cannot confirm how yet; it wraps ErrUpstreamUnavailable too.
+	ErrTenantUnsettled = errors.New("the tenant changed and the tenant store cannot confirm how yet")
 )
 
 // STS is the part of the STS API the service consumes; *sts.Client has it.
@@ -538,6 +541,9 @@ func (r *rules) profile(name string) (Profile, error) {
 // scope or may name any tenant (AnyTenant). The id is checked before anything else sees it, so registries,
 // limits and logs only ever hold valid tenant ids.
 func (r *rules) tenant(caller auth.Caller, requested string) (string, error) {
+	if caller.TenantFromToken && caller.TenantID == "" {
+		return "", refuse(RefusedInvalid, fmt.Errorf("%w: the tenant token names no tenant (no usable tenant claim)", ErrForbidden))
+	}
 	if caller.TenantFromToken && requested == "" {
 		// The caller serves one tenant at a time (a Lambda environment):
 		// it names it, and the token must agree.
@@ -575,7 +581,7 @@ func (s *Service) standing(tenant string) error {
 	case tenants.Suspended:
 		return refuse(RefusedSuspended, fmt.Errorf("%w: tenant suspended", ErrForbidden))
 	case tenants.Unsettled:
-		return fmt.Errorf("%w: tenant %s changed and the tenant store cannot confirm how yet", ErrUpstreamUnavailable, tenant)
+		return fmt.Errorf("%w: %w: tenant %s", ErrTenantUnsettled, ErrUpstreamUnavailable, tenant)
 	}
 	return nil
 }
@@ -592,7 +598,7 @@ func (s *Service) takeTurn(ctx context.Context, tenant string) error {
 	refresh := cache.Refreshing(ctx)
 	var maxWait time.Duration
 	if deadline, ok := ctx.Deadline(); ok {
-		maxWait = deadline.Sub(s.cfg.Now()) / 2
+		maxWait = time.Until(deadline) / 2 // the deadline is the real clock's
 	}
 	wait, ok := s.cfg.Budget.Take(ctx, refresh, maxWait)
 	switch {
@@ -600,8 +606,10 @@ func (s *Service) takeTurn(ctx context.Context, tenant string) error {
 		s.budgetWaits.WithLabelValues("refresh").Inc()
 		return cache.Skip(fmt.Errorf("%w: refresh for tenant %s put off: no spare turn in sts.max_rps", ErrUpstreamUnavailable, tenant))
 	case !ok:
+		// Not a failure of STS, which was never asked: nothing to note for
+		// the other replicas' waiters, who may have time to wait.
 		s.budgetWaits.WithLabelValues("miss").Inc()
-		return fmt.Errorf("%w: assume role for tenant %s: no turn in sts.max_rps within the time the request may wait", ErrUpstreamUnavailable, tenant)
+		return cache.Skip(fmt.Errorf("%w: assume role for tenant %s: no turn in sts.max_rps within the time the request may wait", ErrUpstreamUnavailable, tenant))
 	case wait > 0:
 		s.budgetWaits.WithLabelValues("miss").Inc()
 		t := time.NewTimer(wait)
