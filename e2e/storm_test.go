@@ -92,6 +92,13 @@ func TestStormOverThreeReplicasMakesOneAssumeRolePerTenant(t *testing.T) {
 		sameCredentials(t, got)
 		if calls != tenants {
 			t.Errorf("round %d made %v AssumeRole calls for %d tenants, want %d", round, calls, tenants, tenants)
+			for i, v := range f {
+				for _, line := range strings.Split(v.metricsText(t), "\n") {
+					if strings.HasPrefix(line, "tokenvendor_redis_errors_total{") || strings.HasPrefix(line, "tokenvendor_shared_cache_requests_total{") {
+						t.Logf("replica %d: %s", i, line)
+					}
+				}
+			}
 		}
 	}
 	for i, v := range f {

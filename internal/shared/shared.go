@@ -64,7 +64,7 @@ const (
 
 // maxAttempts bounds how often an operation is sent when it timed out while
 // Redis answered others.
-const maxAttempts = 2
+const maxAttempts = 3
 
 // confirmTimeouts is how many timeouts the check of a suspect breaker may
 // wait for Redis's answer before the breaker opens.
