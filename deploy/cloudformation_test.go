@@ -962,14 +962,21 @@ func replicationGroup(t *testing.T, st stack) (string, resource) {
 // redisStacks are the stacks of stacks that create Redis.
 func redisStacks(t *testing.T, tpl template) []stack {
 	t.Helper()
+	return stacksWhere(t, tpl, "Redis", "ElastiCache")
+}
+
+// stacksWhere are the stacks of stacks whose parameter param is value;
+// the test fails when there is none.
+func stacksWhere(t *testing.T, tpl template, param, value string) []stack {
+	t.Helper()
 	var out []stack
 	for _, params := range stacks {
-		if params["Redis"] == "ElastiCache" {
+		if params[param] == value {
 			out = append(out, deploy(t, tpl, params))
 		}
 	}
 	if len(out) == 0 {
-		t.Fatal("no stack of the tests creates Redis")
+		t.Fatalf("no stack of the tests has %s: %s", param, value)
 	}
 	return out
 }

@@ -55,16 +55,7 @@ var tenantStoreWrites = []string{
 // tenantStoreStacks are the stacks of stacks that create the tenant store.
 func tenantStoreStacks(t *testing.T, tpl template) []stack {
 	t.Helper()
-	var out []stack
-	for _, params := range stacks {
-		if params["TenantStore"] == "DynamoDB" {
-			out = append(out, deploy(t, tpl, params))
-		}
-	}
-	if len(out) == 0 {
-		t.Fatal("no stack of the tests creates the tenant store")
-	}
-	return out
+	return stacksWhere(t, tpl, "TenantStore", "DynamoDB")
 }
 
 // The tenant store decides who is suspended: it is kept when the stack
