@@ -19,6 +19,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/cache"
 	"github.com/tokenvendor/tokenvendor/internal/clock"
+	"github.com/tokenvendor/tokenvendor/internal/partition"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
@@ -72,8 +73,12 @@ func newServiceFor(stsClient vend.STS, now func() time.Time, maxEntries int, reg
 	if err != nil {
 		return nil, err
 	}
+	role, err := policy.CompileRole(policy.RoleSpec{RoleARN: "arn:aws:iam::123456789012:role/TenantData", Partition: partition.AWS, Region: "us-east-1"}, tenants)
+	if err != nil {
+		return nil, err
+	}
 	return vend.New(vend.Config{
-		Profiles:   []vend.Profile{{Name: "objects", RoleARN: "arn:aws:iam::123456789012:role/TenantData", Duration: duration, Template: tmpl}},
+		Profiles:   []vend.Profile{{Name: "objects", Role: role, Duration: duration, Template: tmpl}},
 		Tenants:    tenants,
 		STS:        stsClient,
 		Now:        now,

@@ -44,11 +44,10 @@ func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 	if err != nil {
 		return nil, release, err
 	}
-	stsClient := sts.NewFromConfig(awsCfg, func(o *sts.Options) {
-		if cfg.STS.Endpoint != "" {
-			o.BaseEndpoint = &cfg.STS.Endpoint
-		}
-	})
+	// The endpoint config resolved (sts.endpoint, or the region's in its
+	// partition, FIPS with sts.fips), never the SDK's own choice: it would
+	// fall back to a standard endpoint where a region has no FIPS one.
+	stsClient := sts.NewFromConfig(awsCfg, func(o *sts.Options) { o.BaseEndpoint = aws.String(cfg.STS.URL) })
 
 	var maxDuration time.Duration
 	if roleChaining(ctx, cfg.STS.RoleChaining, stsClient, log) {
@@ -259,7 +258,7 @@ func vendProfiles(cfg *config.Config) []vend.Profile {
 	profiles := make([]vend.Profile, 0, len(cfg.Profiles))
 	for _, p := range cfg.Profiles {
 		profiles = append(profiles, vend.Profile{
-			Name: p.Name, RoleARN: p.RoleARN, Duration: p.Duration, ExternalID: p.ExternalID, Template: p.Template,
+			Name: p.Name, Role: p.Role, Duration: p.Duration, Template: p.Template,
 		})
 	}
 	return profiles
@@ -268,11 +267,11 @@ func vendProfiles(cfg *config.Config) []vend.Profile {
 // roleChaining reports whether the service's own credentials are a role
 // session, in which case AWS caps AssumeRole at one hour. In "auto" mode it
 // asks STS who the service is; when STS cannot say, it assumes so and says so.
-func roleChaining(ctx context.Context, mode string, client *sts.Client, log *slog.Logger) bool {
+func roleChaining(ctx context.Context, mode config.RoleChaining, client *sts.Client, log *slog.Logger) bool {
 	switch mode {
-	case "on":
+	case config.RoleChainingOn:
 		return true
-	case "off":
+	case config.RoleChainingOff:
 		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -98,7 +98,7 @@ func newEnvWith(t testing.TB, mutate func(*vend.Config, *api.Config), profiles .
 		if err != nil {
 			t.Fatal(err)
 		}
-		vps = append(vps, vend.Profile{Name: name, RoleARN: "arn:aws:iam::123456789012:role/TenantData", Duration: time.Hour, Template: tmpl})
+		vps = append(vps, vend.Profile{Name: name, Role: testsupport.Role(t, tenants, "", ""), Duration: time.Hour, Template: tmpl})
 	}
 	vcfg := vend.Config{Profiles: vps, Tenants: tenants, OverrideScope: "tokenvendor:any-tenant", STS: e.sts, Registerer: e.reg, Logger: log}
 	acfg := api.Config{

@@ -6,6 +6,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/awsiam"
 	"github.com/tokenvendor/tokenvendor/internal/cache"
+	"github.com/tokenvendor/tokenvendor/internal/partition"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
 	"github.com/tokenvendor/tokenvendor/internal/seal"
 	"github.com/tokenvendor/tokenvendor/internal/shared"
@@ -48,11 +50,7 @@ const (
 	DefaultRedisTimeout  = shared.DefaultTimeout
 )
 
-var (
-	profileNamePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-	roleARNPattern     = regexp.MustCompile(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
-	externalIDPattern  = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
-)
+var profileNamePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // Config is the whole configuration.
 type Config struct {
@@ -294,16 +292,46 @@ type STS struct {
 	Region   string        `yaml:"region"`
 	Endpoint string        `yaml:"endpoint"`
 	Timeout  time.Duration `yaml:"timeout"`
+	// FIPS sends every STS call (the service's and the AWS IAM callers')
+	// to the region's FIPS endpoint; a region without one fails start-up.
+	FIPS bool `yaml:"fips"`
 	// RoleChaining says whether the service's own credentials are a role
-	// session, which caps every duration at one hour: "auto" (ask STS
-	// GetCallerIdentity at start-up), "on" or "off".
-	RoleChaining string `yaml:"role_chaining"`
+	// session, which caps every duration at one hour.
+	RoleChaining RoleChaining `yaml:"role_chaining"`
 	// MaxRPS, when set, paces AssumeRole calls: across the replicas that
 	// share Redis, or per replica without it (and while Redis is away).
 	// MaxBurst is the burst; default MaxRPS rounded up.
 	MaxRPS   float64 `yaml:"max_rps"`
 	MaxBurst int     `yaml:"max_burst"`
+
+	// Partition is the region's, and URL the endpoint STS calls go to
+	// (Endpoint, or the region's), set by Validate.
+	Partition partition.Partition `yaml:"-"`
+	URL       string              `yaml:"-"`
 }
+
+// RoleChaining is whether the service's own credentials are a role session.
+type RoleChaining string
+
+// The values of sts.role_chaining.
+const (
+	RoleChainingAuto RoleChaining = "auto" // ask STS GetCallerIdentity at start-up
+	RoleChainingOn   RoleChaining = "on"
+	RoleChainingOff  RoleChaining = "off"
+)
+
+// Isolation is what confines a session to its tenant.
+type Isolation string
+
+// The values of profiles[].isolation.
+const (
+	// IsolationSession: the session policy names the tenant in every Allow
+	// statement.
+	IsolationSession Isolation = "session"
+	// IsolationRole: the access role's policy does, by the session's
+	// TenantID tag (ABAC).
+	IsolationRole Isolation = "role"
+)
 
 // Cache configures the credential cache.
 type Cache struct {
@@ -324,21 +352,26 @@ type Cache struct {
 
 // Profile is one way of vending credentials.
 type Profile struct {
-	Name       string            `yaml:"name"`
-	RoleARN    string            `yaml:"role_arn"`
-	Duration   time.Duration     `yaml:"duration"`
-	ExternalID string            `yaml:"external_id"`
-	Policy     string            `yaml:"policy"`
-	Tags       map[string]string `yaml:"tags"`
-	Vars       map[string]string `yaml:"vars"`
-	// Isolation says what confines a session to its tenant: "session" (the
-	// default: the session policy names the tenant in every Allow
-	// statement) or "role" (the access role's policy does, by the session's
-	// TenantID tag: ABAC).
-	Isolation string `yaml:"isolation"`
+	Name string `yaml:"name"`
+	// RoleARN and ExternalID are literal, or templates over .TenantID,
+	// .Partition, .Region and .Attr "name" (the tenant's attributes): a
+	// role or an account per tenant. ExternalID "derived" is
+	// HMAC-SHA256 of the tenant id under the key in ExternalIDKeyFile.
+	RoleARN           string            `yaml:"role_arn"`
+	Duration          time.Duration     `yaml:"duration"`
+	ExternalID        string            `yaml:"external_id"`
+	ExternalIDKeyFile string            `yaml:"external_id_key_file"`
+	Policy            string            `yaml:"policy"`
+	Tags              map[string]string `yaml:"tags"`
+	Vars              map[string]string `yaml:"vars"`
+	// Isolation says what confines a session to its tenant; default
+	// session.
+	Isolation Isolation `yaml:"isolation"`
 
-	// Template is the compiled policy and tag template, set by Validate.
+	// Template is the compiled policy and tag template, and Role the
+	// compiled role and ExternalId, set by Validate.
 	Template *policy.Template `yaml:"-"`
+	Role     *policy.Role     `yaml:"-"`
 }
 
 // Load reads, decodes and validates the file at path.
@@ -393,13 +426,36 @@ func decode(b []byte) (*Config, error) {
 	return &c, nil
 }
 
-// Validate fills defaults, compiles the templates and reports every problem.
+// Validate fills defaults, compiles the templates and reports every
+// problem, section by section, as one error.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(setting, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", setting, fmt.Sprintf(format, args...)))
-	}
+	var p problems
+	c.validateListeners(p.bad)
+	c.Auth.validate(c, p.bad)
+	c.STS.validate(p.bad)
+	c.Cache.validate(p.bad)
+	c.Limits.validate(p.bad)
+	c.validateSession(p.bad)
+	c.Tenants.validate(c, p.bad)
+	c.Revocation.validate(c.STS.Partition, p.bad)
+	c.TLS.validate(p.bad)
+	c.Shared = c.Redis.validate(c.STS.Timeout, p.bad)
+	c.Canary.validate(c, p.bad)
+	c.validateProfiles(&p)
+	return errors.Join(p.errs...)
+}
 
+// reporter records one problem of a setting.
+type reporter func(setting, format string, args ...any)
+
+// problems gathers what Validate finds.
+type problems struct{ errs []error }
+
+func (p *problems) bad(setting, format string, args ...any) {
+	p.errs = append(p.errs, fmt.Errorf("%s: %s", setting, fmt.Sprintf(format, args...)))
+}
+
+func (c *Config) validateListeners(bad reporter) {
 	if c.Listen == "" {
 		c.Listen = DefaultListen
 	}
@@ -417,23 +473,37 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		bad("shutdown_timeout", "negative")
 	}
+}
 
-	a := &c.Auth
+// validate checks the auth section and compiles the tenant rule
+// (c.TenantRule), which the sections after it use.
+func (a *Auth) validate(c *Config, bad reporter) {
 	// Without an identity provider, AWS IAM callers alone may be admitted.
 	if a.UsesJWT() || a.AWSIAM == nil {
-		if a.Issuer == "" {
-			bad("auth.issuer", "required (or, without an identity provider, auth.aws_iam alone)")
-		}
-		if err := checkFetchURL(a.JWKSURL); err != nil {
-			bad("auth.jwks_url", "%v", err)
-		}
-		if len(a.Audiences) == 0 {
-			bad("auth.audiences", "at least one required")
-		}
+		a.validateJWT(c, bad)
 	}
-	if a.JWKSRefresh == 0 {
-		a.JWKSRefresh = auth.DefaultJWKSRefreshInterval
+	tenants, err := policy.NewTenantRule(a.TenantPattern)
+	if err != nil {
+		bad("auth.tenant_pattern", "%v", err)
 	}
+	c.TenantRule = tenants
+	if a.AWSIAM != nil {
+		a.AWSIAM.validate(c, bad)
+	}
+}
+
+// validateJWT checks the identity provider's settings.
+func (a *Auth) validateJWT(c *Config, bad reporter) {
+	if a.Issuer == "" {
+		bad("auth.issuer", "required (or, without an identity provider, auth.aws_iam alone)")
+	}
+	if err := checkFetchURL(a.JWKSURL); err != nil {
+		bad("auth.jwks_url", "%v", err)
+	}
+	if len(a.Audiences) == 0 {
+		bad("auth.audiences", "at least one required")
+	}
+	setDefault(&a.JWKSRefresh, auth.DefaultJWKSRefreshInterval)
 	if a.JWKSRefresh < time.Second || a.JWKSRefresh > 24*time.Hour {
 		bad("auth.jwks_refresh", "between 1s and 24h")
 	}
@@ -451,27 +521,15 @@ func (c *Config) Validate() error {
 			bad(fmt.Sprintf("auth.algorithms[%d]", i), "%q is not an asymmetric signature algorithm (none and HS* are never accepted)", alg)
 		}
 	}
-	if a.TenantClaim == "" {
-		a.TenantClaim = "tenant_id"
-	}
-	if a.Leeway == 0 {
-		a.Leeway = auth.DefaultLeeway
-	}
+	setDefault(&a.TenantClaim, "tenant_id")
+	setDefault(&a.Leeway, auth.DefaultLeeway)
 	if a.Leeway < 0 || a.Leeway > auth.MaxLeeway {
 		bad("auth.leeway", "must be between 0s and %s", auth.MaxLeeway)
 	}
-	tenants, err := policy.NewTenantRule(a.TenantPattern)
-	if err != nil {
-		bad("auth.tenant_pattern", "%v", err)
-	}
-	c.TenantRule = tenants
-	if a.AWSIAM != nil {
-		a.AWSIAM.validate(c, bad)
-	}
+}
 
-	c.STS.validate(bad)
-
-	cc := &c.Cache
+// validate fills the cache section's defaults and checks it.
+func (cc *Cache) validate(bad reporter) {
 	setDefault(&cc.MaxEntries, DefaultMaxEntries)
 	if cc.MaxEntries < 0 {
 		bad("cache.max_entries", "negative")
@@ -494,8 +552,10 @@ func (c *Config) Validate() error {
 	if cc.BackgroundRefreshRate < 0 {
 		bad("cache.background_refresh_rate", "negative")
 	}
+}
 
-	l := c.Limits
+// validate checks that no limit is negative.
+func (l Limits) validate(bad reporter) {
 	for name, v := range map[string]float64{
 		"limits.per_caller_rps": l.PerCallerRPS, "limits.per_caller_burst": float64(l.PerCallerBurst),
 		"limits.per_tenant_rps": l.PerTenantRPS, "limits.per_tenant_burst": float64(l.PerTenantBurst),
@@ -505,19 +565,26 @@ func (c *Config) Validate() error {
 			bad(name, "negative")
 		}
 	}
+}
 
+// validateSession compiles the session section (c.SessionNamer).
+func (c *Config) validateSession(bad reporter) {
 	namer, err := policy.NewSessionNamer(c.Session.NameTemplate, c.Session.SourceIdentity)
 	if err != nil {
 		bad("session.name_template", "%v", err)
 	}
 	c.SessionNamer = namer
+}
 
-	c.Tenants.validate(c, bad)
-	if r := c.Revocation.PolicyARN; r != "" && !policyARNPattern.MatchString(r) {
-		bad("revocation.policy_arn", "not a customer-managed IAM policy ARN (arn:aws:iam::123456789012:policy/NAME)")
+// validate checks the revocation policy's ARN, in the STS partition.
+func (r Revocation) validate(part partition.Partition, bad reporter) {
+	if r.PolicyARN != "" && (!policyARNPattern.MatchString(r.PolicyARN) || !strings.HasPrefix(r.PolicyARN, "arn:"+part.ID+":")) {
+		bad("revocation.policy_arn", "not a customer-managed IAM policy ARN of partition %s (arn:%s:iam::123456789012:policy/NAME)", part.ID, part.ID)
 	}
+}
 
-	t := c.TLS
+// validate checks that the TLS files go together and exist.
+func (t TLS) validate(bad reporter) {
 	if (t.CertFile == "") != (t.KeyFile == "") {
 		bad("tls", "cert_file and key_file go together")
 	}
@@ -532,62 +599,80 @@ func (c *Config) Validate() error {
 			bad(name, "%v", err)
 		}
 	}
+}
 
-	c.Shared = c.Redis.validate(c.STS.Timeout, bad)
-	c.Canary.validate(c, bad)
-
+// validateProfiles checks every profile and compiles its templates.
+func (c *Config) validateProfiles(p *problems) {
 	if len(c.Profiles) == 0 {
-		bad("profiles", "at least one required")
+		p.bad("profiles", "at least one required")
 	}
 	seen := map[string]bool{}
 	for i := range c.Profiles {
-		p := &c.Profiles[i]
+		prof := &c.Profiles[i]
 		at := fmt.Sprintf("profiles[%d]", i)
-		if p.Name != "" {
-			at = fmt.Sprintf("profiles[%d] (%s)", i, p.Name)
+		if prof.Name != "" {
+			at = fmt.Sprintf("profiles[%d] (%s)", i, prof.Name)
 		}
-		if !profileNamePattern.MatchString(p.Name) {
-			bad(at+".name", "must match %s", profileNamePattern)
-		} else if seen[p.Name] {
-			bad(at+".name", "defined twice")
+		if !profileNamePattern.MatchString(prof.Name) {
+			p.bad(at+".name", "must match %s", profileNamePattern)
+		} else if seen[prof.Name] {
+			p.bad(at+".name", "defined twice")
 		}
-		seen[p.Name] = true
-		if !roleARNPattern.MatchString(p.RoleARN) {
-			bad(at+".role_arn", "not an IAM role ARN")
-		}
-		if p.Duration == 0 {
-			p.Duration = DefaultDuration
-		}
-		if p.Duration < MinDuration || p.Duration > MaxDuration || p.Duration%time.Second != 0 {
-			bad(at+".duration", "must be whole seconds between %s and %s", MinDuration, MaxDuration)
-		} else if err := (cache.Config{MinRemaining: cc.MinRemaining, StaleFloor: cc.StaleFloor}).CheckLifetime(p.Duration); err != nil {
-			bad(at+".duration", "does not fit cache.min_remaining and cache.stale_floor: %v", err)
-		}
-		if p.ExternalID != "" && (len(p.ExternalID) < 2 || len(p.ExternalID) > 1224 || !externalIDPattern.MatchString(p.ExternalID)) {
-			bad(at+".external_id", "must be 2 to 1224 characters of [\\w+=,.@:/-]")
-		}
-		if tenants == nil {
-			continue
-		}
-		switch p.Isolation {
-		case "":
-			p.Isolation = "session"
-		case "session", "role":
-		default:
-			bad(at+".isolation", "session or role")
-		}
-		tmpl, err := policy.Compile(policy.Spec{Profile: p.Name, Policy: p.Policy, Tags: p.Tags, Vars: p.Vars, RoleIsolates: p.Isolation == "role"}, tenants)
-		if err != nil {
-			errs = append(errs, prefixed(at, err))
-			continue
-		}
-		if err := tmpl.Lint(); err != nil {
-			errs = append(errs, prefixed(at, err))
-			continue
-		}
-		p.Template = tmpl
+		seen[prof.Name] = true
+		prof.validate(c, at, p)
 	}
-	return errors.Join(errs...)
+}
+
+// validate checks a profile's duration and isolation, and compiles its
+// role and its policy and tag templates.
+func (prof *Profile) validate(c *Config, at string, p *problems) {
+	setDefault(&prof.Duration, DefaultDuration)
+	if prof.Duration < MinDuration || prof.Duration > MaxDuration || prof.Duration%time.Second != 0 {
+		p.bad(at+".duration", "must be whole seconds between %s and %s", MinDuration, MaxDuration)
+	} else if err := (cache.Config{MinRemaining: c.Cache.MinRemaining, StaleFloor: c.Cache.StaleFloor}).CheckLifetime(prof.Duration); err != nil {
+		p.bad(at+".duration", "does not fit cache.min_remaining and cache.stale_floor: %v", err)
+	}
+	setDefault(&prof.Isolation, IsolationSession)
+	if prof.Isolation != IsolationSession && prof.Isolation != IsolationRole {
+		p.bad(at+".isolation", "session or role")
+	}
+	if c.TenantRule == nil {
+		return
+	}
+	prof.compileRole(c, at, p)
+	tmpl, err := policy.Compile(policy.Spec{Profile: prof.Name, Policy: prof.Policy, Tags: prof.Tags, Vars: prof.Vars,
+		RoleIsolates: prof.Isolation == IsolationRole, Partition: c.STS.Partition.ID, Region: c.STS.Region}, c.TenantRule)
+	if err == nil {
+		err = tmpl.Lint()
+	}
+	if err != nil {
+		p.errs = append(p.errs, prefixed(at, err))
+		return
+	}
+	prof.Template = tmpl
+}
+
+// compileRole reads the derived ExternalId's key and compiles the role
+// ARN and ExternalId templates.
+func (prof *Profile) compileRole(c *Config, at string, p *problems) {
+	spec := policy.RoleSpec{RoleARN: prof.RoleARN, ExternalID: prof.ExternalID, Partition: c.STS.Partition, Region: c.STS.Region}
+	if prof.ExternalIDKeyFile != "" {
+		b, err := os.ReadFile(prof.ExternalIDKeyFile)
+		if err != nil {
+			p.bad(at+".external_id_key_file", "%v", err)
+			return
+		}
+		spec.ExternalIDKey = bytes.TrimSpace(b)
+	}
+	if c.STS.Partition.ID == "" {
+		return // the region is wrong, and said so
+	}
+	role, err := policy.CompileRole(spec, c.TenantRule)
+	if err != nil {
+		p.errs = append(p.errs, prefixed(at, err))
+		return
+	}
+	prof.Role = role
 }
 
 // Tenant store polls: with a redis section its notices carry most changes
@@ -604,7 +689,7 @@ var (
 )
 
 // validate fills the tenant store's defaults and checks it.
-func (d *TenantsDynamoDB) validate(c *Config, bad func(setting, format string, args ...any)) {
+func (d *TenantsDynamoDB) validate(c *Config, bad reporter) {
 	if !tableNamePattern.MatchString(d.Table) {
 		bad("tenants.dynamodb.table", "a DynamoDB table name: 3 to 255 characters of [A-Za-z0-9_.-]")
 	}
@@ -631,13 +716,24 @@ func (d *TenantsDynamoDB) validate(c *Config, bad func(setting, format string, a
 }
 
 // validate fills the sts section's defaults and checks it.
-func (st *STS) validate(bad func(setting, format string, args ...any)) {
-	if st.Region == "" {
-		st.Region = DefaultRegion
+func (st *STS) validate(bad reporter) {
+	setDefault(&st.Region, DefaultRegion)
+	part, err := partition.ForRegion(st.Region)
+	if err != nil {
+		bad("sts.region", "%v", err)
 	}
-	if st.Endpoint != "" {
+	st.Partition = part
+	switch {
+	case st.Endpoint != "" && st.FIPS:
+		bad("sts.fips", "with sts.endpoint: set one (fips picks the region's FIPS endpoint, and never another)")
+	case st.Endpoint != "":
 		if err := checkFetchURL(st.Endpoint); err != nil {
 			bad("sts.endpoint", "%v", err)
+		}
+		st.URL = st.Endpoint
+	case err == nil:
+		if st.URL, err = partition.STSEndpoint(st.Region, st.FIPS); err != nil {
+			bad("sts.fips", "%v: there is no FIPS endpoint to use, and tokenvendor never falls back to the standard one", err)
 		}
 	}
 	if st.Timeout == 0 {
@@ -654,10 +750,9 @@ func (st *STS) validate(bad func(setting, format string, args ...any)) {
 	case st.MaxBurst > 0 && st.MaxRPS == 0:
 		bad("sts.max_burst", "needs sts.max_rps")
 	}
+	setDefault(&st.RoleChaining, RoleChainingAuto)
 	switch st.RoleChaining {
-	case "":
-		st.RoleChaining = "auto"
-	case "auto", "on", "off":
+	case RoleChainingAuto, RoleChainingOn, RoleChainingOff:
 	default:
 		bad("sts.role_chaining", "must be auto, on or off")
 	}
@@ -665,7 +760,7 @@ func (st *STS) validate(bad func(setting, format string, args ...any)) {
 
 // validate checks the tenants section: the allow-list against the tenant
 // rule, the file's presence, the store.
-func (t *Tenants) validate(c *Config, bad func(setting, format string, args ...any)) {
+func (t *Tenants) validate(c *Config, bad reporter) {
 	if c.TenantRule != nil {
 		for i, id := range t.Allow {
 			if err := c.TenantRule.Check(id); err != nil {
@@ -693,23 +788,22 @@ func (a *Auth) UsesJWT() bool {
 var awsServerIDPattern = regexp.MustCompile(`^[!-~]{1,256}$`)
 
 // validate fills the aws_iam section's defaults and checks it.
-func (w *AWSIAM) validate(c *Config, bad func(setting, format string, args ...any)) {
+func (w *AWSIAM) validate(c *Config, bad reporter) {
 	if w.ServerID != "" && !awsServerIDPattern.MatchString(w.ServerID) { // "required" is the verifier's
 		bad("auth.aws_iam.server_id", "1 to 256 printable characters without spaces, the same in every caller's signed %s", awsiam.ServerIDHeader)
 	}
-	if w.Region == "" {
-		w.Region = c.STS.Region
-		if w.Region == "" {
-			w.Region = DefaultRegion
+	setDefault(&w.Region, cmp.Or(c.STS.Region, DefaultRegion))
+	part, err := partition.ForRegion(w.Region)
+	if err != nil {
+		bad("auth.aws_iam.region", "%v", err)
+	}
+	if w.STSEndpoint == "" && err == nil {
+		// As the service's own calls: the FIPS endpoint with sts.fips.
+		if w.STSEndpoint, err = partition.STSEndpoint(w.Region, c.STS.FIPS); err != nil {
+			bad("auth.aws_iam.region", "%v (sts.fips): there is no FIPS endpoint to send callers' requests to", err)
 		}
 	}
-	if w.STSEndpoint == "" {
-		w.STSEndpoint = "https://sts." + w.Region + ".amazonaws.com"
-		if strings.HasPrefix(w.Region, "cn-") {
-			w.STSEndpoint += ".cn"
-		}
-	}
-	if err := checkFetchURL(w.STSEndpoint); err != nil {
+	if err := checkFetchURL(w.STSEndpoint); err != nil && w.STSEndpoint != "" {
 		bad("auth.aws_iam.sts_endpoint", "%v", err)
 	}
 	if w.CacheTTL == 0 {
@@ -723,6 +817,9 @@ func (w *AWSIAM) validate(c *Config, bad func(setting, format string, args ...an
 			if err := c.TenantRule.Check(p.Tenant); err != nil {
 				bad(fmt.Sprintf("auth.aws_iam.principals[%d].tenant", i), "%v", err)
 			}
+		}
+		if part.ID != "" && !strings.HasPrefix(p.RoleARN, "arn:"+part.ID+":") {
+			bad(fmt.Sprintf("auth.aws_iam.principals[%d].role_arn", i), "not in partition %s, the region's: its sessions could never sign for this region's STS", part.ID)
 		}
 		switch p.TenantFrom {
 		case "":
@@ -765,7 +862,7 @@ func (w *AWSIAM) VerifierConfig() awsiam.Config {
 }
 
 // validate checks the canary section against the rest of the config.
-func (cn *Canary) validate(c *Config, bad func(setting, format string, args ...any)) {
+func (cn *Canary) validate(c *Config, bad reporter) {
 	if cn.Interval == 0 && len(cn.Tenants) == 0 && len(cn.Probes) == 0 && cn.Endpoints == (CanaryEndpoints{}) {
 		return
 	}
@@ -850,7 +947,7 @@ func (cn *Canary) validate(c *Config, bad func(setting, format string, args ...a
 // validate fills the redis section's defaults, reads its files and reports
 // each problem through bad. No message shows the URL or a file's content:
 // they hold secrets.
-func (r *Redis) validate(stsTimeout time.Duration, bad func(setting, format string, args ...any)) *SharedTier {
+func (r *Redis) validate(stsTimeout time.Duration, bad reporter) *SharedTier {
 	if r.URL == "" && r.URLFile == "" {
 		if *r != (Redis{}) {
 			bad("redis", "url or url_file required when the section is used")

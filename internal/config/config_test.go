@@ -133,12 +133,12 @@ func TestParse(t *testing.T) {
 		{
 			name:    "role_arn not an ARN",
 			mutate:  replace("role_arn: arn:aws:iam::123456789012:role/TenantData", "role_arn: TenantData"),
-			wantErr: "profiles[0] (objects).role_arn: not an IAM role ARN",
+			wantErr: "profiles[0] (objects).role_arn: \"TenantData\" is not an IAM ARN",
 		},
 		{
 			name:    "role_arn of a user",
 			mutate:  replace("role/TenantData", "user/TenantData"),
-			wantErr: "profiles[0] (objects).role_arn: not an IAM role ARN",
+			wantErr: "is not a role ARN",
 		},
 		{
 			name:    "duration 10m",
@@ -258,7 +258,7 @@ func TestParseFillsDefaults(t *testing.T) {
 		{name: "cache.max_entries", got: c.Cache.MaxEntries, want: config.DefaultMaxEntries},
 		{name: "cache.refresh_ahead", got: c.Cache.RefreshAhead, want: config.DefaultRefreshAhead},
 		{name: "cache.stale_floor", got: c.Cache.StaleFloor, want: config.DefaultStaleFloor},
-		{name: "sts.role_chaining", got: c.STS.RoleChaining, want: "auto"},
+		{name: "sts.role_chaining", got: string(c.STS.RoleChaining), want: "auto"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

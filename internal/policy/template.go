@@ -43,6 +43,9 @@ type Spec struct {
 	// tags): the lint then does not require each Allow statement to name
 	// the tenant.
 	RoleIsolates bool
+	// Partition and Region are the STS region's, for ARNs written
+	// arn:{{ .Partition }}:… that hold in every partition.
+	Partition, Region string
 }
 
 // Template is a profile's policy and tag templates, parsed and ready to
@@ -53,6 +56,8 @@ type Template struct {
 	doc          any // map[string]any, []any, string, *template.Template, json.Number, bool or nil
 	tags         []tagTemplate
 	vars         map[string]string
+	partition    string
+	region       string
 	tenants      *TenantRule
 	// rendered remembers renderings by tenant: rendering is pure, and a
 	// profile's templates never change once compiled.
@@ -92,7 +97,7 @@ func Compile(spec Spec, tenants *TenantRule) (*Template, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Template{profile: spec.Profile, roleIsolates: spec.RoleIsolates, vars: spec.Vars, tenants: tenants, rendered: rendered}
+	t := &Template{profile: spec.Profile, roleIsolates: spec.RoleIsolates, vars: spec.Vars, partition: spec.Partition, region: spec.Region, tenants: tenants, rendered: rendered}
 
 	if strings.TrimSpace(spec.Policy) == "" {
 		errs = append(errs, errors.New("policy: empty"))
@@ -207,7 +212,7 @@ func (t *Template) Render(tenant string) (Rendered, error) {
 }
 
 func (t *Template) render(tenant string) (Rendered, error) {
-	data := map[string]any{"TenantID": tenant, "Profile": t.profile, "Vars": t.vars}
+	data := map[string]any{"TenantID": tenant, "Profile": t.profile, "Vars": t.vars, "Partition": t.partition, "Region": t.region}
 	doc, err := renderNode(t.doc, data)
 	if err != nil {
 		return Rendered{}, fmt.Errorf("render policy: %w", err)

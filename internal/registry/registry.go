@@ -1,5 +1,6 @@
 // Package registry is the optional allow-list of tenant ids: inline, from a
-// file of one id a line, or both. The file is read again when it changes, so
+// file of one id a line (with, optionally, the tenant's attributes after
+// it: "acme account_id=222233334444 tier=premium"), or both. The file is read again when it changes, so
 // a new tenant can be admitted without a restart.
 package registry
 
@@ -34,7 +35,7 @@ type Config struct {
 // tenant: no allow-list is configured.
 type Registry struct {
 	cfg     Config
-	ids     atomic.Pointer[map[string]bool]
+	ids     atomic.Pointer[map[string]map[string]string] // id -> attributes (nil: none)
 	mu      sync.Mutex
 	modTime time.Time
 	size    int64
@@ -66,6 +67,15 @@ func New(cfg Config) (*Registry, error) {
 func (r *Registry) Allowed(id string) bool {
 	if r == nil {
 		return true
+	}
+	_, ok := (*r.ids.Load())[id]
+	return ok
+}
+
+// Attributes are the attributes the file gives tenant id, nil when none.
+func (r *Registry) Attributes(id string) map[string]string {
+	if r == nil {
+		return nil
 	}
 	return (*r.ids.Load())[id]
 }
@@ -99,9 +109,9 @@ func (r *Registry) Run(ctx context.Context) {
 func (r *Registry) Refresh() (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ids := map[string]bool{}
+	ids := map[string]map[string]string{}
 	for _, id := range r.cfg.Allow {
-		r.add(ids, id, "tenants.allow")
+		r.add(ids, []string{id}, "tenants.allow")
 	}
 	if r.cfg.File != "" {
 		fi, err := os.Stat(r.cfg.File)
@@ -121,7 +131,7 @@ func (r *Registry) Refresh() (bool, error) {
 			if line == "" || strings.HasPrefix(line, "#") {
 				continue
 			}
-			r.add(ids, line, r.cfg.File)
+			r.add(ids, strings.Fields(line), r.cfg.File)
 		}
 		if err := sc.Err(); err != nil {
 			return false, fmt.Errorf("tenant registry: %w", err)
@@ -132,10 +142,24 @@ func (r *Registry) Refresh() (bool, error) {
 	return true, nil
 }
 
-func (r *Registry) add(ids map[string]bool, id, source string) {
+// add adds a tenant: its id, then its attributes as key=value.
+func (r *Registry) add(ids map[string]map[string]string, fields []string, source string) {
+	id := fields[0]
 	if err := r.cfg.Check(id); err != nil {
 		r.cfg.Logger.Warn("tenant registry entry refused", "source", source, "err", err)
 		return
 	}
-	ids[id] = true
+	var attrs map[string]string
+	for _, f := range fields[1:] {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok || k == "" {
+			r.cfg.Logger.Warn("tenant registry entry refused: an attribute is not key=value", "source", source, "tenant", id)
+			return
+		}
+		if attrs == nil {
+			attrs = map[string]string{}
+		}
+		attrs[k] = v
+	}
+	ids[id] = attrs
 }

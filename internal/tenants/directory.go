@@ -25,6 +25,7 @@ const resyncEvery = 5 * time.Minute
 // has it, and a nil one knows every tenant.
 type Registry interface {
 	Allowed(id string) bool
+	Attributes(id string) map[string]string
 }
 
 // Store is the tenant store; *Table has it.
@@ -131,9 +132,16 @@ func (d *Directory) Standing(tenant string) Standing {
 	return Unknown
 }
 
-// Attributes are the store's attributes of tenant, nil when it holds none.
+// Attributes are the attributes of tenant: its store item's when the
+// store holds it, else the registry file's; nil when neither has any.
 func (d *Directory) Attributes(tenant string) map[string]string {
-	return d.view.Load().tenants[tenant].attrs
+	if e, ok := d.view.Load().tenants[tenant]; ok {
+		return e.attrs
+	}
+	if d.cfg.Registry != nil {
+		return d.cfg.Registry.Attributes(tenant)
+	}
+	return nil
 }
 
 // Revision is the store revision known of a tenant group, 0 for a group

@@ -79,6 +79,8 @@ type allow []string
 
 func (a allow) Allowed(id string) bool { return slices.Contains(a, id) }
 
+func (a allow) Attributes(string) map[string]string { return nil }
+
 func newDirectory(t *testing.T, cfg tenants.Config) (*tenants.Directory, *[]string) {
 	t.Helper()
 	cfg.Poll = time.Hour // polled by hand

@@ -73,6 +73,9 @@ type Budget interface {
 // tenant store.
 type Directory interface {
 	Standing(tenant string) tenants.Standing
+	// Attributes are the tenant's attributes (its store item's), which
+	// role templates read; nil when it has none.
+	Attributes(tenant string) map[string]string
 }
 
 // Reasons a tenant is refused: the label of tokenvendor_tenant_refusals_total
@@ -106,11 +109,12 @@ func Refusal(err error) string {
 
 // Profile is one configured way of vending credentials.
 type Profile struct {
-	Name       string
-	RoleARN    string
-	Duration   time.Duration
-	ExternalID string
-	Template   *policy.Template
+	Name string
+	// Role renders the role each tenant's session assumes and the
+	// ExternalId it presents: one for all (the pool), or each tenant's own.
+	Role     *policy.Role
+	Duration time.Duration
+	Template *policy.Template
 }
 
 // Config configures a Service.
@@ -314,8 +318,8 @@ func (s *Service) Update(profiles []Profile, tenants *policy.TenantRule, overrid
 		if _, dup := r.profiles[p.Name]; dup {
 			errs = append(errs, fmt.Errorf("profile %s: defined twice", p.Name))
 		}
-		if p.Template == nil {
-			errs = append(errs, fmt.Errorf("profile %s: no template", p.Name))
+		if p.Template == nil || p.Role == nil {
+			errs = append(errs, fmt.Errorf("profile %s: no template or no role", p.Name))
 		}
 		if s.cfg.MaxDuration > 0 && p.Duration > s.cfg.MaxDuration {
 			s.log.Warn("clamping profile duration: the service's own credentials are a role session, and AWS caps chained sessions",
@@ -424,8 +428,21 @@ func (s *Service) Vend(ctx context.Context, caller auth.Caller, req Request) (g 
 	return g, nil
 }
 
+// Input is the AssumeRole request Vend sends for a tenant of a profile
+// and a calling subject, should the cache not answer: for `tokenvendor
+// render`, which prints exactly that. The tenant's standing and the
+// caller's rights are not checked.
+func (s *Service) Input(profile, tenant, subject string) (*sts.AssumeRoleInput, error) {
+	prof, err := s.rules.Load().profile(profile)
+	if err != nil {
+		return nil, err
+	}
+	return s.input(prof, tenant, subject)
+}
+
 // input is the AssumeRole request for a tenant of a profile and a caller:
-// the rendered policy and tags, the session name and source identity.
+// the tenant's role and ExternalId, the rendered policy and tags, the
+// session name and source identity, the duration after any clamp.
 func (s *Service) input(prof Profile, tenant, subject string) (*sts.AssumeRoleInput, error) {
 	r, err := prof.Template.Render(tenant)
 	if err != nil {
@@ -434,12 +451,16 @@ func (s *Service) input(prof Profile, tenant, subject string) (*sts.AssumeRoleIn
 		}
 		return nil, fmt.Errorf("render profile %s for tenant %s: %w", prof.Name, tenant, err)
 	}
+	target, err := s.target(prof, tenant)
+	if err != nil {
+		return nil, err
+	}
 	name, err := s.cfg.Sessions.Name(tenant, prof.Name, subject)
 	if err != nil {
 		return nil, err
 	}
 	in := &sts.AssumeRoleInput{
-		RoleArn:         aws.String(prof.RoleARN),
+		RoleArn:         aws.String(target.RoleARN),
 		RoleSessionName: aws.String(name),
 		DurationSeconds: aws.Int32(int32(prof.Duration / time.Second)),
 		Policy:          aws.String(r.Policy),
@@ -447,13 +468,35 @@ func (s *Service) input(prof Profile, tenant, subject string) (*sts.AssumeRoleIn
 	if si := s.cfg.Sessions.SourceIdentity(subject); si != "" {
 		in.SourceIdentity = aws.String(si)
 	}
-	if prof.ExternalID != "" {
-		in.ExternalId = aws.String(prof.ExternalID)
+	if target.ExternalID != "" {
+		in.ExternalId = aws.String(target.ExternalID)
 	}
 	for _, t := range r.Tags {
 		in.Tags = append(in.Tags, ststypes.Tag{Key: aws.String(t.Key), Value: aws.String(t.Value)})
 	}
 	return in, nil
+}
+
+// target is the role and ExternalId of a tenant of a profile. A tenant
+// whose item lacks what the profile's role needs (its account, say) is
+// refused before STS is called: the operator has not finished setting it
+// up, and no malformed call is made.
+func (s *Service) target(prof Profile, tenant string) (policy.Target, error) {
+	var attrs map[string]string
+	if s.cfg.Directory != nil {
+		attrs = s.cfg.Directory.Attributes(tenant)
+	}
+	t, err := prof.Role.Render(tenant, attrs)
+	switch {
+	case errors.Is(err, policy.ErrInvalidTenant):
+		return t, refuse(RefusedInvalid, fmt.Errorf("%w: %w", ErrInvalidTenant, err))
+	case errors.Is(err, policy.ErrMissingAttribute):
+		s.log.Warn("tenant not set up for the profile's role: refused", "profile", prof.Name, "tenant", tenant, "err", err)
+		return t, fmt.Errorf("%w: tenant %s is not set up for profile %s: %w", ErrForbidden, tenant, prof.Name, err)
+	case err != nil:
+		return t, fmt.Errorf("render profile %s's role for tenant %s: %w", prof.Name, tenant, err)
+	}
+	return t, nil
 }
 
 // cached returns the credentials of key from the cache, which calls STS

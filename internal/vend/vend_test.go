@@ -25,6 +25,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/metrictest"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
 	"github.com/tokenvendor/tokenvendor/internal/tenants"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
@@ -68,7 +69,7 @@ func newService(t *testing.T, fake *fakeSTS, mutate func(*vend.Config)) *vend.Se
 		if err != nil {
 			t.Fatal(err)
 		}
-		return vend.Profile{Name: name, RoleARN: "arn:aws:iam::123456789012:role/TenantData", Duration: time.Hour, Template: tmpl}
+		return vend.Profile{Name: name, Role: testsupport.Role(t, tenants, "", ""), Duration: time.Hour, Template: tmpl}
 	}
 	now := time.Now
 	fake.now = now
@@ -97,7 +98,7 @@ func newService(t *testing.T, fake *fakeSTS, mutate func(*vend.Config)) *vend.Se
 
 func TestVendSendsTheRenderedInputs(t *testing.T) {
 	fake := &fakeSTS{}
-	s := newService(t, fake, func(c *vend.Config) { c.Profiles[0].ExternalID = "ext-123" })
+	s := newService(t, fake, func(c *vend.Config) { c.Profiles[0].Role = testsupport.Role(t, c.Tenants, "", "ext-123") })
 	creds, err := s.Vend(context.Background(), auth.Caller{Subject: "svc", TenantID: "acme"}, vend.Request{})
 	if err != nil {
 		t.Fatal(err)
@@ -325,7 +326,7 @@ func TestUpdateReplacesTheRulesAndKeepsThemWhenInvalid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := vend.Profile{Name: "objects", RoleARN: "arn:aws:iam::123456789012:role/TenantData", Duration: time.Hour, Template: wider}
+	p := vend.Profile{Name: "objects", Role: testsupport.Role(t, tenants, "", ""), Duration: time.Hour, Template: wider}
 	if err := s.Update([]vend.Profile{p, p}, tenants, ""); err == nil {
 		t.Fatal("a duplicate profile was accepted")
 	}
@@ -357,6 +358,8 @@ func (d directory) Standing(id string) tenants.Standing {
 	}
 	return tenants.Unknown
 }
+
+func (d directory) Attributes(string) map[string]string { return nil }
 
 func TestTenantsTheDirectoryDoesNotAdmitAreRefusedWithTheirReasonAndNeverReachSTS(t *testing.T) {
 	reg := prometheus.NewRegistry()
@@ -439,7 +442,7 @@ func TestADurationTheCacheCannotServeIsRefusedAfterTheClamp(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = vend.New(vend.Config{
-		Profiles:    []vend.Profile{{Name: "objects", RoleARN: "arn:aws:iam::123456789012:role/TenantData", Duration: 12 * time.Hour, Template: tmpl}},
+		Profiles:    []vend.Profile{{Name: "objects", Role: testsupport.Role(t, tenants, "", ""), Duration: 12 * time.Hour, Template: tmpl}},
 		Tenants:     tenants,
 		STS:         &fakeSTS{},
 		MaxDuration: time.Hour, // role chaining

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
@@ -73,7 +74,7 @@ func wireService(t *testing.T, srv *stsServer, tags map[string]string, mutate ..
 		t.Fatal(err)
 	}
 	cfg := vend.Config{
-		Profiles: []vend.Profile{{Name: "objects", RoleARN: "arn:aws:iam::123456789012:role/TenantData", Duration: time.Hour, Template: tmpl}},
+		Profiles: []vend.Profile{{Name: "objects", Role: testsupport.Role(t, tenants, "", ""), Duration: time.Hour, Template: tmpl}},
 		Tenants:  tenants,
 		STS:      client,
 	}

@@ -1,0 +1,201 @@
+package policy
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"text/template"
+
+	"github.com/tokenvendor/tokenvendor/internal/partition"
+)
+
+// DerivedExternalID, as a profile's external_id, makes each tenant's
+// ExternalId HMAC-SHA256(key, tenant id) in hex: unique per tenant, so the
+// id one tenant's role trusts opens no other tenant's role.
+const DerivedExternalID = "derived"
+
+// MinExternalIDKeyLength is the least key of a derived ExternalId, in bytes.
+const MinExternalIDKeyLength = 32
+
+// ErrMissingAttribute is returned when a role template reads an attribute
+// the tenant's item does not have, or has with a value no ARN may hold.
+var ErrMissingAttribute = errors.New("the tenant's item lacks an attribute the profile needs")
+
+var (
+	externalIDPattern = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
+	// attributeValuePattern is what an attribute may hold to be put in a
+	// role ARN or ExternalId: no ':' or '/', which would move it into
+	// another part of the ARN.
+	attributeValuePattern = regexp.MustCompile(`^[\w+=,.@-]{1,128}$`)
+)
+
+// sampleAttribute stands for every attribute while a template is checked:
+// an account id, so that a template putting it there renders a valid ARN.
+const sampleAttribute = "123456789012"
+
+// RoleSpec is the source of a profile's role ARN and ExternalId, as
+// configured: each literal text or a text/template over .TenantID,
+// .Partition, .Region and .Attr "name" (the tenant's attributes).
+type RoleSpec struct {
+	RoleARN string
+	// ExternalID is "", a literal, a template, or DerivedExternalID.
+	ExternalID string
+	// ExternalIDKey is the key of a derived ExternalId.
+	ExternalIDKey []byte
+	Partition     partition.Partition
+	Region        string
+}
+
+// Role renders a profile's role ARN and ExternalId for a tenant: the same
+// for every tenant (the pool), or a role or an account of each tenant's own
+// (the bridge and the silo).
+type Role struct {
+	arn, externalID *template.Template
+	derivedKey      []byte
+	partition       partition.Partition
+	region          string
+	tenants         *TenantRule
+	attributes      []string
+}
+
+// Target is the role a tenant's session assumes, and the ExternalId it
+// presents.
+type Target struct {
+	RoleARN    string
+	ExternalID string
+}
+
+// roleData is what role templates see.
+type roleData struct {
+	TenantID, Partition, Region string
+	attrs                       map[string]string
+	read                        map[string]bool // when set, every attribute reads sampleAttribute and is noted
+	err                         error           // the first attribute that failed
+}
+
+// Attr is the tenant's attribute name; an error when it has none.
+func (d *roleData) Attr(name string) (string, error) {
+	if d.read != nil {
+		d.read[name] = true
+		return sampleAttribute, nil
+	}
+	v, ok := d.attrs[name]
+	switch {
+	case !ok:
+		d.err = fmt.Errorf("%w: %q", ErrMissingAttribute, name)
+	case !attributeValuePattern.MatchString(v):
+		d.err = fmt.Errorf("%w: %q holds no value an ARN or ExternalId may take ([\\w+=,.@-], 1 to 128 characters)", ErrMissingAttribute, name)
+	default:
+		return v, nil
+	}
+	return "", d.err
+}
+
+// CompileRole parses spec's templates and checks them: each renders, with
+// a probe tenant and every attribute it reads, a role ARN of the partition
+// and a valid ExternalId, also with the longest tenant id the tenant rule
+// allows.
+func CompileRole(spec RoleSpec, tenants *TenantRule) (*Role, error) {
+	if tenants == nil {
+		return nil, errors.New("no tenant rule")
+	}
+	r := &Role{partition: spec.Partition, region: spec.Region, tenants: tenants}
+	var errs []error
+	var err error
+	if r.arn, err = parseLeaf(spec.RoleARN); err != nil {
+		errs = append(errs, fmt.Errorf("role_arn: %w", err))
+	}
+	switch {
+	case spec.ExternalID == DerivedExternalID && len(spec.ExternalIDKey) < MinExternalIDKeyLength:
+		errs = append(errs, fmt.Errorf("external_id: derived needs a key of at least %d bytes (external_id_key_file)", MinExternalIDKeyLength))
+	case spec.ExternalID == DerivedExternalID:
+		r.derivedKey = slices.Clone(spec.ExternalIDKey)
+	case len(spec.ExternalIDKey) > 0:
+		errs = append(errs, errors.New("external_id_key_file: only with external_id: derived"))
+	case spec.ExternalID != "":
+		if r.externalID, err = parseLeaf(spec.ExternalID); err != nil {
+			errs = append(errs, fmt.Errorf("external_id: %w", err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := r.check(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// check renders the templates with probe tenants, noting the attributes
+// they read.
+func (r *Role) check() error {
+	read := map[string]bool{}
+	if _, err := r.render(&roleData{TenantID: referenceProbe, read: read}); err != nil {
+		return err
+	}
+	long := longProbe(r.tenants.MaxLen())
+	if _, err := r.render(&roleData{TenantID: long, read: read}); err != nil {
+		return fmt.Errorf("%w (with a %d-character tenant id, the longest tenant_pattern allows)", err, len(long))
+	}
+	for name := range read {
+		r.attributes = append(r.attributes, name)
+	}
+	slices.Sort(r.attributes)
+	return nil
+}
+
+// Attributes are the tenant attributes the templates read.
+func (r *Role) Attributes() []string { return slices.Clone(r.attributes) }
+
+// Render returns the role and ExternalId of tenant, whose item holds
+// attrs; ErrInvalidTenant or ErrMissingAttribute when it cannot.
+func (r *Role) Render(tenant string, attrs map[string]string) (Target, error) {
+	if err := r.tenants.Check(tenant); err != nil {
+		return Target{}, err
+	}
+	return r.render(&roleData{TenantID: tenant, attrs: attrs})
+}
+
+func (r *Role) render(d *roleData) (Target, error) {
+	d.Partition, d.Region = r.partition.ID, r.region
+	var t Target
+	arn, err := executeRole(r.arn, d)
+	if err != nil {
+		return Target{}, fmt.Errorf("role_arn: %w", err)
+	}
+	parsed, err := r.partition.ParseRoleARN(arn)
+	if err != nil {
+		return Target{}, fmt.Errorf("role_arn: %w", err)
+	}
+	t.RoleARN = parsed.String()
+	switch {
+	case r.derivedKey != nil:
+		mac := hmac.New(sha256.New, r.derivedKey)
+		mac.Write([]byte(d.TenantID))
+		t.ExternalID = hex.EncodeToString(mac.Sum(nil))
+	case r.externalID != nil:
+		if t.ExternalID, err = executeRole(r.externalID, d); err != nil {
+			return Target{}, fmt.Errorf("external_id: %w", err)
+		}
+		if len(t.ExternalID) < 2 || len(t.ExternalID) > 1224 || !externalIDPattern.MatchString(t.ExternalID) {
+			return Target{}, errors.New("external_id: not 2 to 1224 characters of [\\w+=,.@:/-]")
+		}
+	}
+	return t, nil
+}
+
+func executeRole(tmpl *template.Template, d *roleData) (string, error) {
+	var sb strings.Builder
+	if err := tmpl.Execute(&sb, d); err != nil {
+		if d.err != nil {
+			return "", d.err // the attribute's own error, without the template's position
+		}
+		return "", err
+	}
+	return sb.String(), nil
+}
