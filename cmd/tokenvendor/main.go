@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,7 +28,7 @@ var errBreach = errors.New("isolation breach")
 const usage = `usage:
   tokenvendor serve  --config FILE
   tokenvendor check  --config FILE
-  tokenvendor render --config FILE --profile P --tenant T [--subject S]
+  tokenvendor render --config FILE --profile P --tenant T [--subject S] [--attr K=V ...]
   tokenvendor canary --config FILE
   tokenvendor tenants list --config FILE
   tokenvendor tenants add --config FILE [--attr NAME=VALUE]... ID
@@ -90,7 +89,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		return render(path, sel, stdout)
+		return render(ctx, path, sel, stdout, stderr)
 	case "tenants":
 		return tenantsCommand(ctx, args, getenv, stdout, stderr)
 	case "revoke":
@@ -111,8 +110,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 // selection is what render is asked about: a profile, a tenant and,
-// optionally, the calling subject (for session names and source identity).
-type selection struct{ profile, tenant, subject string }
+// optionally, the calling subject (for session names and source identity)
+// and the tenant's attributes (for role templates).
+type selection struct {
+	profile, tenant, subject string
+	attrs                    attributeFlags
+}
 
 func parseFlags(cmd string, args []string, getenv func(string) string, withSelection bool) (string, selection, error) {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
@@ -123,6 +126,7 @@ func parseFlags(cmd string, args []string, getenv func(string) string, withSelec
 		fs.StringVar(&sel.profile, "profile", "", "profile name")
 		fs.StringVar(&sel.tenant, "tenant", "", "tenant id")
 		fs.StringVar(&sel.subject, "subject", "", "the caller's subject, for session.name_template and session.source_identity")
+		fs.Var(&sel.attrs, "attr", "a tenant attribute key=value, for role_arn and external_id templates (repeatable; default the tenant store's or file's)")
 	}
 	if err := fs.Parse(args); err != nil {
 		return "", sel, fmt.Errorf("%w: %s: %w", errUsage, cmd, err)
@@ -150,47 +154,4 @@ func check(path string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "ok: redis: %d key(s) in key_file, the first seals; Redis itself is not contacted\n", cfg.Shared.Keys.Len())
 	}
 	return nil
-}
-
-// render prints exactly what would be sent to STS for a tenant (and caller).
-func render(path string, sel selection, stdout io.Writer) error {
-	profile, tenant := sel.profile, sel.tenant
-	cfg, err := config.Load(path)
-	if err != nil {
-		return err
-	}
-	var p *config.Profile
-	for i := range cfg.Profiles {
-		if cfg.Profiles[i].Name == profile || (profile == "" && len(cfg.Profiles) == 1) {
-			p = &cfg.Profiles[i]
-		}
-	}
-	if p == nil {
-		return fmt.Errorf("%w: render: no profile %q (name one with --profile)", errUsage, profile)
-	}
-	r, err := p.Template.Render(tenant)
-	if err != nil {
-		return fmt.Errorf("render: %w", err)
-	}
-	name, err := cfg.SessionNamer.Name(tenant, p.Name, sel.subject)
-	if err != nil {
-		return fmt.Errorf("render: %w", err)
-	}
-	type tag struct{ Key, Value string }
-	out := struct {
-		RoleArn         string
-		RoleSessionName string
-		SourceIdentity  string `json:",omitempty"`
-		DurationSeconds int64
-		ExternalId      string `json:",omitempty"`
-		Policy          json.RawMessage
-		Tags            []tag
-	}{RoleArn: p.RoleARN, RoleSessionName: name, SourceIdentity: cfg.SessionNamer.SourceIdentity(sel.subject),
-		DurationSeconds: int64(p.Duration.Seconds()), ExternalId: p.ExternalID, Policy: json.RawMessage(r.Policy), Tags: []tag{}}
-	for _, t := range r.Tags {
-		out.Tags = append(out.Tags, tag{t.Key, t.Value})
-	}
-	enc := json.NewEncoder(stdout)
-	enc.SetEscapeHTML(false)
-	return enc.Encode(out)
 }

@@ -75,25 +75,17 @@ func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 		known = directory
 	}
 	vendor, err = vend.New(vend.Config{
-		Profiles:      vendProfiles(cfg),
-		Tenants:       cfg.TenantRule,
-		OverrideScope: cfg.Auth.OverrideScope,
-		STS:           stsClient,
-		MaxDuration:   maxDuration,
-		Directory:     known,
-		CallerLimit:   paces.caller,
-		TenantLimit:   paces.tenant,
-		Budget:        paces.budget,
-		Sessions:      cfg.SessionNamer,
-		Cache: cache.Config{
-			MaxEntries:     cfg.Cache.MaxEntries,
-			RefreshAhead:   cfg.Cache.RefreshAhead,
-			Jitter:         cfg.Cache.RefreshJitter,
-			MinRemaining:   cfg.Cache.MinRemaining,
-			StaleFloor:     cfg.Cache.StaleFloor,
-			BackgroundRate: cfg.Cache.BackgroundRefreshRate,
-			FetchTimeout:   cfg.STS.Timeout,
-		},
+		Profiles:        vendProfiles(cfg),
+		Tenants:         cfg.TenantRule,
+		OverrideScope:   cfg.Auth.OverrideScope,
+		STS:             stsClient,
+		MaxDuration:     maxDuration,
+		Directory:       known,
+		CallerLimit:     paces.caller,
+		TenantLimit:     paces.tenant,
+		Budget:          paces.budget,
+		Sessions:        cfg.SessionNamer,
+		Cache:           cacheConfig(cfg),
 		Shared:          sharedCreds,
 		Registerer:      reg,
 		Logger:          log,
@@ -252,6 +244,19 @@ func stsBudget(tier *shared.Tier, cfg config.STS) (vend.Budget, error) {
 		return local, nil
 	}
 	return shared.NewBudget(tier, local), nil
+}
+
+// cacheConfig is the credential cache of the config.
+func cacheConfig(cfg *config.Config) cache.Config {
+	return cache.Config{
+		MaxEntries:     cfg.Cache.MaxEntries,
+		RefreshAhead:   cfg.Cache.RefreshAhead,
+		Jitter:         cfg.Cache.RefreshJitter,
+		MinRemaining:   cfg.Cache.MinRemaining,
+		StaleFloor:     cfg.Cache.StaleFloor,
+		BackgroundRate: cfg.Cache.BackgroundRefreshRate,
+		FetchTimeout:   cfg.STS.Timeout,
+	}
 }
 
 func vendProfiles(cfg *config.Config) []vend.Profile {

@@ -361,6 +361,36 @@ func (d directory) Standing(id string) tenants.Standing {
 
 func (d directory) Attributes(string) map[string]string { return nil }
 
+// silos is a directory of active tenants with attributes.
+type silos map[string]map[string]string
+
+func (silos) Standing(string) tenants.Standing         { return tenants.Active }
+func (s silos) Attributes(id string) map[string]string { return s[id] }
+
+func TestSiloTenantsAssumeTheirOwnRoleAndATenantNotSetUpIsRefusedBeforeSTS(t *testing.T) {
+	fake := &fakeSTS{}
+	s := newService(t, fake, func(c *vend.Config) {
+		c.Directory = silos{"acme": {"account_id": "222233334444"}, "globex": {"account_id": "555566667777"}, "initech": {"tier": "premium"}}
+		c.Profiles[0].Role = testsupport.Role(t, c.Tenants, `arn:aws:iam::{{ .Attr "account_id" }}:role/TenantAccess`, "")
+	})
+	for tenant, account := range map[string]string{"acme": "222233334444", "globex": "555566667777"} {
+		if _, err := s.Vend(context.Background(), auth.Caller{Subject: "svc", TenantID: tenant}, vend.Request{}); err != nil {
+			t.Fatalf("%s: %v", tenant, err)
+		}
+		in := fake.inputs[len(fake.inputs)-1]
+		if got, want := aws.ToString(in.RoleArn), "arn:aws:iam::"+account+":role/TenantAccess"; got != want {
+			t.Errorf("%s assumed %s, want %s", tenant, got, want)
+		}
+	}
+	_, err := s.Vend(context.Background(), auth.Caller{Subject: "svc", TenantID: "initech"}, vend.Request{})
+	if !errors.Is(err, vend.ErrForbidden) || !strings.Contains(err.Error(), `"account_id"`) {
+		t.Errorf("a tenant without account_id: %v, want ErrForbidden naming the attribute", err)
+	}
+	if len(fake.inputs) != 2 {
+		t.Errorf("%d AssumeRole calls, want 2: a tenant not set up must never reach STS", len(fake.inputs))
+	}
+}
+
 func TestTenantsTheDirectoryDoesNotAdmitAreRefusedWithTheirReasonAndNeverReachSTS(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	dir := directory{"acme": tenants.Active, "globex": tenants.Suspended, "initech": tenants.Unsettled}
