@@ -266,6 +266,12 @@ func (s stack) value(t *testing.T, v any) string {
 				return p
 			}
 		}
+		// Fn::Join of a CommaDelimitedList parameter: its values joined.
+		if args, ok := v["Fn::Join"].([]any); ok && len(args) == 2 {
+			if sep, ok := args[0].(string); ok {
+				return strings.ReplaceAll(s.value(t, args[1]), ",", sep)
+			}
+		}
 	}
 	t.Fatalf("cannot evaluate %v", v)
 	return ""

@@ -88,6 +88,7 @@ func tokenvendor(args ...string) ([]byte, error) {
 type rendered struct {
 	RoleArn         string
 	RoleSessionName string
+	ExternalID      string `json:"ExternalId"`
 	Policy          json.RawMessage
 	Tags            []struct{ Key, Value string }
 }
