@@ -591,3 +591,46 @@ func TestHelmSchemaListsEveryDefault(t *testing.T) {
 	}
 	walk("values", values, root)
 }
+
+// helmDocFile documents the chart; its values table names every value.
+const helmDocFile = "../docs/deploy-kubernetes.md"
+
+// schemaLeaves are the values a user sets: the schema's properties, down to
+// objects of their own (not $defs such as resources, and not global).
+func schemaLeaves(path string, s *jsonSchema, out map[string]bool) {
+	for name, p := range s.Properties {
+		if path == "" && name == "global" {
+			continue
+		}
+		sub := strings.TrimPrefix(path+"."+name, ".")
+		if p.Ref == "" && p.Properties != nil {
+			schemaLeaves(sub, p, out)
+			continue
+		}
+		out[sub] = true
+	}
+}
+
+func TestHelmValuesTableListsEveryValue(t *testing.T) {
+	b, err := os.ReadFile(helmDocFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^\\| `([A-Za-z.]+)` \\|")
+	documented := map[string]bool{}
+	for _, m := range row.FindAllStringSubmatch(string(b), -1) {
+		documented[m[1]] = true
+	}
+	values := map[string]bool{}
+	schemaLeaves("", loadSchema(t), values)
+	for v := range values {
+		if !documented[v] {
+			t.Errorf("%s is not in the values table of %s", v, helmDocFile)
+		}
+	}
+	for v := range documented {
+		if !values[v] {
+			t.Errorf("%s documents %s, which the schema does not have", helmDocFile, v)
+		}
+	}
+}
