@@ -45,9 +45,9 @@ const (
 	runbookURL         = "https://github.com/tokenvendor/tokenvendor/blob/main/docs/runbook.md"
 )
 
-// TestMain regenerates prometheusrule.yaml before any test runs under
-// -update, so that the overlays' golden files, rendered in the same run,
-// carry the new rules.
+// TestMain regenerates prometheusrule.yaml and the Helm chart's copy of the
+// rules before any test runs under -update, so that the overlays' golden
+// files and the chart, rendered in the same run, carry the new rules.
 func TestMain(m *testing.M) {
 	flag.Parse()
 	if *update {
@@ -55,8 +55,12 @@ func TestMain(m *testing.M) {
 		if err == nil {
 			err = os.WriteFile(prometheusRuleFile, prometheusRuleOf(src), 0o644)
 		}
+		if err == nil {
+			// The Helm chart's copy (a chart reads no file outside its folder).
+			err = os.WriteFile(chartRulesFile, src, 0o644)
+		}
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "update", prometheusRuleFile+":", err)
+			fmt.Fprintln(os.Stderr, "update", prometheusRuleFile, chartRulesFile+":", err)
 			os.Exit(1)
 		}
 	}

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests and the demo run against into a
 # git-ignored folder (.tools/, or $TOKENVENDOR_TOOLS): MinIO, oidc-provider,
-# the IAM evaluator @cloud-copilot/iam-simulate and AWS Lambda's Runtime
-# Interface Emulator, all pinned. moto_server and the AWS CLI come with the
-# machine image; redis-server comes from Debian's packages, installed here
-# when missing (CI runs as root on a fresh machine).
+# the IAM evaluator @cloud-copilot/iam-simulate, AWS Lambda's Runtime
+# Interface Emulator and helm, all pinned. moto_server and the AWS CLI come
+# with the machine image; redis-server comes from Debian's packages, installed
+# here when missing (CI runs as root on a fresh machine).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,6 +12,9 @@ tools=${TOKENVENDOR_TOOLS:-$root/.tools}
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 OIDC_PROVIDER_VERSION=9.13.3
 HEY_VERSION=v0.1.5
+# helm renders and lints deploy/helm/tokenvendor (deploy/helm_test.go): about
+# two minutes on a cold machine.
+HELM_VERSION=v4.3.2
 # The Runtime Interface Emulator runs e2e/lambdafn as Lambda would, passing
 # X-Amz-Tenant-Id on to the function (e2e/lambda_test.go).
 RIE_VERSION=v0.0.0-20261030222936-bef5c4ba774d
@@ -36,6 +39,11 @@ fi
 if ! go version -m "$tools/bin/hey" 2>/dev/null | grep -qE "^\s+mod\s+github.com/rakyll/hey\s+$HEY_VERSION"; then
   echo "tools: installing hey $HEY_VERSION into $tools/bin"
   GOBIN="$tools/bin" GOFLAGS=-mod=mod go install "github.com/rakyll/hey@$HEY_VERSION"
+fi
+
+if ! go version -m "$tools/bin/helm" 2>/dev/null | grep -qE "^\s+mod\s+helm.sh/helm/v4\s+$HELM_VERSION"; then
+  echo "tools: installing helm $HELM_VERSION into $tools/bin (about two minutes on a cold machine)"
+  GOBIN="$tools/bin" GOFLAGS=-mod=mod go install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
 fi
 
 if ! go version -m "$tools/bin/aws-lambda-rie" 2>/dev/null |
