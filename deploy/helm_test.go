@@ -416,13 +416,7 @@ func TestHelmChartCarriesTheMonitoringRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := os.ReadFile(chartRulesFile)
-	if err != nil {
-		t.Fatalf("%v (run go test ./deploy/ -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("%s differs from %s; edit %s and run go test ./deploy/ -update", chartRulesFile, rulesFile, rulesFile)
-	}
+	checkGenerated(t, chartRulesFile, want, rulesFile)
 }
 
 // Each row breaks one value, or sets values the chart refuses together.

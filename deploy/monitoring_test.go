@@ -176,18 +176,26 @@ func TestAlertRulesPassPromtool(t *testing.T) {
 	}
 }
 
+// checkGenerated fails unless the file at path holds want, made from src
+// by go test ./deploy/ -update, and returns it.
+func checkGenerated(t *testing.T, path string, want []byte, src string) []byte {
+	t.Helper()
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./deploy/ -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s is not generated from %s; edit %s and run go test ./deploy/ -update", path, src, src)
+	}
+	return got
+}
+
 func TestPrometheusRuleIsGeneratedFromTheRulesFile(t *testing.T) {
 	src, err := os.ReadFile(rulesFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := os.ReadFile(prometheusRuleFile)
-	if err != nil {
-		t.Fatalf("%v (run go test ./deploy/ -update to create it)", err)
-	}
-	if !bytes.Equal(got, prometheusRuleOf(src)) {
-		t.Fatalf("%s is not generated from %s; edit %s and run go test ./deploy/ -update", prometheusRuleFile, rulesFile, rulesFile)
-	}
+	got := checkGenerated(t, prometheusRuleFile, prometheusRuleOf(src), rulesFile)
 
 	// What the Operator reads is what Prometheus reads, as shipped and as
 	// the standalone overlay renders it.

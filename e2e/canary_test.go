@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -179,4 +180,34 @@ func TestServeRunsTheCanaryInTheBackground(t *testing.T) {
 		t.Fatalf("isolated runs = %v, want 1", runs)
 	}
 	t.Logf("canary isolated on MinIO; %d caller requests served, all 200", len(results))
+}
+
+// TestCanaryProbesASiloProfileOnMinIO has the canary vend a silo profile,
+// each canary tenant's role in its own account (from tenants.file), and
+// find it isolated: it vends through the same directory and role templates
+// as serve. (MinIO ignores the role; the session policy isolates there.)
+func TestCanaryProbesASiloProfileOnMinIO(t *testing.T) {
+	putCanaryObjects(t, s3Client(aws.Credentials{AccessKeyID: minioUser, SecretAccessKey: minioPassword}))
+	config := canaryConfig(t, peers.minio, peers.minio, "", false, "")
+	b, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := "name: s3\n    role_arn: arn:aws:iam::123456789012:role/TenantData\n"
+	if !strings.Contains(string(b), pool) {
+		t.Fatal("no s3 profile to make a silo of")
+	}
+	file := filepath.Join(t.TempDir(), "tenants.txt")
+	if err := os.WriteFile(file, []byte("canary-a account_id=222233334444\ncanary-b account_id=555566667777\nacme account_id=888899990000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	silo := strings.Replace(string(b), pool, "name: s3\n    role_arn: 'arn:{{ .Partition }}:iam::{{ .Attr \"account_id\" }}:role/TenantAccess'\n", 1)
+	if err := os.WriteFile(config, []byte("tenants:\n  file: "+file+"\n"+silo), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code := runCanaryCommand(t, config, aws.Credentials{AccessKeyID: minioUser, SecretAccessKey: minioPassword})
+	t.Logf("tokenvendor canary of a silo profile on MinIO (exit %d):\n%s", code, out)
+	if code != 0 || verdicts(out)["isolated"] != 2 || len(verdicts(out)) != 1 {
+		t.Fatalf("exit %d, verdicts %v; want 0 and two isolated directions", code, verdicts(out))
+	}
 }
