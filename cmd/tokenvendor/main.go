@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/tokenvendor/tokenvendor/internal/config"
@@ -150,6 +151,11 @@ func check(path string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "ok: %d profile(s), every template renders and lints clean\n", len(cfg.Profiles))
+	for _, p := range cfg.Profiles {
+		if attrs := p.Role.Attributes(); len(attrs) > 0 {
+			fmt.Fprintf(stdout, "ok: profile %s reads tenant attributes %s: a tenant whose item lacks one is refused\n", p.Name, strings.Join(attrs, ", "))
+		}
+	}
 	if cfg.Shared != nil {
 		fmt.Fprintf(stdout, "ok: redis: %d key(s) in key_file, the first seals; Redis itself is not contacted\n", cfg.Shared.Keys.Len())
 	}

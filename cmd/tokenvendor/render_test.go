@@ -153,3 +153,13 @@ func TestRenderTakesAttributesFromTheFlagsOverTheFile(t *testing.T) {
 		t.Errorf("render of a tenant without account_id: %v, want the missing attribute named", err)
 	}
 }
+
+func TestCheckSaysWhichAttributesAProfileReads(t *testing.T) {
+	out, err := runCLI("check", "--config", siloConfig(t, "http://127.0.0.1:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "ok: profile silo reads tenant attributes account_id") {
+		t.Errorf("check = %q, want the silo profile's attribute named", out)
+	}
+}

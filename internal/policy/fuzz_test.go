@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tokenvendor/tokenvendor/internal/partition"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
 )
 
@@ -118,4 +119,38 @@ func leaves(v any) []string {
 	}
 	walk("", v)
 	return out
+}
+
+// FuzzRole renders a silo role for any tenant id and account attribute:
+// whatever they hold, the result is an error, or the tenant's own role in
+// the aws partition, in an account of 12 digits, named as configured.
+func FuzzRole(f *testing.F) {
+	for _, seed := range [][2]string{
+		{"acme", "222233334444"}, {"*", "222233334444"}, {"acme", "*"}, {"acme", "222233334444:role/Admin"},
+		{"acme", "222233334444/x"}, {"acme", ""}, {"a/b", "222233334444"}, {"acme", "２２２２３３３３４４４４"},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	role, err := policy.CompileRole(policy.RoleSpec{
+		RoleARN: `arn:{{ .Partition }}:iam::{{ .Attr "account_id" }}:role/tenants/{{ .TenantID }}`, ExternalID: "{{ .TenantID }}-x",
+		Partition: partition.AWS, Region: "us-east-1",
+	}, mustTenantRule(f, `^.*$`))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, tenant, account string) {
+		target, err := role.Render(tenant, map[string]string{"account_id": account})
+		if err != nil {
+			return
+		}
+		parsed, err := partition.AWS.ParseRoleARN(target.RoleARN)
+		switch {
+		case err != nil:
+			t.Fatalf("Render(%q, %q) = %q, not a role ARN: %v", tenant, account, target.RoleARN, err)
+		case parsed.Account != account || parsed.Path != "/tenants/" || parsed.Name != tenant:
+			t.Fatalf("Render(%q, %q) = %q: another account, path or role than the tenant's", tenant, account, target.RoleARN)
+		case target.ExternalID != tenant+"-x":
+			t.Fatalf("Render(%q, %q) ExternalId %q", tenant, account, target.ExternalID)
+		}
+	})
 }
