@@ -139,21 +139,21 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	var errs []error
 	if cfg.ServerID == "" {
-		errs = append(errs, errors.New("server_id: required"))
+		errs = append(errs, settingError("server_id", "required"))
 	}
 	u, err := url.Parse(cfg.Endpoint)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.User != nil {
-		errs = append(errs, errors.New("sts_endpoint: not an http(s) URL without query or user"))
+		errs = append(errs, settingError("sts_endpoint", "not an http(s) URL without query or user"))
 	}
 	if u != nil && ((u.Scheme == "https" && u.Port() == "443") || (u.Scheme == "http" && u.Port() == "80")) {
 		// SigV4 signers drop a default port from the Host they sign.
-		errs = append(errs, errors.New("sts_endpoint: leave out the scheme's default port"))
+		errs = append(errs, settingError("sts_endpoint", "leave out the scheme's default port"))
 	}
 	if !regionPattern.MatchString(cfg.Region) {
-		errs = append(errs, errors.New("region: not an AWS region"))
+		errs = append(errs, settingError("region", "not an AWS region"))
 	}
 	if cfg.CacheTTL > MaxSkew {
-		errs = append(errs, fmt.Errorf("cache_ttl: at most %s, the life of a signature", MaxSkew))
+		errs = append(errs, settingError("cache_ttl", "at most %s, the life of a signature", MaxSkew))
 	}
 	roles, err := compilePrincipals(cfg.Principals)
 	if err != nil {
@@ -186,6 +186,18 @@ func New(cfg Config) (*Verifier, error) {
 
 const tracerName = "github.com/tokenvendor/tokenvendor/internal/awsiam"
 
+// SettingError is a problem of one setting of a Config, named as in the
+// aws_iam section of tokenvendor's config (server_id, principals[2].role_arn).
+type SettingError struct {
+	Setting, Problem string
+}
+
+func (e *SettingError) Error() string { return e.Setting + ": " + e.Problem }
+
+func settingError(setting, format string, args ...any) error {
+	return &SettingError{Setting: setting, Problem: fmt.Sprintf(format, args...)}
+}
+
 // compilePrincipals checks ps and indexes them by role.
 func compilePrincipals(ps []Principal) (map[roleKey]Principal, error) {
 	var errs []error
@@ -194,14 +206,14 @@ func compilePrincipals(ps []Principal) (map[roleKey]Principal, error) {
 		m := roleARNPattern.FindStringSubmatch(p.RoleARN)
 		switch {
 		case m == nil:
-			errs = append(errs, fmt.Errorf("principals[%d].role_arn: not an IAM role ARN", i))
+			errs = append(errs, settingError(fmt.Sprintf("principals[%d].role_arn", i), "not an IAM role ARN"))
 			continue
 		case count(p.TenantID != "", p.AnyTenant, p.TenantFromToken) != 1:
-			errs = append(errs, fmt.Errorf("principals[%d]: one of tenant, any_tenant or tenant_from", i))
+			errs = append(errs, settingError(fmt.Sprintf("principals[%d]", i), "one of tenant, any_tenant or tenant_from"))
 		}
 		k := roleKey{m[1], m[2], strings.ToLower(m[3])}
 		if _, dup := roles[k]; dup {
-			errs = append(errs, fmt.Errorf("principals[%d].role_arn: the same role as an entry before (a role's path does not tell it apart)", i))
+			errs = append(errs, settingError(fmt.Sprintf("principals[%d].role_arn", i), "the same role as an entry before (a role's path does not tell it apart)"))
 		}
 		roles[k] = p
 	}

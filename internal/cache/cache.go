@@ -253,16 +253,16 @@ type failure struct {
 // New returns an empty cache. With shared nil, the cache is the process's
 // alone.
 func New[V any](cfg Config, shared Shared[V]) (*Cache[V], error) {
-	setDefault(&cfg.MaxEntries, 10_000)
-	setDefault(&cfg.RefreshAhead, 0.5)
-	setDefault(&cfg.Jitter, 0.1)
+	setDefault(&cfg.MaxEntries, DefaultMaxEntries)
+	setDefault(&cfg.RefreshAhead, DefaultRefreshAhead)
+	setDefault(&cfg.Jitter, DefaultJitter)
 	setDefault(&cfg.StaleFloor, DefaultStaleFloor)
-	setDefault(&cfg.FetchTimeout, 10*time.Second)
+	setDefault(&cfg.FetchTimeout, DefaultFetchTimeout)
 	setDefault(&cfg.RetryBase, time.Second)
 	setDefault(&cfg.RetryMax, 30*time.Second)
 	setDefault(&cfg.NegativeBase, 5*time.Second)
 	setDefault(&cfg.NegativeMax, 5*time.Minute)
-	setDefault(&cfg.BackgroundRate, 50)
+	setDefault(&cfg.BackgroundRate, DefaultBackgroundRate)
 	if cfg.Recoverable == nil {
 		cfg.Recoverable = func(error) bool { return false }
 	}
@@ -279,11 +279,11 @@ func New[V any](cfg Config, shared Shared[V]) (*Cache[V], error) {
 	if cfg.MaxEntries < 0 || cfg.MinRemaining < 0 || cfg.StaleFloor < 0 || cfg.FetchTimeout < 0 || cfg.BackgroundRate < 0 {
 		errs = append(errs, errors.New("negative setting"))
 	}
-	if cfg.RefreshAhead < 0 || cfg.RefreshAhead > 1 || cfg.Jitter < 0 || cfg.RefreshAhead+cfg.Jitter > 1 {
-		errs = append(errs, errors.New("refresh-ahead and jitter must be shares of the lifetime adding up to at most 1"))
+	if err := CheckRefresh(cfg.RefreshAhead, cfg.Jitter); err != nil {
+		errs = append(errs, err)
 	}
-	if cfg.MinRemaining > 0 && cfg.StaleFloor >= cfg.MinRemaining {
-		errs = append(errs, errors.New("stale floor must be below the minimum remaining life"))
+	if err := CheckStaleFloor(cfg.StaleFloor, cfg.MinRemaining); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
@@ -349,8 +349,34 @@ func (c *Cache[V]) Get(ctx context.Context, key Key, fetch Fetch[V]) (V, Result,
 	return v, Miss, err
 }
 
-// DefaultStaleFloor is Config.StaleFloor when it is zero.
-const DefaultStaleFloor = 2 * time.Minute
+// The defaults of a Config's zero fields.
+const (
+	DefaultMaxEntries     = 10_000
+	DefaultRefreshAhead   = 0.5
+	DefaultJitter         = 0.1
+	DefaultStaleFloor     = 2 * time.Minute
+	DefaultFetchTimeout   = 10 * time.Second
+	DefaultBackgroundRate = 50
+)
+
+// CheckRefresh reports whether ahead and jitter are shares of a lifetime
+// a value can be refreshed by: ahead above 0, jitter at least 0, together
+// below 1.
+func CheckRefresh(ahead, jitter float64) error {
+	if ahead <= 0 || jitter < 0 || ahead+jitter >= 1 {
+		return errors.New("refresh_ahead and refresh_jitter are shares of the lifetime: refresh_ahead > 0, refresh_jitter >= 0, together below 1")
+	}
+	return nil
+}
+
+// CheckStaleFloor reports whether a stale floor fits the least remaining
+// life values are handed out with (0: a quarter of their lifetime).
+func CheckStaleFloor(floor, minRemaining time.Duration) error {
+	if minRemaining > 0 && floor >= minRemaining {
+		return fmt.Errorf("the stale floor must be below the least remaining life (%s)", minRemaining)
+	}
+	return nil
+}
 
 // CheckLifetime reports whether values that live for life can be served as
 // cfg says: a lifetime under twice the minimum remaining life leaves no room

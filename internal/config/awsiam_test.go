@@ -111,3 +111,14 @@ func TestAPrincipalWhoseTenantComesFromAToken(t *testing.T) {
 		t.Fatalf("VerifierConfig principal = %+v, want the tenant from a token", p)
 	}
 }
+
+func TestEveryProblemOfThePrincipalsIsNamed(t *testing.T) {
+	section := awsIAMSection + `      - {role_arn: "arn:aws:iam::123456789012:user/x", tenant: acme}` + "\n" +
+		`      - {role_arn: "arn:aws:iam::123456789012:role/y", tenant: acme, any_tenant: true}` + "\n"
+	_, err := config.Parse([]byte(strings.Replace(baseline, "auth:\n", "auth:\n"+section, 1)))
+	for _, want := range []string{"auth.aws_iam.principals[2].role_arn: not an IAM role ARN", "auth.aws_iam.principals[3]: one of tenant, any_tenant or tenant_from"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Parse() = %v, want %q among the problems", err, want)
+		}
+	}
+}

@@ -37,12 +37,12 @@ const (
 	DefaultDuration      = time.Hour
 	MinDuration          = 15 * time.Minute
 	MaxDuration          = 12 * time.Hour
-	DefaultSTSTimeout    = 10 * time.Second
-	DefaultMaxEntries    = 10_000
-	DefaultRefreshAhead  = 0.5
-	DefaultRefreshJitter = 0.1
+	DefaultSTSTimeout    = cache.DefaultFetchTimeout
+	DefaultMaxEntries    = cache.DefaultMaxEntries
+	DefaultRefreshAhead  = cache.DefaultRefreshAhead
+	DefaultRefreshJitter = cache.DefaultJitter
 	DefaultStaleFloor    = cache.DefaultStaleFloor
-	DefaultRefreshRate   = 50
+	DefaultRefreshRate   = cache.DefaultBackgroundRate
 	ChainedMaxDuration   = time.Hour
 	MaxSTSRPS            = 10_000
 	DefaultShutdown      = 20 * time.Second
@@ -538,16 +538,16 @@ func (cc *Cache) validate(bad reporter) {
 	setDefault(&cc.RefreshJitter, DefaultRefreshJitter)
 	setDefault(&cc.StaleFloor, DefaultStaleFloor)
 	setDefault(&cc.BackgroundRefreshRate, DefaultRefreshRate)
-	if cc.RefreshAhead <= 0 || cc.RefreshJitter < 0 || cc.RefreshAhead+cc.RefreshJitter >= 1 {
-		bad("cache.refresh_ahead", "refresh_ahead and refresh_jitter are shares of the lifetime: refresh_ahead > 0, refresh_jitter >= 0, together below 1")
+	if err := cache.CheckRefresh(cc.RefreshAhead, cc.RefreshJitter); err != nil {
+		bad("cache.refresh_ahead", "%v", err)
 	}
 	if cc.MinRemaining < 0 {
 		bad("cache.min_remaining", "negative")
 	}
 	if cc.StaleFloor < 0 {
 		bad("cache.stale_floor", "negative")
-	} else if cc.MinRemaining > 0 && cc.StaleFloor >= cc.MinRemaining {
-		bad("cache.stale_floor", "must be below cache.min_remaining (%s)", cc.MinRemaining)
+	} else if err := cache.CheckStaleFloor(cc.StaleFloor, cc.MinRemaining); err != nil {
+		bad("cache.stale_floor", "%v (cache.min_remaining)", err)
 	}
 	if cc.BackgroundRefreshRate < 0 {
 		bad("cache.background_refresh_rate", "negative")
@@ -844,9 +844,13 @@ func (w *AWSIAM) validate(c *Config, bad reporter) {
 	}
 	// The rest is the verifier's own check, so that check and serve agree.
 	if _, err := awsiam.New(w.VerifierConfig()); err != nil {
-		for _, e := range unjoin(err) {
-			setting, problem, _ := strings.Cut(e.Error(), ": ")
-			bad("auth.aws_iam."+setting, "%s", problem)
+		for _, e := range flatten(err) {
+			var se *awsiam.SettingError
+			if errors.As(e, &se) {
+				bad("auth.aws_iam."+se.Setting, "%s", se.Problem)
+			} else {
+				bad("auth.aws_iam", "%v", e)
+			}
 		}
 	}
 }
@@ -1055,6 +1059,19 @@ func unjoin(err error) []error {
 		return append([]error(nil), j.Unwrap()...)
 	}
 	return []error{err}
+}
+
+// flatten is the parts of an errors.Join and of every join in it.
+func flatten(err error) []error {
+	var out []error
+	for _, e := range unjoin(err) {
+		if _, joined := e.(interface{ Unwrap() []error }); joined {
+			out = append(out, flatten(e)...)
+		} else {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // checkFetchURL accepts https URLs, and http only on a loopback address,
