@@ -231,6 +231,7 @@ func TestSDKMatrix(t *testing.T) {
 	}
 	var mu sync.Mutex
 	versions := map[string]map[string]string{}
+	served := map[string]bool{} // the tenants of the rows that ran
 	t.Run("reads its own tenant alone", func(t *testing.T) {
 		for i, row := range rows {
 			tenant := []string{"acme", "globex"}[i%2]
@@ -266,6 +267,7 @@ func TestSDKMatrix(t *testing.T) {
 				r := clients[row.client].run(t, cleanEnv(t, env...), "s3", own, theirs)
 				mu.Lock()
 				versions[row.client] = r.Versions
+				served[tenant] = true
 				mu.Unlock()
 				if r.Error != "" {
 					t.Fatalf("no credentials: %s", r.why())
@@ -292,8 +294,8 @@ func TestSDKMatrix(t *testing.T) {
 		}
 	})
 	// Every SDK got the credentials tokenvendor shares per tenant.
-	if n := v.metric(t, `tokenvendor_sts_requests_total{outcome="success"}`); n != 2 {
-		t.Errorf("AssumeRole calls = %v for %d SDK runs of two tenants, want 2", n, len(rows))
+	if n := v.metric(t, `tokenvendor_sts_requests_total{outcome="success"}`); n != float64(len(served)) {
+		t.Errorf("AssumeRole calls = %v for the SDK runs of %d tenants, want one per tenant", n, len(served))
 	}
 	noSecretsIn(t, v, []credentials{containerCredentials(t, v, tokens["acme"]), containerCredentials(t, v, tokens["globex"])},
 		[]string{tokens["acme"], tokens["globex"]})
