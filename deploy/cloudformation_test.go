@@ -727,26 +727,37 @@ func TestOnlyTheStandaloneServiceAccountGetsTheServiceRole(t *testing.T) {
 }
 
 // accessGrants is everything a session of the access role may ever do: each
-// action with the one resource the permissions boundary allows it on.
+// action with the resource (or, for Bedrock, the resources) the
+// permissions boundary allows it on.
 // Nothing else, and never dynamodb:Scan, which carries no leading keys.
 var accessGrants = map[string]any{
-	"dynamodb:GetItem":              getAtt("Table", "Arn"),
-	"dynamodb:PutItem":              getAtt("Table", "Arn"),
-	"dynamodb:UpdateItem":           getAtt("Table", "Arn"),
-	"dynamodb:DeleteItem":           getAtt("Table", "Arn"),
-	"dynamodb:Query":                getAtt("Table", "Arn"),
-	"dynamodb:BatchGetItem":         getAtt("Table", "Arn"),
-	"dynamodb:BatchWriteItem":       getAtt("Table", "Arn"),
-	"s3:GetObject":                  map[string]any{"Fn::Sub": "${Bucket.Arn}/*"},
-	"s3:PutObject":                  map[string]any{"Fn::Sub": "${Bucket.Arn}/*"},
-	"s3:DeleteObject":               map[string]any{"Fn::Sub": "${Bucket.Arn}/*"},
-	"s3:ListBucket":                 getAtt("Bucket", "Arn"),
-	"kms:Encrypt":                   getAtt("TenantKey", "Arn"),
-	"kms:Decrypt":                   getAtt("TenantKey", "Arn"),
-	"kms:GenerateDataKey":           getAtt("TenantKey", "Arn"),
-	"secretsmanager:GetSecretValue": map[string]any{"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:tenant/*"},
-	"secretsmanager:DescribeSecret": map[string]any{"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:tenant/*"},
+	"dynamodb:GetItem":                      getAtt("Table", "Arn"),
+	"dynamodb:PutItem":                      getAtt("Table", "Arn"),
+	"dynamodb:UpdateItem":                   getAtt("Table", "Arn"),
+	"dynamodb:DeleteItem":                   getAtt("Table", "Arn"),
+	"dynamodb:Query":                        getAtt("Table", "Arn"),
+	"dynamodb:BatchGetItem":                 getAtt("Table", "Arn"),
+	"dynamodb:BatchWriteItem":               getAtt("Table", "Arn"),
+	"s3:GetObject":                          map[string]any{"Fn::Sub": "${Bucket.Arn}/*"},
+	"s3:PutObject":                          map[string]any{"Fn::Sub": "${Bucket.Arn}/*"},
+	"s3:DeleteObject":                       map[string]any{"Fn::Sub": "${Bucket.Arn}/*"},
+	"s3:ListBucket":                         getAtt("Bucket", "Arn"),
+	"kms:Encrypt":                           getAtt("TenantKey", "Arn"),
+	"kms:Decrypt":                           getAtt("TenantKey", "Arn"),
+	"kms:GenerateDataKey":                   getAtt("TenantKey", "Arn"),
+	"secretsmanager:GetSecretValue":         map[string]any{"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:tenant/*"},
+	"secretsmanager:DescribeSecret":         map[string]any{"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:tenant/*"},
+	"bedrock:InvokeModel":                   bedrockModels,
+	"bedrock:InvokeModelWithResponseStream": bedrockModels,
 }
+
+// The account's application inference profiles in the stack's Region, and
+// the foundation models of every Region (a profile may route to others).
+var (
+	inferenceProfiles = map[string]any{"Fn::Sub": "arn:${AWS::Partition}:bedrock:${AWS::Region}:${AWS::AccountId}:application-inference-profile/*"}
+	foundationModels  = map[string]any{"Fn::Sub": "arn:${AWS::Partition}:bedrock:*::foundation-model/*"}
+	bedrockModels     = []any{inferenceProfiles, foundationModels}
+)
 
 func TestAccessRoleIsBoundedByTheDataAndScopedByTheTenantTag(t *testing.T) {
 	st := deploy(t, loadTemplate(t), nil)
@@ -799,8 +810,9 @@ func TestAccessRoleIsBoundedByTheDataAndScopedByTheTenantTag(t *testing.T) {
 	// A session of the access role without any session policy (one that
 	// skipped tokenvendor) must still reach its own tenant alone: the key
 	// scheme of the table (pk = TENANT#<id> or TENANT#<id>#...), the
-	// bucket (<id>/...), the key (encryption context tenant=<id>) and the
-	// secrets (tenant/<id>/...).
+	// bucket (<id>/...), the key (encryption context tenant=<id>), the
+	// secrets (tenant/<id>/...) and the Bedrock inference profiles (tagged
+	// TenantID=<id>).
 	ownItems := map[string]any{
 		"ForAllValues:StringLike": map[string]any{"dynamodb:LeadingKeys": []any{"TENANT#${aws:PrincipalTag/TenantID}", "TENANT#${aws:PrincipalTag/TenantID}#*"}},
 		"Null":                    map[string]any{"dynamodb:LeadingKeys": "false"},
@@ -809,6 +821,12 @@ func TestAccessRoleIsBoundedByTheDataAndScopedByTheTenantTag(t *testing.T) {
 	ownPrefix := map[string]any{"StringLike": map[string]any{"s3:prefix": []any{"${aws:PrincipalTag/TenantID}/*"}}}
 	ownContext := map[string]any{"StringEquals": map[string]any{"kms:EncryptionContext:tenant": "${aws:PrincipalTag/TenantID}"}}
 	ownSecrets := map[string]any{"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:tenant/${!aws:PrincipalTag/TenantID}/*"}
+	// Bedrock: the tenant's own application inference profiles, and models
+	// only behind one of the account's profiles. A call through a profile
+	// is authorized on the profile and on each model; a model called
+	// directly carries no bedrock:InferenceProfileArn.
+	ownProfiles := map[string]any{"StringEquals": map[string]any{"aws:ResourceTag/TenantID": "${aws:PrincipalTag/TenantID}"}}
+	behindProfiles := map[string]any{"ArnLike": map[string]any{"bedrock:InferenceProfileArn": inferenceProfiles}}
 	granted := map[string]bool{}
 	for _, d := range docs {
 		for _, s := range statements(t, d) {
@@ -835,6 +853,9 @@ func TestAccessRoleIsBoundedByTheDataAndScopedByTheTenantTag(t *testing.T) {
 					scoped = reflect.DeepEqual(s.Resource, getAtt("TenantKey", "Arn")) && reflect.DeepEqual(s.Condition, ownContext)
 				case strings.HasPrefix(a, "secretsmanager:"):
 					scoped = reflect.DeepEqual(s.Resource, ownSecrets) && s.Condition == nil
+				case strings.HasPrefix(a, "bedrock:"):
+					scoped = reflect.DeepEqual(s.Resource, inferenceProfiles) && reflect.DeepEqual(s.Condition, ownProfiles) ||
+						reflect.DeepEqual(s.Resource, foundationModels) && reflect.DeepEqual(s.Condition, behindProfiles)
 				}
 				if !scoped {
 					raw, _ := json.Marshal(map[string]any{"Resource": s.Resource, "Condition": s.Condition})

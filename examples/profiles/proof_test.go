@@ -156,6 +156,7 @@ func examples() []example {
 		ex("s3-abac", func(a *access) []row { return s3Rows(a, true) }),
 		ex("kms-context", kmsRows),
 		ex("secretsmanager-prefix", secretRows),
+		ex("bedrock-cost", bedrockRows),
 	}
 }
 
@@ -272,6 +273,47 @@ func secretRows(*access) []row {
 		{why: "secret named like the tenant, outside its folder", tenant: "acme", action: "secretsmanager:GetSecretValue", resource: secret("tenant/acme"), want: denied},
 		{why: "session without the TenantID tag", tenant: "acme", noTag: true, action: "secretsmanager:GetSecretValue", resource: secret("tenant/acme/db-password"), want: denied, widened: allowed},
 		{why: "session tagged with another tenant", tenant: "acme", tag: "acme2", action: "secretsmanager:GetSecretValue", resource: secret("tenant/acme2/db-password"), want: denied},
+	}
+}
+
+// bedrockRows are the table of bedrock-cost: what a tenant may run on
+// Amazon Bedrock, and what would bill its use to another tenant.
+// Converse and ConverseStream are authorized as InvokeModel and
+// InvokeModelWithResponseStream (the Service Authorization Reference has
+// no action of their own). A call through an application inference
+// profile is authorized on the profile and on each model behind it, two
+// rows here; the model's row names the profile by bedrock:InferenceProfileArn
+// alone, so the profile's own row is what tells acme's from globex's.
+func bedrockRows(*access) []row {
+	profile := func(id string) string {
+		return "arn:aws:bedrock:" + region + ":" + account + ":application-inference-profile/" + id
+	}
+	tagged := func(tenant string) map[string]any { return map[string]any{"aws:ResourceTag/TenantID": tenant} }
+	const model = "arn:aws:bedrock:" + region + "::foundation-model/amazon.nova-lite-v1:0"
+	// A model in another Region, where a cross-Region profile routes.
+	const modelElsewhere = "arn:aws:bedrock:us-west-2::foundation-model/amazon.nova-lite-v1:0"
+	through := func(arn string) map[string]any { return map[string]any{"bedrock:InferenceProfileArn": arn} }
+	const systemProfile = "arn:aws:bedrock:" + region + ":" + account + ":inference-profile/us.amazon.nova-lite-v1:0"
+	return []row{
+		{why: "own inference profile (InvokeModel, Converse)", tenant: "acme", action: "bedrock:InvokeModel", resource: profile("acme-chat"), context: tagged("acme"), want: allowed},
+		{why: "own inference profile, streaming (ConverseStream)", tenant: "acme", action: "bedrock:InvokeModelWithResponseStream", resource: profile("acme-chat"), context: tagged("acme"), want: allowed},
+		{why: "the model behind its profile", tenant: "acme", action: "bedrock:InvokeModel", resource: model, context: through(profile("acme-chat")), want: allowed},
+		{why: "the model behind its profile, in another Region", tenant: "acme", action: "bedrock:InvokeModelWithResponseStream", resource: modelElsewhere, context: through(profile("acme-chat")), want: allowed},
+		{why: "another tenant's inference profile (billed to globex)", tenant: "acme", action: "bedrock:InvokeModel", resource: profile("globex-chat"), context: tagged("globex"), want: denied},
+		{why: "acme to acme2's profile (prefix trap)", tenant: "acme", action: "bedrock:InvokeModel", resource: profile("acme2-chat"), context: tagged("acme2"), want: denied},
+		{why: "acme2 to acme's profile (prefix trap)", tenant: "acme2", action: "bedrock:InvokeModelWithResponseStream", resource: profile("acme-chat"), context: tagged("acme"), want: denied},
+		{why: "a profile without the TenantID tag", tenant: "acme", action: "bedrock:InvokeModel", resource: profile("shared-chat"), want: denied},
+		{why: "the model directly, without a profile", tenant: "acme", action: "bedrock:InvokeModel", resource: model, want: denied},
+		{why: "a cross-Region (system) inference profile", tenant: "acme", action: "bedrock:InvokeModel", resource: systemProfile, want: denied},
+		{why: "the model behind a system inference profile", tenant: "acme", action: "bedrock:InvokeModel", resource: model, context: through(systemProfile), want: denied},
+		{why: "the model behind another account's profile", tenant: "acme", action: "bedrock:InvokeModel", resource: model,
+			context: through("arn:aws:bedrock:" + region + ":999999999999:application-inference-profile/acme-chat"), want: denied},
+		{why: "tagging another tenant's profile as its own", tenant: "acme", action: "bedrock:TagResource", resource: profile("globex-chat"),
+			context: map[string]any{"aws:ResourceTag/TenantID": "globex", "aws:RequestTag/TenantID": "acme", "aws:TagKeys": []string{"TenantID"}}, want: denied},
+		{why: "creating an inference profile", tenant: "acme", action: "bedrock:CreateInferenceProfile", resource: profile("acme-new"),
+			context: map[string]any{"aws:RequestTag/TenantID": "acme", "aws:TagKeys": []string{"TenantID"}}, want: denied},
+		{why: "session without the TenantID tag", tenant: "acme", noTag: true, action: "bedrock:InvokeModel", resource: profile("acme-chat"), context: tagged("acme"), want: denied, widened: allowed},
+		{why: "session tagged with another tenant", tenant: "acme", tag: "acme2", action: "bedrock:InvokeModel", resource: profile("acme2-chat"), context: tagged("acme2"), want: denied},
 	}
 }
 
@@ -559,6 +601,8 @@ func describe(r row) string {
 		_, resource, _ = strings.Cut(strings.TrimPrefix(resource, "arn:aws:s3:::"), "/")
 	case strings.Contains(resource, ":secret:"):
 		_, resource, _ = strings.Cut(resource, ":secret:")
+	case strings.HasPrefix(resource, "arn:aws:bedrock:"):
+		resource = bedrockResource(resource)
 	default:
 		resource = ""
 	}
@@ -575,6 +619,12 @@ func describe(r row) string {
 			parts = append(parts, strings.TrimPrefix(k, "kms:EncryptionContext:")+"="+fmt.Sprint(v))
 		case k == "aws:SecureTransport" && v == "false":
 			parts = append(parts, "over HTTP")
+		case k == "aws:ResourceTag/TenantID":
+			parts = append(parts, fmt.Sprintf("tagged TenantID=%s", v))
+		case k == "aws:RequestTag/TenantID":
+			parts = append(parts, fmt.Sprintf("new tag TenantID=%s", v))
+		case k == "bedrock:InferenceProfileArn":
+			parts = append(parts, "through `"+bedrockResource(v.(string))+"`")
 		}
 	}
 	out := "`" + action + "`"
@@ -591,6 +641,23 @@ func describe(r row) string {
 		out += " no context"
 	case len(parts) > 0:
 		out += " " + strings.Join(parts, ", ")
+	}
+	return out
+}
+
+// bedrockResource writes a Bedrock ARN shortly: its resource, with the
+// Region when it is not the example's and the account when it is another.
+func bedrockResource(arn string) string {
+	parts := strings.SplitN(arn, ":", 6)
+	if len(parts) < 6 {
+		return arn
+	}
+	out := parts[5]
+	if parts[4] != "" && parts[4] != account {
+		out = parts[4] + ":" + out
+	}
+	if parts[3] != region {
+		out = parts[3] + ": " + out
 	}
 	return out
 }
@@ -618,7 +685,9 @@ func TestProofCanFail(t *testing.T) {
 		// isolates it (isolation: role) is not held to naming the tenant,
 		// so the table is what must see them.
 		b = bytes.Replace(b, []byte(from), []byte(to), 1)
-		b = bytes.Replace(b, []byte("  - name: "+profile+"\n"), []byte("  - name: "+profile+"\n    isolation: role\n"), 1)
+		if !bytes.Contains(b, []byte("\n    isolation: role\n")) {
+			b = bytes.Replace(b, []byte("  - name: "+profile+"\n"), []byte("  - name: "+profile+"\n    isolation: role\n"), 1)
+		}
 		ex.config = filepath.Join(t.TempDir(), ex.file())
 		if err := os.WriteFile(ex.config, b, 0o644); err != nil {
 			t.Fatal(err)
@@ -637,6 +706,18 @@ func TestProofCanFail(t *testing.T) {
 		t.Fatalf("iam.yaml does not contain %s", ownObjects)
 	}
 	wideRole, err := loadAccess(bytes.Replace(src, []byte(ownObjects), []byte("${Bucket.Arn}/*"), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ownProfiles = `
+                Condition:
+                  StringEquals:
+                    aws:ResourceTag/TenantID: ${aws:PrincipalTag/TenantID}
+`
+	if !bytes.Contains(src, []byte(ownProfiles)) {
+		t.Fatalf("iam.yaml does not contain %s", ownProfiles)
+	}
+	anyProfileRole, err := loadAccess(bytes.Replace(src, []byte(ownProfiles), []byte("\n"), 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -663,6 +744,22 @@ func TestProofCanFail(t *testing.T) {
 				`"Resource":["arn:aws:s3:::{{ .Vars.bucket }}/{{ .TenantID }}/*","arn:aws:s3:::{{ .Vars.bucket }}/*"]`)}},
 			layer: widened, holds: asDeployed,
 			fail: []string{"another tenant", "acme to acme2 (prefix trap)", "acme2 to acme (prefix trap)"},
+		},
+		{
+			name: "every tenant's inference profiles in the session template",
+			suite: suite{a, []example{flipConfig("bedrock-cost", `"Condition":{"StringEquals":{"aws:ResourceTag/TenantID":"{{ .TenantID }}"}}}`,
+				`"Condition":{"StringLike":{"aws:ResourceTag/TenantID":"*"}}}`)}},
+			// The role's own statement on the profiles' tag still holds.
+			layer: widened, holds: asDeployed,
+			fail: []string{"another tenant's inference profile (billed to globex)", "acme to acme2's profile (prefix trap)", "acme2 to acme's profile (prefix trap)"},
+		},
+		{
+			// The session template names the tenant too, so only a session
+			// without the tag (which tokenvendor never makes) shows it.
+			name:  "the role's inference profiles without the TenantID tag in iam.yaml",
+			suite: suite{anyProfileRole, []example{byProfile["bedrock-cost"]}},
+			layer: asDeployed, holds: widened,
+			fail: []string{"session without the TenantID tag"},
 		},
 		{
 			name:  "the role's objects without the TenantID tag in iam.yaml",

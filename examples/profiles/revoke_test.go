@@ -323,6 +323,9 @@ func ownRequest(t *testing.T, a *access, action, tenant string) (string, map[str
 		return a.Key, map[string]any{"kms:EncryptionContext:tenant": tenant, "kms:EncryptionContextKeys": []string{"tenant"}}
 	case strings.HasPrefix(action, "secretsmanager:"):
 		return "arn:aws:secretsmanager:" + region + ":" + account + ":secret:tenant/" + tenant + "/db-password-AbCdEf", map[string]any{}
+	case strings.HasPrefix(action, "bedrock:"):
+		// The tenant's own application inference profile.
+		return "arn:aws:bedrock:" + region + ":" + account + ":application-inference-profile/" + tenant + "-chat", map[string]any{"aws:ResourceTag/TenantID": tenant}
 	}
 	t.Fatalf("no request known for %s: add one to ownRequest", action)
 	return "", nil
