@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/tokenvendor/tokenvendor/client"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // fakeVendor answers POST /credentials like tokenvendor: each request gets
@@ -42,24 +43,22 @@ type seen struct {
 
 func (f *fakeVendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n := f.calls.Add(1)
-	var body struct {
-		Profile  string `json:"profile"`
-		TenantID string `json:"tenant_id"`
-	}
+	var body wire.CredentialsRequest
 	_ = json.NewDecoder(r.Body).Decode(&body)
 	f.mu.Lock()
-	_, hasTenantToken := r.Header[http.CanonicalHeaderKey(client.TenantTokenHeader)]
+	_, hasTenantToken := r.Header[http.CanonicalHeaderKey(wire.TenantTokenHeader)]
 	f.seen = append(f.seen, seen{r.Header.Get("Authorization"), body.Profile, body.TenantID, r.Header.Get("Content-Type") == "application/json",
-		r.Header.Get(client.TenantTokenHeader), hasTenantToken})
+		r.Header.Get(wire.TenantTokenHeader), hasTenantToken})
 	f.mu.Unlock()
-	if r.Method != http.MethodPost || r.URL.Path != "/credentials" {
+	if r.Method != http.MethodPost || r.URL.Path != wire.CredentialsPath {
 		http.NotFound(w, r)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if s := int(f.status.Load()); s != 0 {
 		w.WriteHeader(s)
-		fmt.Fprintf(w, `{"code":%q,"message":"refused by the fake"}`, map[int]string{401: "unauthenticated", 403: "forbidden", 503: "upstream_unavailable"}[s])
+		code := map[int]string{401: wire.CodeUnauthenticated, 403: wire.CodeForbidden, 503: wire.CodeUpstreamUnavailable}[s]
+		_ = json.NewEncoder(w).Encode(wire.ErrorBody{Code: code, Message: "refused by the fake"})
 		return
 	}
 	life := f.life
@@ -70,8 +69,16 @@ func (f *fakeVendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if tenant == "" {
 		tenant = "own"
 	}
-	fmt.Fprintf(w, `{"Version":1,"AccessKeyId":"ASIA-%s-%d","SecretAccessKey":"secret","SessionToken":"token","Expiration":%q,"TenantId":%q,"Profile":"objects"}`,
-		tenant, n, time.Now().Add(life).UTC().Format(time.RFC3339Nano), tenant)
+	_ = json.NewEncoder(w).Encode(answer(fmt.Sprintf("ASIA-%s-%d", tenant, n), tenant, time.Now().Add(life)))
+}
+
+// answer is a 200 body of tokenvendor's.
+func answer(accessKeyID, tenant string, expiration time.Time) wire.Credentials {
+	return wire.Credentials{
+		ProcessCredentials: wire.ProcessCredentials{Version: wire.CredentialsVersion, AccessKeyID: accessKeyID,
+			SecretAccessKey: "secret", SessionToken: "token", Expiration: wire.Time{Time: expiration}},
+		TenantID: tenant, Profile: "objects",
+	}
 }
 
 func newClient(t *testing.T, f *fakeVendor, token func(context.Context) (string, error)) *client.Client {
@@ -225,8 +232,7 @@ func TestAnAnswerForAnotherTenantIsRefused(t *testing.T) {
 	// own tenant, a later one for another tenant is an error.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tenant := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-		fmt.Fprintf(w, `{"AccessKeyId":"ASIA-%s","SecretAccessKey":"s","SessionToken":"t","Expiration":%q,"TenantId":%q}`,
-			tenant, time.Now().Add(2*time.Second).UTC().Format(time.RFC3339Nano), tenant)
+		_ = json.NewEncoder(w).Encode(answer("ASIA-"+tenant, tenant, time.Now().Add(2*time.Second)))
 	}))
 	t.Cleanup(srv.Close)
 	var caller atomic.Value
@@ -257,13 +263,13 @@ func TestRetryAfterAndTimeout(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "7")
 		w.WriteHeader(http.StatusTooManyRequests)
-		fmt.Fprint(w, `{"code":"rate_limited","message":"slow down"}`)
+		_ = json.NewEncoder(w).Encode(wire.ErrorBody{Code: wire.CodeRateLimited, Message: "slow down"})
 	}))
 	t.Cleanup(srv.Close)
 	c, _ := client.New(client.Config{URL: srv.URL, Token: client.StaticToken("t")})
 	_, err := c.Provider("acme").Retrieve(context.Background())
 	var e *client.Error
-	if !errors.As(err, &e) || e.Code != "rate_limited" || e.RetryAfter != 7*time.Second {
+	if !errors.As(err, &e) || e.Code != wire.CodeRateLimited || e.RetryAfter != 7*time.Second {
 		t.Fatalf("err = %v (%+v), want rate_limited with a 7 s Retry-After", err, e)
 	}
 
@@ -332,7 +338,7 @@ func TestRefusalSurfacesThroughAnAWSClient(t *testing.T) {
 	s3c := s3.New(s3.Options{Region: "us-east-1", Credentials: c.Provider("globex"), BaseEndpoint: aws.String("http://127.0.0.1:1"), UsePathStyle: true})
 	_, err := s3c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String("b"), Key: aws.String("k")})
 	var e *client.Error
-	if !errors.As(err, &e) || e.Code != "forbidden" {
+	if !errors.As(err, &e) || e.Code != wire.CodeForbidden {
 		t.Fatalf("err = %v, want a *client.Error forbidden inside the S3 client's error", err)
 	}
 }
@@ -368,5 +374,40 @@ func TestNewRefuses(t *testing.T) {
 		if _, err := client.New(tc.cfg); err == nil {
 			t.Errorf("%s: accepted", tc.name)
 		}
+	}
+	// Loopback is wire.Loopback's: every loopback address, not a list.
+	for _, url := range []string{"http://localhost:8080", "http://127.0.0.1:8080", "http://127.0.0.2:8080", "http://[::1]:8080"} {
+		if _, err := client.New(client.Config{URL: url, Token: client.StaticToken("t")}); err != nil {
+			t.Errorf("%s: %v", url, err)
+		}
+	}
+}
+
+// TestAnIncompleteAnswerIsRefused: the client reads an answer by the rule
+// credential-process does (wire.ProcessCredentials.Validate), so neither
+// hands an SDK credentials it cannot use.
+func TestAnIncompleteAnswerIsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(*wire.Credentials)
+	}{
+		{"no session token", func(c *wire.Credentials) { c.SessionToken = "" }},
+		{"no secret", func(c *wire.Credentials) { c.SecretAccessKey = "" }},
+		{"no version", func(c *wire.Credentials) { c.Version = 0 }},
+		{"no expiration", func(c *wire.Credentials) { c.Expiration = wire.Time{} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				c := answer("ASIA-acme", "acme", time.Now().Add(time.Hour))
+				tc.mutate(&c)
+				_ = json.NewEncoder(w).Encode(c)
+			}))
+			t.Cleanup(srv.Close)
+			c, _ := client.New(client.Config{URL: srv.URL, Token: client.StaticToken("t")})
+			creds, err := c.Provider("acme").Retrieve(context.Background())
+			if !isCode(err, "unexpected_answer") || creds.HasKeys() {
+				t.Fatalf("Retrieve = %+v, %v; want unexpected_answer", creds, err)
+			}
+		})
 	}
 }

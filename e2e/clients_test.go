@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/tokenvendor/tokenvendor/internal/auth/authtest"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // Series the client tests read from the vendor's /metrics.
@@ -159,15 +160,12 @@ func containerCredentials(t *testing.T, v *vendor, token string) credentials {
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("GET container credentials: %d %s", res.StatusCode, b)
 	}
-	var c struct {
-		AccessKeyID     string `json:"AccessKeyId"`
-		SecretAccessKey string
-		Token           string
-	}
+	var c wire.ContainerCredentials
 	if err := json.Unmarshal(b, &c); err != nil {
 		t.Fatal(err)
 	}
-	return credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.Token}
+	return credentials{wire.Credentials{ProcessCredentials: wire.ProcessCredentials{
+		AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.Token, Expiration: c.Expiration}}}
 }
 
 func TestCLIWithContainerCredentialsTouchesOnlyItsTenantsPrefix(t *testing.T) {
@@ -473,7 +471,6 @@ func TestSDKContainerProviderFollowsTheTokenFile(t *testing.T) {
 	}
 
 	noSecretsIn(t, v, []credentials{
-		{AccessKeyID: first.AccessKeyID, SecretAccessKey: first.SecretAccessKey, SessionToken: first.SessionToken, TenantID: "acme"},
-		{AccessKeyID: second.AccessKeyID, SecretAccessKey: second.SecretAccessKey, SessionToken: second.SessionToken, TenantID: "globex"},
+		vended(first, "acme"), vended(second, "globex"),
 	}, []string{acmeTok, globexTok})
 }

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // ---------------------------------------------------------------- load
@@ -31,7 +33,7 @@ type outcome struct {
 
 // code is the error code of a JSON error body, or "".
 func (o outcome) code() string {
-	var e struct{ Code string }
+	var e wire.ErrorBody
 	_ = json.Unmarshal(o.body, &e)
 	return e.Code
 }

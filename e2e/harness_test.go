@@ -30,6 +30,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/tokenvendor/tokenvendor/internal/testsupport"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 const (
@@ -419,18 +420,16 @@ func startVendorAs(t *testing.T, path string, creds aws.Credentials, env ...stri
 }
 
 // credentials is the body of a 200 from POST /credentials.
-type credentials struct {
-	Version         int
-	AccessKeyID     string `json:"AccessKeyId"`
-	SecretAccessKey string
-	SessionToken    string
-	Expiration      time.Time
-	TenantID        string `json:"TenantId"`
-	Profile         string
-}
+type credentials struct{ wire.Credentials }
 
 func (c credentials) aws() aws.Credentials {
 	return aws.Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken}
+}
+
+// vended is what an SDK got for tenant, as an answer's credentials.
+func vended(c aws.Credentials, tenant string) credentials {
+	return credentials{wire.Credentials{ProcessCredentials: wire.ProcessCredentials{
+		AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken}, TenantID: tenant}}
 }
 
 // post calls POST /credentials and returns the status and body.

@@ -275,7 +275,7 @@ func TestRoleChainingIsDetectedAndClampsTheDurationOnMoto(t *testing.T) {
 		t.Errorf("no clamp logged:\n%s", v.out.String())
 	}
 	c := v.vend(t, token(t, "svc-acme"), `{"profile":"objects"}`)
-	if left := time.Until(c.Expiration); left > time.Hour+time.Minute {
+	if left := time.Until(c.Expiration.Time); left > time.Hour+time.Minute {
 		t.Fatalf("credentials valid for %s under role chaining, want at most 1h", left)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/client"
 	"github.com/tokenvendor/tokenvendor/client/lambdatenant"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // request is what the fake tokenvendor saw of one POST /credentials.
@@ -38,19 +39,16 @@ type fakeVendor struct {
 }
 
 func (f *fakeVendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		Profile  string `json:"profile"`
-		TenantID string `json:"tenant_id"`
-	}
+	var body wire.CredentialsRequest
 	_ = json.NewDecoder(r.Body).Decode(&body)
-	_, has := r.Header[http.CanonicalHeaderKey(client.TenantTokenHeader)]
+	_, has := r.Header[http.CanonicalHeaderKey(wire.TenantTokenHeader)]
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.requests = append(f.requests, request{r.Header.Get("Authorization"), r.Header.Get(client.TenantTokenHeader), has, body.Profile, body.TenantID})
+	f.requests = append(f.requests, request{r.Header.Get("Authorization"), r.Header.Get(wire.TenantTokenHeader), has, body.Profile, body.TenantID})
 	w.Header().Set("Content-Type", "application/json")
 	if f.status != 0 {
 		w.WriteHeader(f.status)
-		fmt.Fprint(w, `{"code":"forbidden","message":"refused by the fake"}`)
+		_ = json.NewEncoder(w).Encode(wire.ErrorBody{Code: wire.CodeForbidden, Message: "refused by the fake"})
 		return
 	}
 	tenant := body.TenantID
@@ -61,8 +59,11 @@ func (f *fakeVendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if life == 0 {
 		life = time.Hour
 	}
-	fmt.Fprintf(w, `{"Version":1,"AccessKeyId":"ASIA-%s-%d","SecretAccessKey":"s","SessionToken":"t","Expiration":%q,"TenantId":%q}`,
-		tenant, len(f.requests), time.Now().Add(life).UTC().Format(time.RFC3339Nano), tenant)
+	_ = json.NewEncoder(w).Encode(wire.Credentials{
+		ProcessCredentials: wire.ProcessCredentials{Version: wire.CredentialsVersion, AccessKeyID: fmt.Sprintf("ASIA-%s-%d", tenant, len(f.requests)),
+			SecretAccessKey: "s", SessionToken: "t", Expiration: wire.Time{Time: time.Now().Add(life)}},
+		TenantID: tenant, Profile: body.Profile,
+	})
 }
 
 func (f *fakeVendor) seen() []request {
@@ -110,11 +111,11 @@ func TestCredentialsSendTheFunctionsSignatureTheTenantTokenAndTheInvokesTenant(t
 		t.Fatalf("credentials %s, want acme's", creds.AccessKeyID)
 	}
 	r := f.seen()[0]
-	if !strings.HasPrefix(r.authorization, client.AWSIAMScheme) {
+	if !strings.HasPrefix(r.authorization, wire.SchemeAWSIAM+" ") {
 		t.Errorf("Authorization %.20q…, want the function's signed GetCallerIdentity", r.authorization)
 	}
 	if r.tenantToken != "jwt-of-acmes-user" || r.tenantID != "acme" || r.profile != "objects" {
-		t.Errorf("request %+v: want the tenant token in %s, tenant_id acme, profile objects", r, client.TenantTokenHeader)
+		t.Errorf("request %+v: want the tenant token in %s, tenant_id acme, profile objects", r, wire.TenantTokenHeader)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/metrictest"
 	"github.com/tokenvendor/tokenvendor/internal/tlsconfig/tlstest"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // signedRequests stands in for the AWS IAM method: it knows "signed-<tenant>"
@@ -160,7 +161,7 @@ func TestATenantFromATokenNeedsBothProofsAndOneTenant(t *testing.T) {
 		req := post("", body)
 		req.Header.Set("Authorization", "AWS-IAM signed-by-the-function")
 		if tenantToken != "" {
-			req.Header.Set(auth.TenantTokenHeader, tenantToken)
+			req.Header.Set(wire.TenantTokenHeader, tenantToken)
 		}
 		return e.do(t, req)
 	}
