@@ -20,7 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials/endpointcreds"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/tokenvendor/tokenvendor/internal/auth/authtest"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 	"github.com/tokenvendor/tokenvendor/wire"
 )
 
@@ -190,7 +190,7 @@ func TestCLIWithContainerCredentialsGetsNothingForAGarbageToken(t *testing.T) {
 	uri := v.url + "/v1/container-credentials/objects"
 	for name, tok := range map[string]string{
 		"garbage":            "not-a-jwt",
-		"tampered signature": authtest.Tamper(token(t, "svc-acme")),
+		"tampered signature": testsupport.Tamper(token(t, "svc-acme")),
 	} {
 		t.Run(name, func(t *testing.T) {
 			before := v.metric(t, container401)
@@ -318,7 +318,7 @@ region = us-east-1
 
 	// A refused token: the CLI fails with the service's code and message,
 	// and neither the CLI nor tokenvendor prints the token.
-	writeFile(t, tokenFile, authtest.Tamper(acmeTok))
+	writeFile(t, tokenFile, testsupport.Tamper(acmeTok))
 	before := v.metric(t, credentials401)
 	err := cli.put(t, "acme/refused.txt", "must not be written")
 	var ce *cliError

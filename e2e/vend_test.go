@@ -19,7 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 
-	"github.com/tokenvendor/tokenvendor/internal/auth/authtest"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
 // putGet writes and reads back key in the bucket with c, returning the first error.
@@ -163,7 +163,7 @@ func TestHostileTenantClaimsFromTheProviderNeverReachSTS(t *testing.T) {
 			t.Errorf("%s: %d %s, want %d", client, status, body, want)
 		}
 	}
-	status, _ := v.post(t, authtest.Tamper(token(t, "svc-acme")), "")
+	status, _ := v.post(t, testsupport.Tamper(token(t, "svc-acme")), "")
 	if status != http.StatusUnauthorized {
 		t.Errorf("tampered provider token: %d", status)
 	}

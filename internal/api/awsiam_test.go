@@ -186,8 +186,8 @@ func TestATenantFromATokenNeedsBothProofsAndOneTenant(t *testing.T) {
 			wantError(t, call(tc.token, tc.body), tc.status, tc.code)
 		})
 	}
-	if e.sts.count() != 1 {
-		t.Fatalf("STS calls = %d, want 1: a refused request reached STS", e.sts.count())
+	if e.sts.Calls() != 1 {
+		t.Fatalf("STS calls = %d, want 1: a refused request reached STS", e.sts.Calls())
 	}
 	for reason, want := range map[string]float64{"other_tenant": 1, "invalid": 2} {
 		if got := metrictest.Counter(t, e.reg, "tokenvendor_tenant_refusals_total", "reason", reason); got != want {

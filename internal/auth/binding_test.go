@@ -8,18 +8,18 @@ import (
 	"time"
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
-	"github.com/tokenvendor/tokenvendor/internal/auth/authtest"
 	"github.com/tokenvendor/tokenvendor/internal/clock"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 	"github.com/tokenvendor/tokenvendor/internal/tlsconfig/tlstest"
 )
 
 func TestTokenTypeIsCheckedWhenConfigured(t *testing.T) {
-	idp := authtest.New(t)
+	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
 	strict, reg := newVerifier(t, idp, clk, func(c *auth.Config) { c.TokenType = "at+jwt" })
 	lax, _ := newVerifier(t, idp, clk, nil)
 	for typ, ok := range map[string]bool{"at+jwt": true, "application/at+jwt": true, "AT+JWT": true, "JWT": false, "": false, "at+jwt2": false} {
-		tok := idp.MintTyped(idp.Key("rsa-1"), typ, authtest.Claims(clk.Now(), "svc", "acme"))
+		tok := idp.MintTyped(idp.Key("rsa-1"), typ, testsupport.Claims(clk.Now(), "svc", "acme"))
 		before := failures(t, reg, "type")
 		_, err := strict.Verify(context.Background(), tok)
 		if ok != (err == nil) {
@@ -35,7 +35,7 @@ func TestTokenTypeIsCheckedWhenConfigured(t *testing.T) {
 }
 
 func TestCertificateBoundTokens(t *testing.T) {
-	idp := authtest.New(t)
+	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
 	v, reg := newVerifier(t, idp, clk, nil)
 	ca := tlstest.NewCA(t, "clients")
@@ -43,7 +43,7 @@ func TestCertificateBoundTokens(t *testing.T) {
 	_, _, pairB := ca.Issue(2, "svc-b")
 	certA, _ := x509.ParseCertificate(pairA.Certificate[0])
 	certB, _ := x509.ParseCertificate(pairB.Certificate[0])
-	claims := authtest.Claims(clk.Now(), "svc-a", "acme")
+	claims := testsupport.Claims(clk.Now(), "svc-a", "acme")
 	claims["cnf"] = map[string]any{"x5t#S256": auth.Thumbprint(certA)}
 	bound := idp.Mint(idp.Key("rsa-1"), claims)
 
@@ -62,7 +62,7 @@ func TestCertificateBoundTokens(t *testing.T) {
 		}
 	}
 
-	unbound := idp.Mint(idp.Key("rsa-1"), authtest.Claims(clk.Now(), "svc-a", "acme"))
+	unbound := idp.Mint(idp.Key("rsa-1"), testsupport.Claims(clk.Now(), "svc-a", "acme"))
 	if _, err := v.VerifyFrom(context.Background(), unbound, certB); err != nil {
 		t.Errorf("unbound token without require_bound_tokens: %v", err)
 	}
@@ -82,7 +82,7 @@ func TestCertificateBoundTokens(t *testing.T) {
 		"thumbprint and more": map[string]any{"x5t#S256": auth.Thumbprint(certA), "jkt": "x"},
 		"a thumbprint number": map[string]any{"x5t#S256": 42},
 	} {
-		c := authtest.Claims(clk.Now(), "svc-a", "acme")
+		c := testsupport.Claims(clk.Now(), "svc-a", "acme")
 		c["cnf"] = cnf
 		if _, err := v.VerifyFrom(context.Background(), idp.Mint(idp.Key("rsa-1"), c), certA); !errors.Is(err, auth.ErrUnauthenticated) {
 			t.Errorf("cnf %s: err = %v", name, err)
@@ -128,10 +128,10 @@ func TestLimitKeyKeepsIssuersAndClientsApart(t *testing.T) {
 
 func TestARemovedKeyIsRefusedWithinTheRefreshInterval(t *testing.T) {
 	const refresh = time.Second
-	idp := authtest.New(t)
+	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
 	v, _ := newVerifier(t, idp, clk, func(c *auth.Config) { c.RefreshInterval = refresh })
-	tok := idp.Mint(idp.Key("rsa-1"), authtest.Claims(clk.Now(), "svc", "acme"))
+	tok := idp.Mint(idp.Key("rsa-1"), testsupport.Claims(clk.Now(), "svc", "acme"))
 	if _, err := v.Verify(context.Background(), tok); err != nil {
 		t.Fatal(err)
 	}
