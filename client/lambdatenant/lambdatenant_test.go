@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambdacontext"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/client"
 	"github.com/tokenvendor/tokenvendor/client/lambdatenant"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 	"github.com/tokenvendor/tokenvendor/wire"
 )
 
@@ -76,10 +78,19 @@ func newVendor(t *testing.T, f *fakeVendor) *lambdatenant.Vendor {
 	t.Helper()
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
-	v, err := lambdatenant.New(lambdatenant.Config{URL: srv.URL, Profile: "objects", AWSIAM: client.AWSIAMConfig{
+	return newVendorWith(t, lambdatenant.Config{URL: srv.URL})
+}
+
+// newVendorWith is a Vendor of profile objects signing as the test's
+// execution role, reaching tokenvendor as cfg says.
+func newVendorWith(t *testing.T, cfg lambdatenant.Config) *lambdatenant.Vendor {
+	t.Helper()
+	cfg.Profile = "objects"
+	cfg.AWSIAM = client.AWSIAMConfig{
 		Credentials: awscreds.NewStaticCredentialsProvider("ASIAEXECUTIONROLE", "role-secret", "role-session"),
 		ServerID:    "tokenvendor.test", Region: "us-east-1",
-	}})
+	}
+	v, err := lambdatenant.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,28 +220,32 @@ func TestAnAnswerForAnotherTenantIsRefused(t *testing.T) {
 }
 
 func TestARefreshSendsTheNewestToken(t *testing.T) {
-	// Two-second credentials: refreshed once half their life is gone.
-	f := &fakeVendor{life: 2 * time.Second}
-	v := newVendor(t, f)
-	if _, err := retrieve(v, "acme", "jwt-1"); err != nil {
-		t.Fatal(err)
-	}
-	p, err := v.Credentials(invoke("acme"), "jwt-2") // served from the cache
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.Retrieve(invoke("acme")); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(1100 * time.Millisecond)
-	creds, err := p.Retrieve(invoke("acme")) // an AWS client of that invoke, later: refreshed with the newest token
-	if err != nil || creds.AccessKeyID != "ASIA-acme-2" {
-		t.Fatalf("past half their life: %s, %v; want fresh credentials", creds.AccessKeyID, err)
-	}
-	seen := f.seen()
-	if len(seen) != 2 || seen[0].tenantToken != "jwt-1" || seen[1].tenantToken != "jwt-2" {
-		t.Fatalf("requests %+v: want jwt-1, then the newest, jwt-2", seen)
-	}
+	// Two-minute credentials: refreshed once half their life is gone. The
+	// bubble's clock moves only when every goroutine waits, so the test
+	// sleeps through that minute at once.
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeVendor{life: 2 * time.Minute}
+		v := newVendorWith(t, lambdatenant.Config{URL: "https://tokenvendor.test", HTTPClient: testsupport.HandlerClient(f)})
+		if _, err := retrieve(v, "acme", "jwt-1"); err != nil {
+			t.Fatal(err)
+		}
+		p, err := v.Credentials(invoke("acme"), "jwt-2") // served from the cache
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Retrieve(invoke("acme")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Minute)
+		creds, err := p.Retrieve(invoke("acme")) // an AWS client of that invoke, later: refreshed with the newest token
+		if err != nil || creds.AccessKeyID != "ASIA-acme-2" {
+			t.Fatalf("past half their life: %s, %v; want fresh credentials", creds.AccessKeyID, err)
+		}
+		seen := f.seen()
+		if len(seen) != 2 || seen[0].tenantToken != "jwt-1" || seen[1].tenantToken != "jwt-2" {
+			t.Fatalf("requests %+v: want jwt-1, then the newest, jwt-2", seen)
+		}
+	})
 }
 
 func TestAnInvokeWithoutATokenGetsNothing(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 
@@ -66,6 +67,27 @@ func Encodings(secret string) []string {
 // Policy is a session policy template of one statement, reading the
 // tenant's objects in a shared bucket, for tests that need a valid one.
 const Policy = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::data/{{ .TenantID }}/*"}]}`
+
+// HandlerClient is an HTTP client that serves every request with h in
+// process, whatever its URL: no socket, no goroutine left waiting on one,
+// so that code under test runs inside a testing/synctest bubble, where
+// timers fire as soon as everything else waits.
+func HandlerClient(h http.Handler) *http.Client {
+	return &http.Client{Transport: handlerTransport{h}}
+}
+
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if err := r.Context().Err(); err != nil {
+		return nil, err
+	}
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, r)
+	res := rec.Result()
+	res.Request = r
+	return res, nil
+}
 
 // BareHandler answers POST /credentials with a fixed JSON body of size
 // bytes through the router the service uses: what serving credentials
