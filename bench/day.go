@@ -121,7 +121,7 @@ func (d *dayCounts) add(o dayCounts) {
 // the replica's tier.
 func dayPart(tiers []*shared.Tier, p, tenants int) (dayCounts, error) {
 	clk := clock.NewFake(time.Now())
-	fake := &countingSTS{now: clk.Now}
+	fake := newCountingSTS(0, clk.Now)
 	var services []*vend.Service
 	for _, t := range tiers {
 		var sh cache.Shared[vend.Credentials] = shared.NewCache[vend.Credentials](t)
@@ -149,7 +149,7 @@ func dayPart(tiers []*shared.Tier, p, tenants int) (dayCounts, error) {
 		}
 		if !warmed && a.at.After(warmEnd) {
 			warmed = true
-			warmCalls, warmWaited = fake.calls.Load(), fake.waited.Load()
+			warmCalls, warmWaited = int64(fake.Calls()), fake.waited.Load()
 		}
 		clk.Set(a.at)
 		s := services[rng.IntN(dayReplicas)]
@@ -160,7 +160,7 @@ func dayPart(tiers []*shared.Tier, p, tenants int) (dayCounts, error) {
 		c.requests++
 		heap.Push(q, arrival{at: next(a.at), tenant: a.tenant})
 	}
-	c.calls = fake.calls.Load() - warmCalls
+	c.calls = int64(fake.Calls()) - warmCalls
 	c.waited = fake.waited.Load() - warmWaited
 	return c, nil
 }

@@ -6,14 +6,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
-	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
@@ -21,36 +18,27 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/clock"
 	"github.com/tokenvendor/tokenvendor/internal/partition"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
-// countingSTS counts AssumeRole calls, takes latency to answer, and returns
-// credentials shaped like AWS's for the duration asked.
+// countingSTS is the tests' fake STS, with credentials as long as AWS's,
+// that also counts the calls a caller waited on (not a refresh ahead).
 type countingSTS struct {
-	calls   atomic.Int64
-	waited  atomic.Int64 // calls a caller waited on: not a refresh ahead
-	latency time.Duration
-	now     func() time.Time
+	testsupport.FakeSTS
+	waited atomic.Int64
 }
 
-func (s *countingSTS) AssumeRole(ctx context.Context, in *sts.AssumeRoleInput, _ ...func(*sts.Options)) (*sts.AssumeRoleOutput, error) {
-	n := s.calls.Add(1)
+func newCountingSTS(latency time.Duration, now func() time.Time) *countingSTS {
+	return &countingSTS{FakeSTS: testsupport.FakeSTS{Now: now, Latency: latency, SessionTokenLength: sessionTokenLength, Forget: true}}
+}
+
+// AssumeRole counts a call a caller waits on and answers as FakeSTS does.
+func (s *countingSTS) AssumeRole(ctx context.Context, in *sts.AssumeRoleInput, opts ...func(*sts.Options)) (*sts.AssumeRoleOutput, error) {
 	if !cache.Refreshing(ctx) {
 		s.waited.Add(1)
 	}
-	if s.latency > 0 {
-		select {
-		case <-time.After(s.latency):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	return &sts.AssumeRoleOutput{Credentials: &ststypes.Credentials{
-		AccessKeyId:     aws.String(fmt.Sprintf("ASIA%016d", n)),
-		SecretAccessKey: aws.String(strings.Repeat("s", 40)),
-		SessionToken:    aws.String(strings.Repeat("t", sessionTokenLength)),
-		Expiration:      aws.Time(s.now().Add(time.Duration(aws.ToInt32(in.DurationSeconds)) * time.Second)),
-	}}, nil
+	return s.FakeSTS.AssumeRole(ctx, in, opts...)
 }
 
 // newService is a vendor of one S3 profile of credentials for an hour;
@@ -92,7 +80,7 @@ func tenantID(i int) string { return fmt.Sprintf("tenant%06d", i) }
 
 // economy sends a cold burst of 10 concurrent requests for each tenant at once.
 func economy(tenants int) ([]row, error) {
-	fake := &countingSTS{latency: 30 * time.Millisecond, now: time.Now}
+	fake := newCountingSTS(30*time.Millisecond, time.Now)
 	s, err := newService(fake, time.Now, 2*tenants, prometheus.NewRegistry(), nil)
 	if err != nil {
 		return nil, err
@@ -101,7 +89,7 @@ func economy(tenants int) ([]row, error) {
 		return nil, err
 	}
 	return []row{{"STS economy", fmt.Sprintf("AssumeRole calls, cold burst of 10 x %d tenants (30 ms STS)", tenants),
-		fmt.Sprint(fake.calls.Load()), fmt.Sprintf("= %d (distinct keys)", tenants)}}, nil
+		fmt.Sprint(fake.Calls()), fmt.Sprintf("= %d (distinct keys)", tenants)}}, nil
 }
 
 // coldBurst sends requests concurrent requests for each tenant at once,
@@ -152,7 +140,7 @@ func (a *arrivals) Pop() any {
 // and requests that waited on STS after the first hour.
 func simulatedDay(tenants int) ([]row, error) {
 	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	fake := &countingSTS{now: clk.Now}
+	fake := newCountingSTS(0, clk.Now)
 	reg := prometheus.NewRegistry()
 	s, err := newService(fake, clk.Now, 2*tenants, reg, nil)
 	if err != nil {
@@ -178,7 +166,7 @@ func simulatedDay(tenants int) ([]row, error) {
 		}
 		if !warmed && a.at.After(warmEnd) {
 			warmed = true
-			warmCalls, warmMisses = fake.calls.Load(), misses(reg)
+			warmCalls, warmMisses = int64(fake.Calls()), misses(reg)
 		}
 		clk.Set(a.at)
 		if _, err := s.Vend(context.Background(), auth.Caller{TenantID: tenantID(a.tenant)}, vend.Request{}); err != nil {
@@ -188,7 +176,7 @@ func simulatedDay(tenants int) ([]row, error) {
 		requests++
 		heap.Push(q, arrival{at: next(a.at), tenant: a.tenant})
 	}
-	perTenantHour := float64(fake.calls.Load()-warmCalls) / float64(tenants*23)
+	perTenantHour := float64(int64(fake.Calls())-warmCalls) / float64(tenants*23)
 	return []row{
 		{"simulated day", fmt.Sprintf("requests (%d tenants, Poisson, 1/min each)", tenants), fmt.Sprint(requests), ""},
 		{"simulated day", "AssumeRole calls per tenant-hour after warm-up", fmt.Sprintf("%.2f", perTenantHour), ""},
@@ -216,7 +204,7 @@ func misses(g prometheus.Gatherer) float64 {
 // memory fills the cache with n tenants' credentials and reports the heap
 // growth per entry.
 func memory(n int) ([]row, error) {
-	fake := &countingSTS{now: time.Now}
+	fake := newCountingSTS(0, time.Now)
 	s, err := newService(fake, time.Now, n, prometheus.NewRegistry(), nil)
 	if err != nil {
 		return nil, err

@@ -12,10 +12,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 
@@ -39,11 +37,11 @@ func loopback(w io.Writer, hey string, duration time.Duration) ([]row, error) {
 	}
 	defer os.RemoveAll(tmp)
 
-	signer, err := testsupport.NewSigner("bench-1", jwa.RS256)
+	signer, err := testsupport.NewKey("bench-1", jwa.RS256)
 	if err != nil {
 		return nil, err
 	}
-	jwks := httptest.NewServer(signer.JWKS())
+	jwks := httptest.NewServer(testsupport.JWKS(signer))
 	defer jwks.Close()
 	stsStub := httptest.NewServer(testsupport.STS("ASIABENCHEXAMPLE0001", sessionTokenLength, time.Hour))
 	defer stsStub.Close()
@@ -144,7 +142,7 @@ profiles:
 	if err != nil {
 		return nil, err
 	}
-	bare := &http.Server{Handler: bareHandler(size), ReadHeaderTimeout: 5 * time.Second}
+	bare := &http.Server{Handler: testsupport.BareHandler(size), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = bare.Serve(bareLn) }()
 	defer bare.Close()
 	bareURL := "http://" + bareLn.Addr().String()
@@ -172,19 +170,6 @@ profiles:
 		{"loopback, 32 conns", "p50 latency / bare handler p50", ratio(t.p50, b.p50), ""},
 		{"loopback, 32 conns", "p99 latency / bare handler p99", ratio(t.p99, b.p99), ""},
 	}, nil
-}
-
-// bareHandler answers POST /credentials with a fixed JSON body of size bytes:
-// the physical limit of the HTTP stack.
-func bareHandler(size int) http.Handler {
-	body := []byte(`{"pad":"` + strings.Repeat("x", max(0, size-11)) + `"}` + "\n")
-	r := chi.NewRouter()
-	r.Post("/credentials", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		_, _ = w.Write(body)
-	})
-	return r
 }
 
 var (

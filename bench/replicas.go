@@ -126,7 +126,7 @@ const burstRuns = 5
 func coldBursts(addr string, keys *seal.Keyring, n, tenants int) ([]int64, error) {
 	var calls []int64
 	for run := range burstRuns {
-		fake := &countingSTS{latency: 30 * time.Millisecond, now: time.Now}
+		fake := newCountingSTS(30*time.Millisecond, time.Now)
 		services, closeAll, err := replicaServices(n, fake, addr, fmt.Sprintf("burst%d-%d:", n, run), keys, 2*tenants)
 		if err != nil {
 			return nil, err
@@ -136,7 +136,7 @@ func coldBursts(addr string, keys *seal.Keyring, n, tenants int) ([]int64, error
 		if err != nil {
 			return nil, err
 		}
-		calls = append(calls, fake.calls.Load())
+		calls = append(calls, int64(fake.Calls()))
 	}
 	slices.Sort(calls)
 	return calls, nil
@@ -180,7 +180,7 @@ func replicas(tenants int) ([]row, error) {
 
 	// One replica fills Redis; a second, started after, serves each tenant
 	// once from Redis (a local miss), then once from its own cache.
-	fake := &countingSTS{now: time.Now}
+	fake := newCountingSTS(0, time.Now)
 	services, closeAll, err := replicaServices(2, fake, r.addr, "cost:", keys, 2*tenants)
 	if err != nil {
 		return nil, err
@@ -189,7 +189,7 @@ func replicas(tenants int) ([]row, error) {
 	if err := coldBurst(services[:1], tenants, 1); err != nil {
 		return nil, err
 	}
-	calls := fake.calls.Load()
+	calls := int64(fake.Calls())
 	timeEach := func(s *vend.Service) ([]time.Duration, error) {
 		var took []time.Duration
 		for i := range tenants {
@@ -210,8 +210,8 @@ func replicas(tenants int) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fake.calls.Load() != calls {
-		return nil, fail("the second replica called STS %d times for warm tenants", fake.calls.Load()-calls)
+	if int64(fake.Calls()) != calls {
+		return nil, fail("the second replica called STS %d times for warm tenants", int64(fake.Calls())-calls)
 	}
 	q := func(d []time.Duration, p int) time.Duration { return d[len(d)*p/100] }
 	us := func(d time.Duration) string { return fmt.Sprintf("%.1f us", float64(d)/1e3) }

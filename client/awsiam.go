@@ -3,9 +3,7 @@ package client
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,27 +15,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+
+	"github.com/tokenvendor/tokenvendor/wire"
 )
-
-// AWSIAMScheme is the Authorization scheme of a signed AWS request. A
-// Token that returns a value starting with it is sent as it is; any other
-// value is sent as a Bearer token.
-const AWSIAMScheme = "AWS-IAM "
-
-// AuthorizationHeader is the Authorization value that presents token: as
-// it is for a signed AWS request (AWSIAMToken's), else as a Bearer token.
-func AuthorizationHeader(token string) string {
-	if strings.HasPrefix(token, AWSIAMScheme) {
-		return token
-	}
-	return "Bearer " + token
-}
-
-// ServerIDHeader is the signed header naming the tokenvendor a request is for.
-const ServerIDHeader = "X-Tokenvendor-Server-Id"
-
-// getCallerIdentity is the only request tokenvendor accepts signed.
-const getCallerIdentity = "Action=GetCallerIdentity&Version=2011-06-15"
 
 // AWSIAMConfig says how AWSIAMToken signs.
 type AWSIAMConfig struct {
@@ -60,8 +40,10 @@ type AWSIAMConfig struct {
 
 // AWSIAMToken returns a token source that proves the process's own AWS
 // identity to tokenvendor without an identity provider: it signs an
-// sts:GetCallerIdentity request, covering X-Tokenvendor-Server-Id, with
+// sts:GetCallerIdentity request, covering wire.ServerIDHeader, with
 // cfg.Credentials. tokenvendor sends it to STS, which says who signed it.
+// Its tokens name their scheme ("AWS-IAM …"), so that wire.Authorization
+// presents them as they are.
 func AWSIAMToken(cfg AWSIAMConfig) (func(context.Context) (string, error), error) {
 	if cfg.Credentials == nil || cfg.ServerID == "" || cfg.Region == "" {
 		return nil, errors.New("client: AWSIAMConfig needs Credentials, ServerID and Region")
@@ -118,21 +100,21 @@ func (s *iamSigner) token(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	s.last, s.signedAt, s.key = AWSIAMScheme+signed, now, creds.AccessKeyID
+	s.last, s.signedAt, s.key = wire.SchemeAWSIAM+" "+signed, now, creds.AccessKeyID
 	return s.last, nil
 }
 
 // SignGetCallerIdentity signs a GetCallerIdentity for endpoint with creds
-// at t and returns it in the form tokenvendor reads after "AWS-IAM ":
-// base64url of {"method","headers","body"}.
+// at t and returns it in the form tokenvendor reads after "AWS-IAM ": an
+// encoded wire.AWSIAMRequest.
 func SignGetCallerIdentity(ctx context.Context, signer *v4.Signer, creds aws.Credentials, endpoint, region, serverID string, t time.Time) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(getCallerIdentity))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(wire.GetCallerIdentityBody))
 	if err != nil {
 		return "", err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
-	req.Header.Set(ServerIDHeader, serverID)
-	sum := sha256.Sum256([]byte(getCallerIdentity))
+	req.Header.Set(wire.ServerIDHeader, serverID)
+	sum := sha256.Sum256([]byte(wire.GetCallerIdentityBody))
 	if err := signer.SignHTTP(ctx, creds, req, hex.EncodeToString(sum[:]), "sts", region, t.UTC()); err != nil {
 		return "", fmt.Errorf("sign GetCallerIdentity: %w", err)
 	}
@@ -141,15 +123,7 @@ func SignGetCallerIdentity(ctx context.Context, signer *v4.Signer, creds aws.Cre
 		headers[name] = strings.Join(values, ",")
 	}
 	if strings.Contains(req.Header.Get("Authorization"), "content-length") {
-		headers["Content-Length"] = strconv.Itoa(len(getCallerIdentity))
+		headers["Content-Length"] = strconv.Itoa(len(wire.GetCallerIdentityBody))
 	}
-	b, err := json.Marshal(struct {
-		Method  string            `json:"method"`
-		Headers map[string]string `json:"headers"`
-		Body    string            `json:"body"`
-	}{http.MethodPost, headers, getCallerIdentity})
-	if err != nil {
-		return "", err
-	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
+	return wire.AWSIAMRequest{Method: http.MethodPost, Headers: headers, Body: wire.GetCallerIdentityBody}.Encode()
 }

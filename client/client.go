@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -27,21 +26,21 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // DefaultExpiryWindow is how long before Expires a provider's credentials
 // are refreshed: the AWS SDKs' own margin for container credentials.
 const DefaultExpiryWindow = 5 * time.Minute
 
-// TenantTokenHeader carries Config.TenantToken's token.
-const TenantTokenHeader = "X-Tokenvendor-Tenant-Token"
-
 // maxBody bounds what is read of an answer.
 const maxBody = 64 << 10
 
 // Config configures a Client.
 type Config struct {
-	// URL is tokenvendor's base URL: https, or http on a loopback address.
+	// URL is tokenvendor's base URL: https, or http on a loopback address
+	// (wire.CheckBaseURL).
 	URL string
 	// Profile names the profile; empty when tokenvendor has only one.
 	Profile string
@@ -56,7 +55,7 @@ type Config struct {
 	// tenant of a caller whose tenant must come from a token (an
 	// auth.aws_iam principal with tenant_from: token: a Lambda function in
 	// tenant isolation mode forwards its end user's), sent beside Token in
-	// TenantTokenHeader; "" sends none. See package lambdatenant, which
+	// wire.TenantTokenHeader; "" sends none. See package lambdatenant, which
 	// sets it.
 	TenantToken func(context.Context) (string, error)
 	// HTTPClient sends the requests; default a client that follows no
@@ -84,15 +83,8 @@ type Client struct {
 
 // New returns a Client.
 func New(cfg Config) (*Client, error) {
-	u, err := url.Parse(cfg.URL)
-	if err != nil || u.Host == "" {
-		return nil, errors.New("client: URL is not an absolute URL")
-	}
-	switch host := u.Hostname(); {
-	case u.Scheme == "https":
-	case u.Scheme == "http" && (host == "localhost" || host == "127.0.0.1" || host == "::1"):
-	default:
-		return nil, errors.New("client: URL must be https (http only on loopback): the answer holds credentials")
+	if _, err := wire.CheckBaseURL(cfg.URL); err != nil {
+		return nil, fmt.Errorf("client: URL %w", err)
 	}
 	if cfg.Token == nil {
 		return nil, errors.New("client: no Token")
@@ -108,7 +100,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.ExpiryWindow == 0 {
 		cfg.ExpiryWindow = DefaultExpiryWindow
 	}
-	return &Client{cfg: cfg, endpoint: strings.TrimSuffix(cfg.URL, "/") + "/credentials", providers: map[string]*aws.CredentialsCache{}}, nil
+	return &Client{cfg: cfg, endpoint: strings.TrimSuffix(cfg.URL, "/") + wire.CredentialsPath, providers: map[string]*aws.CredentialsCache{}}, nil
 }
 
 // Provider returns the credentials provider of tenantID ("" for the
@@ -222,23 +214,20 @@ func (p *provider) post(ctx context.Context) (aws.Credentials, string, error) {
 	if err != nil {
 		return aws.Credentials{}, "", fmt.Errorf("tokenvendor: token: %w", err)
 	}
-	body, _ := json.Marshal(struct {
-		Profile  string `json:"profile,omitempty"`
-		TenantID string `json:"tenant_id,omitempty"`
-	}{p.c.cfg.Profile, p.tenant})
+	body, _ := json.Marshal(wire.CredentialsRequest{Profile: p.c.cfg.Profile, TenantID: p.tenant})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.c.endpoint, bytes.NewReader(body))
 	if err != nil {
 		return aws.Credentials{}, "", fmt.Errorf("tokenvendor: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", AuthorizationHeader(token))
+	req.Header.Set("Authorization", wire.Authorization(token))
 	if p.c.cfg.TenantToken != nil {
 		tenantToken, err := p.c.cfg.TenantToken(ctx)
 		if err != nil {
 			return aws.Credentials{}, "", fmt.Errorf("tokenvendor: tenant token: %w", err)
 		}
 		if tenantToken != "" {
-			req.Header.Set(TenantTokenHeader, tenantToken)
+			req.Header.Set(wire.TenantTokenHeader, tenantToken)
 		}
 	}
 	res, err := p.c.cfg.HTTPClient.Do(req)
@@ -251,7 +240,7 @@ func (p *provider) post(ctx context.Context) (aws.Credentials, string, error) {
 		return aws.Credentials{}, "", fmt.Errorf("tokenvendor: read answer: %w", err)
 	}
 	if res.StatusCode != http.StatusOK {
-		var body struct{ Code, Message string }
+		var body wire.ErrorBody
 		e := &Error{Status: res.StatusCode, Code: "unexpected_answer", Message: http.StatusText(res.StatusCode)}
 		if json.Unmarshal(b, &body) == nil && body.Code != "" {
 			e.Code, e.Message = body.Code, body.Message
@@ -261,15 +250,12 @@ func (p *provider) post(ctx context.Context) (aws.Credentials, string, error) {
 		}
 		return aws.Credentials{}, "", e
 	}
-	var out struct {
-		AccessKeyID     string    `json:"AccessKeyId"`
-		SecretAccessKey string    `json:"SecretAccessKey"`
-		SessionToken    string    `json:"SessionToken"`
-		Expiration      time.Time `json:"Expiration"`
-		TenantID        string    `json:"TenantId"`
+	var out wire.Credentials
+	if err := json.Unmarshal(b, &out); err != nil {
+		return aws.Credentials{}, "", &Error{Status: res.StatusCode, Code: "unexpected_answer", Message: "the answer is not credentials"}
 	}
-	if err := json.Unmarshal(b, &out); err != nil || out.AccessKeyID == "" || out.SecretAccessKey == "" || out.Expiration.IsZero() {
-		return aws.Credentials{}, "", &Error{Status: res.StatusCode, Code: "unexpected_answer", Message: "no credentials in the answer"}
+	if err := out.Validate(); err != nil {
+		return aws.Credentials{}, "", &Error{Status: res.StatusCode, Code: "unexpected_answer", Message: err.Error()}
 	}
 	return aws.Credentials{
 		AccessKeyID:     out.AccessKeyID,
@@ -277,7 +263,7 @@ func (p *provider) post(ctx context.Context) (aws.Credentials, string, error) {
 		SessionToken:    out.SessionToken,
 		Source:          "tokenvendor",
 		CanExpire:       true,
-		Expires:         out.Expiration,
+		Expires:         out.Expiration.Time,
 	}, out.TenantID, nil
 }
 

@@ -13,12 +13,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/tokenvendor/tokenvendor/client"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // fakeVendor answers POST /credentials like tokenvendor: each request gets
@@ -42,24 +45,22 @@ type seen struct {
 
 func (f *fakeVendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n := f.calls.Add(1)
-	var body struct {
-		Profile  string `json:"profile"`
-		TenantID string `json:"tenant_id"`
-	}
+	var body wire.CredentialsRequest
 	_ = json.NewDecoder(r.Body).Decode(&body)
 	f.mu.Lock()
-	_, hasTenantToken := r.Header[http.CanonicalHeaderKey(client.TenantTokenHeader)]
+	_, hasTenantToken := r.Header[http.CanonicalHeaderKey(wire.TenantTokenHeader)]
 	f.seen = append(f.seen, seen{r.Header.Get("Authorization"), body.Profile, body.TenantID, r.Header.Get("Content-Type") == "application/json",
-		r.Header.Get(client.TenantTokenHeader), hasTenantToken})
+		r.Header.Get(wire.TenantTokenHeader), hasTenantToken})
 	f.mu.Unlock()
-	if r.Method != http.MethodPost || r.URL.Path != "/credentials" {
+	if r.Method != http.MethodPost || r.URL.Path != wire.CredentialsPath {
 		http.NotFound(w, r)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if s := int(f.status.Load()); s != 0 {
 		w.WriteHeader(s)
-		fmt.Fprintf(w, `{"code":%q,"message":"refused by the fake"}`, map[int]string{401: "unauthenticated", 403: "forbidden", 503: "upstream_unavailable"}[s])
+		code := map[int]string{401: wire.CodeUnauthenticated, 403: wire.CodeForbidden, 503: wire.CodeUpstreamUnavailable}[s]
+		_ = json.NewEncoder(w).Encode(wire.ErrorBody{Code: code, Message: "refused by the fake"})
 		return
 	}
 	life := f.life
@@ -70,8 +71,16 @@ func (f *fakeVendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if tenant == "" {
 		tenant = "own"
 	}
-	fmt.Fprintf(w, `{"Version":1,"AccessKeyId":"ASIA-%s-%d","SecretAccessKey":"secret","SessionToken":"token","Expiration":%q,"TenantId":%q,"Profile":"objects"}`,
-		tenant, n, time.Now().Add(life).UTC().Format(time.RFC3339Nano), tenant)
+	_ = json.NewEncoder(w).Encode(answer(fmt.Sprintf("ASIA-%s-%d", tenant, n), tenant, time.Now().Add(life)))
+}
+
+// answer is a 200 body of tokenvendor's.
+func answer(accessKeyID, tenant string, expiration time.Time) wire.Credentials {
+	return wire.Credentials{
+		ProcessCredentials: wire.ProcessCredentials{Version: wire.CredentialsVersion, AccessKeyID: accessKeyID,
+			SecretAccessKey: "secret", SessionToken: "token", Expiration: wire.Time{Time: expiration}},
+		TenantID: tenant, Profile: "objects",
+	}
 }
 
 func newClient(t *testing.T, f *fakeVendor, token func(context.Context) (string, error)) *client.Client {
@@ -79,6 +88,24 @@ func newClient(t *testing.T, f *fakeVendor, token func(context.Context) (string,
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
 	c, err := client.New(client.Config{URL: srv.URL, Profile: "objects", Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// newClientInProcess is a client that reaches h without a socket, for
+// tests in a testing/synctest bubble: the bubble's clock, which the fake
+// tokenvendor, the client and the SDK's credentials cache all read, moves
+// only when every goroutine waits, so a test sleeps through credentials'
+// lives at once and to the nanosecond.
+func newClientInProcess(t *testing.T, h http.Handler, cfg client.Config) *client.Client {
+	t.Helper()
+	cfg.URL, cfg.HTTPClient = "https://tokenvendor.test", testsupport.HandlerClient(h)
+	if cfg.Token == nil {
+		cfg.Token = client.StaticToken("t")
+	}
+	c, err := client.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,70 +209,91 @@ func TestRefreshesAheadOfExpiryButNeverOnEveryCall(t *testing.T) {
 		t.Fatalf("%d requests for 20 retrievals of credentials 4 minutes from expiry, want 1", f.calls.Load())
 	}
 
-	// Two-second credentials are refreshed once half their life is gone,
-	// while the first are still valid.
-	f2 := &fakeVendor{life: 2 * time.Second}
-	c2 := newClient(t, f2, client.StaticToken("t"))
-	p := c2.Provider("acme")
-	fetched := time.Now()
-	first, _ := p.Retrieve(context.Background())
-	time.Sleep(1100 * time.Millisecond)
-	second, err := p.Retrieve(context.Background())
-	if err != nil || second.AccessKeyID == first.AccessKeyID {
-		t.Fatalf("past half their life: %s, %v; want fresh credentials", second.AccessKeyID, err)
-	}
-	if !time.Now().Before(fetched.Add(2 * time.Second)) {
-		t.Fatal("the refresh came after the first credentials expired")
-	}
+	// Two-second credentials are served until half their life is gone,
+	// then refreshed while the first are still valid.
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeVendor{life: 2 * time.Second}
+		p := newClientInProcess(t, f, client.Config{}).Provider("acme")
+		expires := time.Now().Add(f.life)
+		first, err := p.Retrieve(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second - time.Nanosecond)
+		if again, err := p.Retrieve(context.Background()); err != nil || again.AccessKeyID != first.AccessKeyID {
+			t.Fatalf("within half their life: %s, %v; want the first credentials", again.AccessKeyID, err)
+		}
+		time.Sleep(time.Nanosecond)
+		second, err := p.Retrieve(context.Background())
+		if err != nil || second.AccessKeyID == first.AccessKeyID || f.calls.Load() != 2 {
+			t.Fatalf("half their life gone: %s, %v after %d requests; want fresh credentials", second.AccessKeyID, err, f.calls.Load())
+		}
+		if !time.Now().Before(expires) {
+			t.Fatal("the refresh came after the first credentials expired")
+		}
+	})
 }
 
 func TestAFailedRefreshKeepsValidCredentialsAndBacksOff(t *testing.T) {
-	f := &fakeVendor{life: 2 * time.Second}
-	c := newClient(t, f, client.StaticToken("t"))
-	p := c.Provider("acme")
-	first, err := p.Retrieve(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(1100 * time.Millisecond) // due for a refresh
-	f.status.Store(503)
-	for range 10 {
-		got, err := p.Retrieve(context.Background())
-		if err != nil || got.AccessKeyID != first.AccessKeyID {
-			t.Fatalf("during a tokenvendor outage: %s, %v; want the still valid %s", got.AccessKeyID, err, first.AccessKeyID)
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeVendor{life: 2 * time.Minute}
+		p := newClientInProcess(t, f, client.Config{}).Provider("acme")
+		first, err := p.Retrieve(context.Background())
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if f.calls.Load() != 2 {
-		t.Fatalf("%d requests: want the first and one failed refresh, then a back-off", f.calls.Load())
-	}
+		time.Sleep(time.Minute) // due for a refresh
+		f.status.Store(503)
+		for range 10 {
+			got, err := p.Retrieve(context.Background())
+			if err != nil || got.AccessKeyID != first.AccessKeyID {
+				t.Fatalf("during a tokenvendor outage: %s, %v; want the still valid %s", got.AccessKeyID, err, first.AccessKeyID)
+			}
+		}
+		if f.calls.Load() != 2 {
+			t.Fatalf("%d requests: want the first and one failed refresh, then a back-off", f.calls.Load())
+		}
+		// The back-off is half the life left, at most 30 s: then it asks
+		// again, and takes the answer once tokenvendor is back.
+		time.Sleep(30*time.Second - time.Nanosecond)
+		if _, err := p.Retrieve(context.Background()); err != nil || f.calls.Load() != 2 {
+			t.Fatalf("within the back-off: %v after %d requests, want no request", err, f.calls.Load())
+		}
+		f.status.Store(0)
+		time.Sleep(time.Nanosecond)
+		got, err := p.Retrieve(context.Background())
+		if err != nil || got.AccessKeyID == first.AccessKeyID || f.calls.Load() != 3 {
+			t.Fatalf("after the back-off: %s, %v after %d requests; want fresh credentials", got.AccessKeyID, err, f.calls.Load())
+		}
+	})
 }
 
 func TestAnAnswerForAnotherTenantIsRefused(t *testing.T) {
 	// A Token that is not one caller's: the first answer pins the token's
 	// own tenant, a later one for another tenant is an error.
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tenant := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-		fmt.Fprintf(w, `{"AccessKeyId":"ASIA-%s","SecretAccessKey":"s","SessionToken":"t","Expiration":%q,"TenantId":%q}`,
-			tenant, time.Now().Add(2*time.Second).UTC().Format(time.RFC3339Nano), tenant)
-	}))
-	t.Cleanup(srv.Close)
-	var caller atomic.Value
-	caller.Store("acme")
-	c, _ := client.New(client.Config{URL: srv.URL, Token: func(context.Context) (string, error) { return caller.Load().(string), nil },
-		ExpiryWindow: 2 * time.Second})
-	if _, err := c.Provider("").Retrieve(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	caller.Store("globex")
-	time.Sleep(1100 * time.Millisecond)
-	creds, err := c.Provider("").Retrieve(context.Background())
-	if creds.AccessKeyID == "ASIA-globex" {
-		t.Fatal("globex's credentials were served from acme's provider")
-	}
-	_ = err // still valid acme credentials may be served meanwhile
-	if _, err := c.Provider("initech").Retrieve(context.Background()); !isCode(err, "tenant_mismatch") {
-		t.Fatalf("asked for initech, answered for globex: err = %v, want tenant_mismatch", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		var answers atomic.Int64
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			answers.Add(1)
+			tenant := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+			_ = json.NewEncoder(w).Encode(answer("ASIA-"+tenant, tenant, time.Now().Add(2*time.Minute)))
+		})
+		var caller atomic.Value
+		caller.Store("acme")
+		c := newClientInProcess(t, h, client.Config{Token: func(context.Context) (string, error) { return caller.Load().(string), nil }})
+		if _, err := c.Provider("").Retrieve(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		caller.Store("globex")
+		time.Sleep(time.Minute) // due for a refresh, which answers for globex
+		creds, err := c.Provider("").Retrieve(context.Background())
+		if answers.Load() != 2 || err != nil || creds.AccessKeyID != "ASIA-acme" {
+			t.Fatalf("after %d answers: %s, %v; want the still valid acme credentials, not globex's", answers.Load(), creds.AccessKeyID, err)
+		}
+		if _, err := c.Provider("initech").Retrieve(context.Background()); !isCode(err, "tenant_mismatch") {
+			t.Fatalf("asked for initech, answered for globex: err = %v, want tenant_mismatch", err)
+		}
+	})
 }
 
 func isCode(err error, code string) bool {
@@ -257,13 +305,13 @@ func TestRetryAfterAndTimeout(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "7")
 		w.WriteHeader(http.StatusTooManyRequests)
-		fmt.Fprint(w, `{"code":"rate_limited","message":"slow down"}`)
+		_ = json.NewEncoder(w).Encode(wire.ErrorBody{Code: wire.CodeRateLimited, Message: "slow down"})
 	}))
 	t.Cleanup(srv.Close)
 	c, _ := client.New(client.Config{URL: srv.URL, Token: client.StaticToken("t")})
 	_, err := c.Provider("acme").Retrieve(context.Background())
 	var e *client.Error
-	if !errors.As(err, &e) || e.Code != "rate_limited" || e.RetryAfter != 7*time.Second {
+	if !errors.As(err, &e) || e.Code != wire.CodeRateLimited || e.RetryAfter != 7*time.Second {
 		t.Fatalf("err = %v (%+v), want rate_limited with a 7 s Retry-After", err, e)
 	}
 
@@ -332,7 +380,7 @@ func TestRefusalSurfacesThroughAnAWSClient(t *testing.T) {
 	s3c := s3.New(s3.Options{Region: "us-east-1", Credentials: c.Provider("globex"), BaseEndpoint: aws.String("http://127.0.0.1:1"), UsePathStyle: true})
 	_, err := s3c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String("b"), Key: aws.String("k")})
 	var e *client.Error
-	if !errors.As(err, &e) || e.Code != "forbidden" {
+	if !errors.As(err, &e) || e.Code != wire.CodeForbidden {
 		t.Fatalf("err = %v, want a *client.Error forbidden inside the S3 client's error", err)
 	}
 }
@@ -368,5 +416,40 @@ func TestNewRefuses(t *testing.T) {
 		if _, err := client.New(tc.cfg); err == nil {
 			t.Errorf("%s: accepted", tc.name)
 		}
+	}
+	// Loopback is wire.Loopback's: every loopback address, not a list.
+	for _, url := range []string{"http://localhost:8080", "http://127.0.0.1:8080", "http://127.0.0.2:8080", "http://[::1]:8080"} {
+		if _, err := client.New(client.Config{URL: url, Token: client.StaticToken("t")}); err != nil {
+			t.Errorf("%s: %v", url, err)
+		}
+	}
+}
+
+// TestAnIncompleteAnswerIsRefused: the client reads an answer by the rule
+// credential-process does (wire.ProcessCredentials.Validate), so neither
+// hands an SDK credentials it cannot use.
+func TestAnIncompleteAnswerIsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(*wire.Credentials)
+	}{
+		{"no session token", func(c *wire.Credentials) { c.SessionToken = "" }},
+		{"no secret", func(c *wire.Credentials) { c.SecretAccessKey = "" }},
+		{"no version", func(c *wire.Credentials) { c.Version = 0 }},
+		{"no expiration", func(c *wire.Credentials) { c.Expiration = wire.Time{} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				c := answer("ASIA-acme", "acme", time.Now().Add(time.Hour))
+				tc.mutate(&c)
+				_ = json.NewEncoder(w).Encode(c)
+			}))
+			t.Cleanup(srv.Close)
+			c, _ := client.New(client.Config{URL: srv.URL, Token: client.StaticToken("t")})
+			creds, err := c.Provider("acme").Retrieve(context.Background())
+			if !isCode(err, "unexpected_answer") || creds.HasKeys() {
+				t.Fatalf("Retrieve = %+v, %v; want unexpected_answer", creds, err)
+			}
+		})
 	}
 }

@@ -1150,11 +1150,11 @@ func scrapeLiveMetrics() (_ *exposition, err error) {
 		return nil, fmt.Errorf("go build ./cmd/tokenvendor: %v\n%s", err, out)
 	}
 
-	signer, err := testsupport.NewSigner("monitoring-1", jwa.ES256)
+	signer, err := testsupport.NewKey("monitoring-1", jwa.ES256)
 	if err != nil {
 		return nil, err
 	}
-	jwks := httptest.NewServer(signer.JWKS())
+	jwks := httptest.NewServer(testsupport.JWKS(signer))
 	stops = append(stops, jwks.Close)
 	sts := httptest.NewServer(testsupport.STS("ASIAMONITORING00001", 200, time.Hour))
 	stops = append(stops, sts.Close)
@@ -1226,15 +1226,18 @@ profiles:
 	}()
 
 	adminURL, apiURL := "http://"+admin, "http://"+listen
-	if err := waitFor(20*time.Second, func() bool {
+	if err := testsupport.Poll(20*time.Second, func() error {
 		res, err := quickClient.Get(adminURL + "/readyz")
 		if err != nil {
-			return false
+			return err
 		}
 		res.Body.Close()
-		return res.StatusCode == http.StatusOK
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz answered %d", res.StatusCode)
+		}
+		return nil
 	}); err != nil {
-		return nil, errors.New("tokenvendor not ready in 20 s")
+		return nil, fmt.Errorf("tokenvendor not ready: %w", err)
 	}
 
 	sign := func(claims map[string]any) string {
@@ -1280,30 +1283,22 @@ profiles:
 	// The canary's gauge appears after its first run, which starts once
 	// the key set is fetched.
 	var text string
-	if err := waitFor(20*time.Second, func() bool {
+	if err := testsupport.Poll(20*time.Second, func() error {
 		res, err := quickClient.Get(adminURL + "/metrics")
 		if err != nil {
-			return false
+			return err
 		}
 		b, _ := io.ReadAll(res.Body)
 		res.Body.Close()
 		text = string(b)
-		return res.StatusCode == http.StatusOK && strings.Contains(text, "\ntokenvendor_isolation_canary{")
+		if res.StatusCode != http.StatusOK || !strings.Contains(text, "\ntokenvendor_isolation_canary{") {
+			return fmt.Errorf("no tokenvendor_isolation_canary on /metrics (%d)", res.StatusCode)
+		}
+		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("no tokenvendor_isolation_canary on /metrics after 20 s:\n%s", text)
+		return nil, fmt.Errorf("%w:\n%s", err, text)
 	}
 	return parseExposition(text), nil
-}
-
-func waitFor(limit time.Duration, ok func() bool) error {
-	deadline := time.Now().Add(limit)
-	for !ok() {
-		if time.Now().After(deadline) {
-			return errors.New("timed out")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return nil
 }
 
 func freeLoopbackAddr() string {

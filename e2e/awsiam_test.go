@@ -25,6 +25,7 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/client"
 	"github.com/tokenvendor/tokenvendor/internal/testsupport"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 const (
@@ -258,7 +259,7 @@ func TestAWSIAMCallersWithoutAnIdentityProvider(t *testing.T) {
 		{"a wrong secret", signed(t, wrongSecret, stsProxy.url(), iamServerID, now), http.StatusUnauthorized, true, "SignatureDoesNotMatch"},
 		{"an unknown role", signed(t, intruder, stsProxy.url(), iamServerID, now), http.StatusForbidden, true, "assumed-role/intruder/task-1 is not among"},
 		{"a wrong server id", signed(t, orders, stsProxy.url(), "another-tokenvendor", now), http.StatusUnauthorized, false, "for another server"},
-		{"no server id header", edited(t, good, func(_, h map[string]any) { delete(h, "X-Tokenvendor-Server-Id") }), http.StatusUnauthorized, false, "x-tokenvendor-server-id is missing"},
+		{"no server id header", edited(t, good, func(_, h map[string]any) { delete(h, wire.ServerIDHeader) }), http.StatusUnauthorized, false, "x-tokenvendor-server-id is missing"},
 		{"a server id header not signed", edited(t, good, func(_, h map[string]any) {
 			h["Authorization"] = strings.Replace(h["Authorization"].(string), ";x-tokenvendor-server-id", "", 1)
 		}), http.StatusUnauthorized, false, ""},

@@ -16,6 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
 var canaryTenants = []string{"canary-a", "canary-b"}
@@ -162,13 +164,12 @@ func TestServeRunsTheCanaryInTheBackground(t *testing.T) {
 	load := startLoad(2, func(int, int) outcome {
 		return call(client, http.MethodPost, v.url+"/credentials", acme, `{"profile":"objects"}`)
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for v.metric(t, `tokenvendor_isolation_canary{profile="s3"}`) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("tokenvendor_isolation_canary{profile=\"s3\"} not 1 after 30 s:\n%s", v.out.String())
+	testsupport.Eventually(t, 30*time.Second, func() error {
+		if g := v.metric(t, `tokenvendor_isolation_canary{profile="s3"}`); g != 1 {
+			return fmt.Errorf("tokenvendor_isolation_canary{profile=\"s3\"} = %v, want 1:\n%s", g, v.out.String())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	load.waitFor(t, 20)
 	results := load.finish()
 	for _, o := range results {

@@ -20,7 +20,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials/endpointcreds"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/tokenvendor/tokenvendor/internal/auth/authtest"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // Series the client tests read from the vendor's /metrics.
@@ -168,15 +169,12 @@ func containerCredentials(t *testing.T, v *vendor, token string) credentials {
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("GET container credentials: %d %s", res.StatusCode, b)
 	}
-	var c struct {
-		AccessKeyID     string `json:"AccessKeyId"`
-		SecretAccessKey string
-		Token           string
-	}
+	var c wire.ContainerCredentials
 	if err := json.Unmarshal(b, &c); err != nil {
 		t.Fatal(err)
 	}
-	return credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.Token}
+	return credentials{wire.Credentials{ProcessCredentials: wire.ProcessCredentials{
+		AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.Token, Expiration: c.Expiration}}}
 }
 
 func TestCLIWithContainerCredentialsTouchesOnlyItsTenantsPrefix(t *testing.T) {
@@ -201,7 +199,7 @@ func TestCLIWithContainerCredentialsGetsNothingForAGarbageToken(t *testing.T) {
 	uri := v.url + "/v1/container-credentials/objects"
 	for name, tok := range map[string]string{
 		"garbage":            "not-a-jwt",
-		"tampered signature": authtest.Tamper(token(t, "svc-acme")),
+		"tampered signature": testsupport.Tamper(token(t, "svc-acme")),
 	} {
 		t.Run(name, func(t *testing.T) {
 			before := v.metric(t, container401)
@@ -329,7 +327,7 @@ region = us-east-1
 
 	// A refused token: the CLI fails with the service's code and message,
 	// and neither the CLI nor tokenvendor prints the token.
-	writeFile(t, tokenFile, authtest.Tamper(acmeTok))
+	writeFile(t, tokenFile, testsupport.Tamper(acmeTok))
 	before := v.metric(t, credentials401)
 	err := cli.put(t, "acme/refused.txt", "must not be written")
 	var ce *cliError
@@ -482,7 +480,6 @@ func TestSDKContainerProviderFollowsTheTokenFile(t *testing.T) {
 	}
 
 	noSecretsIn(t, v, []credentials{
-		{AccessKeyID: first.AccessKeyID, SecretAccessKey: first.SecretAccessKey, SessionToken: first.SessionToken, TenantID: "acme"},
-		{AccessKeyID: second.AccessKeyID, SecretAccessKey: second.SecretAccessKey, SessionToken: second.SessionToken, TenantID: "globex"},
+		vended(first, "acme"), vended(second, "globex"),
 	}, []string{acmeTok, globexTok})
 }

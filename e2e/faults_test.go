@@ -14,6 +14,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // ---------------------------------------------------------------- load
@@ -31,7 +34,7 @@ type outcome struct {
 
 // code is the error code of a JSON error body, or "".
 func (o outcome) code() string {
-	var e struct{ Code string }
+	var e wire.ErrorBody
 	_ = json.Unmarshal(o.body, &e)
 	return e.Code
 }
@@ -117,13 +120,12 @@ func (l *loadLoop) count() int {
 func (l *loadLoop) waitFor(t *testing.T, n int) {
 	t.Helper()
 	want := l.count() + n
-	deadline := time.Now().Add(30 * time.Second)
-	for l.count() < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("load loop made %d requests in 30 s, want %d", l.count(), want)
+	testsupport.Eventually(t, 30*time.Second, func() error {
+		if n := l.count(); n < want {
+			return fmt.Errorf("load loop made %d requests, want %d", n, want)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // finish stops the workers and returns every outcome.
@@ -244,19 +246,18 @@ func TestSTSOutageServesCachedCredentialsAnswersOthers503AndRecovers(t *testing.
 	if fresh.status != http.StatusOK {
 		t.Errorf("new tenant after STS returned: %d %s %v", fresh.status, fresh.body, fresh.err)
 	}
-	deadline := time.Now().Add(45 * time.Second)
-	for {
+	testsupport.Eventually(t, 45*time.Second, func() error {
 		o := call(client, http.MethodPost, v.url+"/credentials", worker, `{"tenant_id":"outage-0"}`)
-		if o.status == http.StatusOK {
-			t.Logf("tenant that failed during the outage recovered %s after STS returned", time.Since(outageEnd).Round(time.Millisecond))
-			break
+		switch o.status {
+		case http.StatusOK:
+			return nil
+		case http.StatusServiceUnavailable:
+			unavailable++
+			return fmt.Errorf("tenant outage-0 after STS returned: %d %s %v", o.status, o.body, o.err)
 		}
-		if o.status != http.StatusServiceUnavailable || time.Now().After(deadline) {
-			t.Fatalf("tenant outage-0 after STS returned: %d %s %v", o.status, o.body, o.err)
-		}
-		unavailable++
-		time.Sleep(250 * time.Millisecond)
-	}
+		return testsupport.Final(fmt.Errorf("tenant outage-0 after STS returned: %d %s %v", o.status, o.body, o.err))
+	})
+	t.Logf("tenant that failed during the outage recovered %s after STS returned", time.Since(outageEnd).Round(time.Millisecond))
 	load.waitFor(t, 20)
 
 	results := load.finish()
@@ -330,18 +331,12 @@ func TestSlowSTSFailsWaitersTogetherInBoundedTimeWithoutLeakingGoroutines(t *tes
 
 	// The timed-out calls left nothing behind in the service.
 	const slack = 5
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		now := v.goroutines(t)
-		if now <= base+slack {
-			t.Logf("goroutines: %v before the slow calls, %v after", base, now)
-			break
+	testsupport.Eventually(t, 10*time.Second, func() error {
+		if now := v.goroutines(t); now > base+slack {
+			return fmt.Errorf("goroutines: %v before the slow calls, still %v after they were answered", base, now)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("goroutines: %v before the slow calls, still %v 10 s after they were answered", base, now)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 	if errs := v.serverErrors(t); errs["503"] != float64(len(results)) || len(errs) > 1 {
 		t.Errorf("5xx answered = %v, want only the %d 503s", errs, len(results))
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tokenvendor/tokenvendor/internal/audit"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 	"github.com/tokenvendor/tokenvendor/internal/tlsconfig/tlstest"
 )
 
@@ -49,17 +50,12 @@ func TestTenantRegistryFileAdmitsANewTenantWithoutRestart(t *testing.T) {
 	if err := os.WriteFile(registry, []byte("# tenants served\nacme\nglobex\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		status, body := v.post(t, globex, "")
-		if status == http.StatusOK {
-			break
+	testsupport.Eventually(t, 15*time.Second, func() error {
+		if status, body := v.post(t, globex, ""); status != http.StatusOK {
+			return fmt.Errorf("globex still refused after it was added: %d %s", status, body)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("globex still refused 15 s after it was added: %d %s", status, body)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestAuditFileHasOneParseableLinePerDecision(t *testing.T) {
@@ -158,20 +154,17 @@ func TestHTTPSWithClientCertificatesAndRenewalWithoutRestart(t *testing.T) {
 
 	certPEM, keyPEM, _ = serverCA.Issue(501, "tokenvendor")
 	tlstest.WriteFiles(t, dir, certPEM, keyPEM, time.Now())
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testsupport.Eventually(t, 10*time.Second, func() error {
 		res, err := call(client(&known))
-		if err == nil {
-			res.Body.Close()
-			if res.TLS.PeerCertificates[0].SerialNumber.Int64() == 501 {
-				break
-			}
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("renewed certificate not served 10 s after the files changed (err %v)", err)
+		res.Body.Close()
+		if serial := res.TLS.PeerCertificates[0].SerialNumber.Int64(); serial != 501 {
+			return fmt.Errorf("certificate %d served after the files changed, want the renewed 501", serial)
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // startTLSVendor runs tokenvendor with cfg, whose listener serves HTTPS,

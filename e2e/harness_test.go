@@ -30,6 +30,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/tokenvendor/tokenvendor/internal/testsupport"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 const (
@@ -157,19 +158,15 @@ func waitMinIO(base string) error {
 	}
 	c := sts.New(sts.Options{Region: "us-east-1", BaseEndpoint: aws.String(base),
 		Credentials: awscreds.NewStaticCredentialsProvider(minioUser, minioPassword, "")})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	if err := testsupport.Poll(30*time.Second, func() error {
 		_, err := c.AssumeRole(context.Background(), &sts.AssumeRoleInput{
 			RoleArn: aws.String("arn:aws:iam::123456789012:role/TenantData"), RoleSessionName: aws.String("e2e-ready"),
 		})
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("MinIO STS not ready after 30 s: %w", err)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return err
+	}); err != nil {
+		return fmt.Errorf("MinIO STS not ready: %w", err)
 	}
+	return nil
 }
 
 func createBucket() error {
@@ -282,20 +279,17 @@ func freePort() int {
 }
 
 func waitHTTP(u string, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
+	return testsupport.Poll(limit, func() error {
 		res, err := http.Get(u)
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return nil
-			}
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not answering 200 after %s (last error %v)", u, limit, err)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s answered %d", u, res.StatusCode)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // ---------------------------------------------------------------- tokenvendor
@@ -419,18 +413,16 @@ func startVendorAs(t *testing.T, path string, creds aws.Credentials, env ...stri
 }
 
 // credentials is the body of a 200 from POST /credentials.
-type credentials struct {
-	Version         int
-	AccessKeyID     string `json:"AccessKeyId"`
-	SecretAccessKey string
-	SessionToken    string
-	Expiration      time.Time
-	TenantID        string `json:"TenantId"`
-	Profile         string
-}
+type credentials struct{ wire.Credentials }
 
 func (c credentials) aws() aws.Credentials {
 	return aws.Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken}
+}
+
+// vended is what an SDK got for tenant, as an answer's credentials.
+func vended(c aws.Credentials, tenant string) credentials {
+	return credentials{wire.Credentials{ProcessCredentials: wire.ProcessCredentials{
+		AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken}, TenantID: tenant}}
 }
 
 // post calls POST /credentials and returns the status and body.
@@ -542,21 +534,19 @@ func (o *oidcProvider) rotate(t *testing.T, sig syscall.Signal) string {
 	prefix := map[syscall.Signal]string{syscall.SIGUSR1: "rotated:", syscall.SIGUSR2: "retired:"}[sig]
 	before := strings.Count(o.out.String(), prefix)
 	o.signal(sig)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		out := o.out.String()
-		if strings.Count(out, prefix) > before {
-			lines := strings.Split(strings.TrimSpace(out[strings.LastIndex(out, prefix):]), "\n")
-			if m := signingKIDRE.FindStringSubmatch(lines[0]); m != nil {
-				return m[1]
-			}
-			t.Fatalf("no signing kid in %q", lines[0])
+	var out string
+	testsupport.Eventually(t, 10*time.Second, func() error {
+		if out = o.out.String(); strings.Count(out, prefix) <= before {
+			return fmt.Errorf("identity provider did not log %q after %v:\n%s", prefix, sig, out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("identity provider did not log %q after %v:\n%s", prefix, sig, out)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
+	})
+	lines := strings.Split(strings.TrimSpace(out[strings.LastIndex(out, prefix):]), "\n")
+	m := signingKIDRE.FindStringSubmatch(lines[0])
+	if m == nil {
+		t.Fatalf("no signing kid in %q", lines[0])
 	}
+	return m[1]
 }
 
 // tokenFrom gets an access token for client from the identity provider at

@@ -59,7 +59,7 @@ func rieBinary(t *testing.T) string {
 // (its jwks_url serves both), so that it refuses those tokens for what
 // they say, not for an unknown key.
 type testKeys struct {
-	signer *testsupport.Signer
+	signer *testsupport.Key
 	jwks   *httptest.Server
 }
 
@@ -67,7 +67,7 @@ const testKID = "lambda-e2e"
 
 func newTestKeys(t *testing.T) *testKeys {
 	t.Helper()
-	signer, err := testsupport.NewSigner(testKID, jwa.ES256)
+	signer, err := testsupport.NewKey(testKID, jwa.ES256)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,18 +177,16 @@ func (s *lambdaSetup) environment(t *testing.T, name string) *emulator {
 			t.Logf("emulator %s output:\n%s", name, p.out.String())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	if err := testsupport.Poll(20*time.Second, func() error {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err == nil {
 			c.Close()
-			return e
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("emulator %s not listening after 20 s: %v\n%s", name, err, p.out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+		return err
+	}); err != nil {
+		t.Fatalf("emulator %s not listening: %v\n%s", name, err, p.out.String())
 	}
+	return e
 }
 
 // result is what an invoke returned: the function's proxy response, or

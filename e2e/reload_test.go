@@ -1,24 +1,26 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
 // waitLog waits until the vendor's output holds n occurrences of want.
 func (v *vendor) waitLog(t *testing.T, want string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(v.out.String(), want) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q in the output:\n%s", want, v.out.String())
+	testsupport.Eventually(t, 10*time.Second, func() error {
+		if out := v.out.String(); strings.Count(out, want) < n {
+			return fmt.Errorf("%d %q in the output, want %d:\n%s", strings.Count(out, want), want, n, out)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestSIGHUPReloadsProfilesAndKeepsTheOldConfigWhenTheNewIsBroken(t *testing.T) {

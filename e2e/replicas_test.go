@@ -646,17 +646,13 @@ func TestReplicasShareThroughRedisCluster(t *testing.T) {
 	}
 	cluster := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: addrs, DisableIdentity: true})
 	t.Cleanup(func() { cluster.Close() })
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testsupport.Eventually(t, 20*time.Second, func() error {
 		info, err := nodes[0].client(t).ClusterInfo(context.Background()).Result()
-		if err == nil && strings.Contains(info, "cluster_state:ok") {
-			break
+		if err == nil && !strings.Contains(info, "cluster_state:ok") {
+			err = fmt.Errorf("cluster not ok: %s", info)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cluster not ok after 20 s: %v %s", err, info)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err
+	})
 
 	url := fmt.Sprintf("redis://%s?addr=%s&addr=%s", addrs[0], addrs[1], addrs[2])
 	config, _ := replicaConfig(t, redisSection(url, defaultRedisTimeout)+"  cluster: true\n")
@@ -761,30 +757,22 @@ func startRedisCluster(t *testing.T, primaries int) *redisCluster {
 // and every primary has a replica in sync, leaving out the dead node.
 func (c *redisCluster) waitHealthy(t *testing.T, dead *redisPeer, limit time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		healthy := true
+	testsupport.Eventually(t, limit, func() error {
 		for _, n := range c.nodes {
 			if n == dead {
 				continue
 			}
 			info, err := n.client(t).ClusterInfo(context.Background()).Result()
 			if err != nil || !strings.Contains(info, "cluster_state:ok") {
-				healthy = false
+				return fmt.Errorf("cluster not ok at %s: %v", n.addr(), err)
 			}
 			repl, err := n.client(t).Info(context.Background(), "replication").Result()
 			if err != nil || (strings.Contains(repl, "role:slave") && !strings.Contains(repl, "master_link_status:up")) {
-				healthy = false
+				return fmt.Errorf("replica %s not in sync: %v", n.addr(), err)
 			}
 		}
-		if healthy {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cluster not healthy after %s", limit)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // primary returns a node that is a primary holding slots.

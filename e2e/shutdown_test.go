@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
 // Signals under load: SIGHUP reloads without dropping a request, SIGTERM
@@ -129,13 +131,12 @@ func TestSIGTERMDrainsInFlightRequestsRefusesNewOnesAndExitsZero(t *testing.T) {
 			finished.Add(1)
 		}()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for proxy.count(assumeRole) < inFlight {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d requests reached STS", proxy.count(assumeRole), inFlight)
+	testsupport.Eventually(t, 10*time.Second, func() error {
+		if n := proxy.count(assumeRole); n < inFlight {
+			return fmt.Errorf("%d of %d requests reached STS", n, inFlight)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 
 	sigterm := time.Now()
 	v.signal(syscall.SIGTERM)
@@ -188,13 +189,12 @@ func TestSIGTERMDoesNotWaitBeyondTheDrainTimeout(t *testing.T) {
 	go func() {
 		done <- call(loadClient(false), http.MethodPost, v.url+"/credentials", worker, `{"tenant_id":"stuck"}`)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for proxy.count(assumeRole) < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the request never reached STS")
+	testsupport.Eventually(t, 10*time.Second, func() error {
+		if proxy.count(assumeRole) < 1 {
+			return errors.New("the request never reached STS")
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	sigterm := time.Now()
 	v.signal(syscall.SIGTERM)
 	select {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,8 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
 // otlpReceiver is a tiny OTLP/HTTP trace receiver: it keeps every span
@@ -59,30 +62,24 @@ func startOTLPReceiver(t *testing.T) *otlpReceiver {
 // wait returns the spans of trace once names are all among them.
 func (r *otlpReceiver) wait(t *testing.T, trace string, names ...string) map[string]*tracepb.Span {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	var got map[string]*tracepb.Span
+	testsupport.Eventually(t, 15*time.Second, func() error {
 		r.mu.Lock()
-		got := map[string]*tracepb.Span{}
+		got = map[string]*tracepb.Span{}
 		for _, s := range r.spans {
 			if hex.EncodeToString(s.TraceId) == trace {
 				got[s.Name] = s
 			}
 		}
 		r.mu.Unlock()
-		missing := 0
 		for _, n := range names {
 			if got[n] == nil {
-				missing++
+				return fmt.Errorf("spans of trace %s: %v, want %v", trace, keys(got), names)
 			}
 		}
-		if missing == 0 {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("spans of trace %s after 15 s: %v, want %v", trace, keys(got), names)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
+	return got
 }
 
 func keys(m map[string]*tracepb.Span) []string {

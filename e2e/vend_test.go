@@ -19,7 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 
-	"github.com/tokenvendor/tokenvendor/internal/auth/authtest"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
 // putGet writes and reads back key in the bucket with c, returning the first error.
@@ -163,7 +163,7 @@ func TestHostileTenantClaimsFromTheProviderNeverReachSTS(t *testing.T) {
 			t.Errorf("%s: %d %s, want %d", client, status, body, want)
 		}
 	}
-	status, _ := v.post(t, authtest.Tamper(token(t, "svc-acme")), "")
+	status, _ := v.post(t, testsupport.Tamper(token(t, "svc-acme")), "")
 	if status != http.StatusUnauthorized {
 		t.Errorf("tampered provider token: %d", status)
 	}
@@ -275,7 +275,7 @@ func TestRoleChainingIsDetectedAndClampsTheDurationOnMoto(t *testing.T) {
 		t.Errorf("no clamp logged:\n%s", v.out.String())
 	}
 	c := v.vend(t, token(t, "svc-acme"), `{"profile":"objects"}`)
-	if left := time.Until(c.Expiration); left > time.Hour+time.Minute {
+	if left := time.Until(c.Expiration.Time); left > time.Hour+time.Minute {
 		t.Fatalf("credentials valid for %s under role chaining, want at most 1h", left)
 	}
 }

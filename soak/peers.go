@@ -44,23 +44,23 @@ func newStubSTS(lifetime, latency time.Duration) *stubSTS {
 type idp struct {
 	*httptest.Server
 	fetches atomic.Int64
-	key     *testsupport.Signer // the published key
-	forger  *testsupport.Signer // another key, claiming the published kid
+	key     *testsupport.Key // the published key
+	forger  *testsupport.Key // another key, claiming the published kid
 }
 
 func newIdP() (*idp, error) {
-	key, err := testsupport.NewSigner(kid, jwa.RS256)
+	key, err := testsupport.NewKey(kid, jwa.RS256)
 	if err != nil {
 		return nil, err
 	}
-	forger, err := testsupport.NewSigner(kid, jwa.RS256)
+	forger, err := testsupport.NewKey(kid, jwa.RS256)
 	if err != nil {
 		return nil, err
 	}
 	p := &idp{key: key, forger: forger}
 	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.fetches.Add(1)
-		key.JWKS().ServeHTTP(w, r)
+		testsupport.JWKS(key).ServeHTTP(w, r)
 	}))
 	return p, nil
 }
@@ -104,7 +104,7 @@ func (p *idp) mint(k kind, tenant, caller string, serial int) (string, error) {
 	case forged:
 		signer = p.forger
 	case unknown:
-		if signer, err = testsupport.NewSigner(fmt.Sprintf("unknown-%d", serial), jwa.ES256); err != nil {
+		if signer, err = testsupport.NewKey(fmt.Sprintf("unknown-%d", serial), jwa.ES256); err != nil {
 			return "", err
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambdacontext"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/client"
 	"github.com/tokenvendor/tokenvendor/client/lambdatenant"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // request is what the fake tokenvendor saw of one POST /credentials.
@@ -38,19 +41,16 @@ type fakeVendor struct {
 }
 
 func (f *fakeVendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		Profile  string `json:"profile"`
-		TenantID string `json:"tenant_id"`
-	}
+	var body wire.CredentialsRequest
 	_ = json.NewDecoder(r.Body).Decode(&body)
-	_, has := r.Header[http.CanonicalHeaderKey(client.TenantTokenHeader)]
+	_, has := r.Header[http.CanonicalHeaderKey(wire.TenantTokenHeader)]
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.requests = append(f.requests, request{r.Header.Get("Authorization"), r.Header.Get(client.TenantTokenHeader), has, body.Profile, body.TenantID})
+	f.requests = append(f.requests, request{r.Header.Get("Authorization"), r.Header.Get(wire.TenantTokenHeader), has, body.Profile, body.TenantID})
 	w.Header().Set("Content-Type", "application/json")
 	if f.status != 0 {
 		w.WriteHeader(f.status)
-		fmt.Fprint(w, `{"code":"forbidden","message":"refused by the fake"}`)
+		_ = json.NewEncoder(w).Encode(wire.ErrorBody{Code: wire.CodeForbidden, Message: "refused by the fake"})
 		return
 	}
 	tenant := body.TenantID
@@ -61,8 +61,11 @@ func (f *fakeVendor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if life == 0 {
 		life = time.Hour
 	}
-	fmt.Fprintf(w, `{"Version":1,"AccessKeyId":"ASIA-%s-%d","SecretAccessKey":"s","SessionToken":"t","Expiration":%q,"TenantId":%q}`,
-		tenant, len(f.requests), time.Now().Add(life).UTC().Format(time.RFC3339Nano), tenant)
+	_ = json.NewEncoder(w).Encode(wire.Credentials{
+		ProcessCredentials: wire.ProcessCredentials{Version: wire.CredentialsVersion, AccessKeyID: fmt.Sprintf("ASIA-%s-%d", tenant, len(f.requests)),
+			SecretAccessKey: "s", SessionToken: "t", Expiration: wire.Time{Time: time.Now().Add(life)}},
+		TenantID: tenant, Profile: body.Profile,
+	})
 }
 
 func (f *fakeVendor) seen() []request {
@@ -75,10 +78,19 @@ func newVendor(t *testing.T, f *fakeVendor) *lambdatenant.Vendor {
 	t.Helper()
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
-	v, err := lambdatenant.New(lambdatenant.Config{URL: srv.URL, Profile: "objects", AWSIAM: client.AWSIAMConfig{
+	return newVendorWith(t, lambdatenant.Config{URL: srv.URL})
+}
+
+// newVendorWith is a Vendor of profile objects signing as the test's
+// execution role, reaching tokenvendor as cfg says.
+func newVendorWith(t *testing.T, cfg lambdatenant.Config) *lambdatenant.Vendor {
+	t.Helper()
+	cfg.Profile = "objects"
+	cfg.AWSIAM = client.AWSIAMConfig{
 		Credentials: awscreds.NewStaticCredentialsProvider("ASIAEXECUTIONROLE", "role-secret", "role-session"),
 		ServerID:    "tokenvendor.test", Region: "us-east-1",
-	}})
+	}
+	v, err := lambdatenant.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,11 +122,11 @@ func TestCredentialsSendTheFunctionsSignatureTheTenantTokenAndTheInvokesTenant(t
 		t.Fatalf("credentials %s, want acme's", creds.AccessKeyID)
 	}
 	r := f.seen()[0]
-	if !strings.HasPrefix(r.authorization, client.AWSIAMScheme) {
+	if !strings.HasPrefix(r.authorization, wire.SchemeAWSIAM+" ") {
 		t.Errorf("Authorization %.20q…, want the function's signed GetCallerIdentity", r.authorization)
 	}
 	if r.tenantToken != "jwt-of-acmes-user" || r.tenantID != "acme" || r.profile != "objects" {
-		t.Errorf("request %+v: want the tenant token in %s, tenant_id acme, profile objects", r, client.TenantTokenHeader)
+		t.Errorf("request %+v: want the tenant token in %s, tenant_id acme, profile objects", r, wire.TenantTokenHeader)
 	}
 }
 
@@ -208,28 +220,32 @@ func TestAnAnswerForAnotherTenantIsRefused(t *testing.T) {
 }
 
 func TestARefreshSendsTheNewestToken(t *testing.T) {
-	// Two-second credentials: refreshed once half their life is gone.
-	f := &fakeVendor{life: 2 * time.Second}
-	v := newVendor(t, f)
-	if _, err := retrieve(v, "acme", "jwt-1"); err != nil {
-		t.Fatal(err)
-	}
-	p, err := v.Credentials(invoke("acme"), "jwt-2") // served from the cache
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.Retrieve(invoke("acme")); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(1100 * time.Millisecond)
-	creds, err := p.Retrieve(invoke("acme")) // an AWS client of that invoke, later: refreshed with the newest token
-	if err != nil || creds.AccessKeyID != "ASIA-acme-2" {
-		t.Fatalf("past half their life: %s, %v; want fresh credentials", creds.AccessKeyID, err)
-	}
-	seen := f.seen()
-	if len(seen) != 2 || seen[0].tenantToken != "jwt-1" || seen[1].tenantToken != "jwt-2" {
-		t.Fatalf("requests %+v: want jwt-1, then the newest, jwt-2", seen)
-	}
+	// Two-minute credentials: refreshed once half their life is gone. The
+	// bubble's clock moves only when every goroutine waits, so the test
+	// sleeps through that minute at once.
+	synctest.Test(t, func(t *testing.T) {
+		f := &fakeVendor{life: 2 * time.Minute}
+		v := newVendorWith(t, lambdatenant.Config{URL: "https://tokenvendor.test", HTTPClient: testsupport.HandlerClient(f)})
+		if _, err := retrieve(v, "acme", "jwt-1"); err != nil {
+			t.Fatal(err)
+		}
+		p, err := v.Credentials(invoke("acme"), "jwt-2") // served from the cache
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Retrieve(invoke("acme")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Minute)
+		creds, err := p.Retrieve(invoke("acme")) // an AWS client of that invoke, later: refreshed with the newest token
+		if err != nil || creds.AccessKeyID != "ASIA-acme-2" {
+			t.Fatalf("past half their life: %s, %v; want fresh credentials", creds.AccessKeyID, err)
+		}
+		seen := f.seen()
+		if len(seen) != 2 || seen[0].tenantToken != "jwt-1" || seen[1].tenantToken != "jwt-2" {
+			t.Fatalf("requests %+v: want jwt-1, then the newest, jwt-2", seen)
+		}
+	})
 }
 
 func TestAnInvokeWithoutATokenGetsNothing(t *testing.T) {

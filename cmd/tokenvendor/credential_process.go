@@ -10,9 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -22,6 +20,7 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 
 	"github.com/tokenvendor/tokenvendor/client"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 const (
@@ -75,12 +74,12 @@ func parseCredentialProcessFlags(args []string) (credentialProcessFlags, error) 
 	if fs.NArg() > 0 {
 		problems = append(problems, fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
 	}
-	if u, err := url.Parse(f.url); f.url == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		problems = append(problems, "--url must be the service's http(s) base URL")
-	} else if u.Scheme == "http" && !loopback(u.Hostname()) {
+	if _, err := wire.CheckBaseURL(f.url); errors.Is(err, wire.ErrInsecureURL) {
 		// The token goes out and credentials come back: in clear text only
 		// where nothing can listen in between.
 		problems = append(problems, "--url must be https unless it is a loopback address")
+	} else if err != nil {
+		problems = append(problems, "--url must be the service's http(s) base URL")
 	}
 	if f.profile == "" {
 		problems = append(problems, "--profile required")
@@ -110,16 +109,6 @@ func countSet(values ...string) int {
 	return n
 }
 
-// processCredentials is what the AWS SDKs and CLI read from a
-// credential_process on stdout.
-type processCredentials struct {
-	Version         int    `json:"Version"`
-	AccessKeyID     string `json:"AccessKeyId"`
-	SecretAccessKey string `json:"SecretAccessKey"`
-	SessionToken    string `json:"SessionToken"`
-	Expiration      string `json:"Expiration"`
-}
-
 // credentialProcess asks a running tokenvendor for credentials with the
 // caller's token and prints them in the credential_process shape.
 func credentialProcess(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -145,7 +134,7 @@ func credentialProcess(ctx context.Context, args []string, getenv func(string) s
 		// The token never appears in an error this code writes; scrub it
 		// anyway in case something between here and the service echoed it.
 		msg := strings.ReplaceAll(fmt.Sprintf("credential-process: %v", err), token, "[token]")
-		if signed, ok := strings.CutPrefix(token, client.AWSIAMScheme); ok {
+		if signed, ok := strings.CutPrefix(token, wire.SchemeAWSIAM+" "); ok {
 			msg = strings.ReplaceAll(msg, signed, "[token]") // replayable for minutes
 		}
 		return errors.New(msg)
@@ -238,22 +227,19 @@ func signedIdentity(ctx context.Context, f awsIAMFlags, getenv func(string) stri
 }
 
 // fetchCredentials calls POST /credentials and checks the answer is usable.
-func fetchCredentials(ctx context.Context, f credentialProcessFlags, token string) (processCredentials, error) {
-	body, err := json.Marshal(struct {
-		Profile  string `json:"profile"`
-		TenantID string `json:"tenant_id,omitempty"`
-	}{f.profile, f.tenant})
+func fetchCredentials(ctx context.Context, f credentialProcessFlags, token string) (wire.ProcessCredentials, error) {
+	body, err := json.Marshal(wire.CredentialsRequest{Profile: f.profile, TenantID: f.tenant})
 	if err != nil {
-		return processCredentials{}, err
+		return wire.ProcessCredentials{}, err
 	}
-	endpoint := strings.TrimRight(f.url, "/") + "/credentials"
+	endpoint := strings.TrimRight(f.url, "/") + wire.CredentialsPath
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
 	if err != nil {
-		return processCredentials{}, err
+		return wire.ProcessCredentials{}, err
 	}
-	req.Header.Set("Authorization", client.AuthorizationHeader(token))
+	req.Header.Set("Authorization", wire.Authorization(token))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "tokenvendor-credential-process/"+version)
@@ -265,40 +251,32 @@ func fetchCredentials(ctx context.Context, f credentialProcessFlags, token strin
 	}
 	res, err := client.Do(req)
 	if err != nil {
-		return processCredentials{}, fmt.Errorf("call %s: %w", endpoint, err)
+		return wire.ProcessCredentials{}, fmt.Errorf("call %s: %w", endpoint, err)
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(res.Body, maxResponseBytes))
 	if err != nil {
-		return processCredentials{}, fmt.Errorf("read answer of %s: %w", endpoint, err)
+		return wire.ProcessCredentials{}, fmt.Errorf("read answer of %s: %w", endpoint, err)
 	}
 	if res.StatusCode != http.StatusOK {
-		return processCredentials{}, serviceError(res, b)
+		return wire.ProcessCredentials{}, serviceError(res, b)
 	}
 
-	var got struct {
-		processCredentials
-		Expiration time.Time `json:"Expiration"`
-	}
+	var got wire.Credentials
 	if err := json.Unmarshal(b, &got); err != nil {
-		return processCredentials{}, fmt.Errorf("tokenvendor answered 200 with a body that is not credentials: %w", err)
+		return wire.ProcessCredentials{}, fmt.Errorf("tokenvendor answered 200 with a body that is not credentials: %w", err)
 	}
-	if got.Version != 1 || got.AccessKeyID == "" || got.SecretAccessKey == "" || got.SessionToken == "" || got.Expiration.IsZero() {
-		return processCredentials{}, errors.New("tokenvendor answered 200 without complete version 1 credentials")
+	if err := got.Validate(); err != nil {
+		return wire.ProcessCredentials{}, fmt.Errorf("tokenvendor answered 200 without complete version 1 credentials: %w", err)
 	}
-	c := got.processCredentials
-	c.Expiration = got.Expiration.UTC().Format(time.RFC3339)
-	return c, nil
+	return got.ProcessCredentials, nil
 }
 
 // serviceError turns a non-200 answer into one line naming the service's
 // code and message, or the status alone when the body is not the service's
 // error shape.
 func serviceError(res *http.Response, body []byte) error {
-	var e struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	}
+	var e wire.ErrorBody
 	msg := fmt.Sprintf("tokenvendor answered %d", res.StatusCode)
 	if json.Unmarshal(body, &e) == nil && e.Code != "" {
 		msg += " " + oneLine(e.Code)
@@ -326,12 +304,4 @@ func oneLine(s string) string {
 		s = string(r[:maxMessageRunes]) + "…"
 	}
 	return s
-}
-
-func loopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

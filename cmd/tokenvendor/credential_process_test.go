@@ -20,6 +20,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/awsiam"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // fakeAuthenticator accepts "token-<tenant>" and remembers every token it saw.
@@ -37,7 +38,7 @@ func (a *fakeAuthenticator) Authenticate(_ context.Context, c auth.Credential) (
 		// A well-formed request for the test's server id, signed by the
 		// test's access key, is acme's; STS's part is the e2e test's.
 		r, err := awsiam.Parse(token)
-		if err != nil || r.Header.Get(awsiam.ServerIDHeader) != "tokenvendor.test" || r.AccessKeyID != "ASIAPROCESSROLE01" {
+		if err != nil || r.Header.Get(wire.ServerIDHeader) != "tokenvendor.test" || r.AccessKeyID != "ASIAPROCESSROLE01" {
 			return auth.Caller{}, fmt.Errorf("%w: not the test's signed request (%v)", auth.ErrUnauthenticated, err)
 		}
 		return auth.Caller{Issuer: auth.IssuerAWSIAM, Subject: "arn:aws:sts::1:assumed-role/r/s", TenantID: "acme"}, nil
@@ -155,7 +156,7 @@ func TestCredentialProcessRereadsTheTokenFileOnEveryCall(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var c processCredentials
+		var c wire.ProcessCredentials
 		if err := json.Unmarshal([]byte(out), &c); err != nil {
 			t.Fatal(err)
 		}
@@ -206,13 +207,13 @@ func TestCredentialProcessFailsWithOneClearLine(t *testing.T) {
 	echo := serve(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "5")
 		w.WriteHeader(http.StatusServiceUnavailable)
-		json.NewEncoder(w).Encode(map[string]string{"code": "upstream_unavailable", "message": "you sent\n" + r.Header.Get("Authorization")})
+		json.NewEncoder(w).Encode(wire.ErrorBody{Code: wire.CodeUpstreamUnavailable, Message: "you sent\n" + r.Header.Get("Authorization")})
 	})
 	incomplete := serve(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, `{"Version":1,"AccessKeyId":"ASIA","SecretAccessKey":"s","Expiration":"2030-01-02T03:04:05Z"}`)
 	})
 	redirect := serve(func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, e.url+"/credentials", http.StatusTemporaryRedirect)
+		http.Redirect(w, r, e.url+wire.CredentialsPath, http.StatusTemporaryRedirect)
 	})
 	hang := serve(func(_ http.ResponseWriter, r *http.Request) {
 		// Once the body is read, the server notices the client hanging up.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/shared"
 	"github.com/tokenvendor/tokenvendor/internal/tenants"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // newVendor builds the use case from cfg: the tenant registry (watched
@@ -176,18 +176,13 @@ func sharedTier(ctx context.Context, cfg *config.Config, reg prometheus.Register
 	if err != nil {
 		return nil, err
 	}
-	if u, err := url.Parse(cfg.Shared.URL); err == nil && u.Scheme == "redis" && !isLoopback(u.Hostname()) {
+	if u, err := url.Parse(cfg.Shared.URL); err == nil && u.Scheme == "redis" && !wire.Loopback(u.Hostname()) {
 		log.Warn("redis:// without TLS beyond loopback: the AUTH password, leases and rate-limit keys cross the network in clear (cached credentials stay sealed); use rediss://")
 	}
 	if err := tier.Ping(ctx); err == nil {
 		log.Info("sharing cache, leases and limits through redis", "cluster", cfg.Redis.Cluster, "prefix", cfg.Redis.Prefix, "keys", cfg.Shared.Keys.Len())
 	}
 	return tier, nil
-}
-
-func isLoopback(host string) bool {
-	ip := net.ParseIP(host)
-	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 // paces are the limits on callers and tenants and the STS budget: counted

@@ -15,9 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/sts"
-	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
 	"github.com/aws/smithy-go"
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -29,44 +26,15 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/api"
 	"github.com/tokenvendor/tokenvendor/internal/audit"
 	"github.com/tokenvendor/tokenvendor/internal/auth"
-	"github.com/tokenvendor/tokenvendor/internal/auth/authtest"
 	"github.com/tokenvendor/tokenvendor/internal/metrictest"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
 	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
-const testPolicy = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::data/{{ .TenantID }}/*"}]}`
-
-// fakeSTS counts AssumeRole calls and returns distinct credentials per call.
-type fakeSTS struct {
-	mu    sync.Mutex
-	calls int
-	err   error
-	delay time.Duration
-}
-
-func (f *fakeSTS) AssumeRole(_ context.Context, in *sts.AssumeRoleInput, _ ...func(*sts.Options)) (*sts.AssumeRoleOutput, error) {
-	time.Sleep(f.delay)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	if f.err != nil {
-		return nil, f.err
-	}
-	return &sts.AssumeRoleOutput{Credentials: &ststypes.Credentials{
-		AccessKeyId:     aws.String(fmt.Sprintf("ASIA%04d", f.calls)),
-		SecretAccessKey: aws.String(fmt.Sprintf("SECRETKEY%04d", f.calls)),
-		SessionToken:    aws.String(fmt.Sprintf("SESSIONTOKEN%04d", f.calls)),
-		Expiration:      aws.Time(time.Now().Add(time.Duration(aws.ToInt32(in.DurationSeconds)) * time.Second)),
-	}}, nil
-}
-
-func (f *fakeSTS) count() int { f.mu.Lock(); defer f.mu.Unlock(); return f.calls }
-
 type env struct {
-	idp     *authtest.IdP
-	sts     *fakeSTS
+	idp     *testsupport.IdP
+	sts     *testsupport.FakeSTS
 	reg     *prometheus.Registry
 	handler http.Handler
 	logs    *testsupport.Buffer
@@ -87,14 +55,14 @@ func newEnvWith(t testing.TB, mutate func(*vend.Config, *api.Config), profiles .
 	if len(profiles) == 0 {
 		profiles = []string{"objects"}
 	}
-	e := &env{idp: authtest.New(t), sts: &fakeSTS{}, reg: prometheus.NewRegistry(), logs: &testsupport.Buffer{}, audit: &testsupport.Buffer{}, ready: true}
+	e := &env{idp: testsupport.NewIdP(t), sts: &testsupport.FakeSTS{}, reg: prometheus.NewRegistry(), logs: &testsupport.Buffer{}, audit: &testsupport.Buffer{}, ready: true}
 	log := slog.New(slog.NewJSONHandler(e.logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	tenants, _ := policy.NewTenantRule("")
 	var vps []vend.Profile
 	for _, name := range profiles {
-		tmpl, err := policy.Compile(policy.Spec{Profile: name, Policy: testPolicy}, tenants)
+		tmpl, err := policy.Compile(policy.Spec{Profile: name, Policy: testsupport.Policy}, tenants)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,7 +80,7 @@ func newEnvWith(t testing.TB, mutate func(*vend.Config, *api.Config), profiles .
 		vcfg.TracerProvider = acfg.TracerProvider
 	}
 	verifier, err := auth.New(auth.Config{
-		Issuer: authtest.Issuer, JWKSURL: e.idp.JWKSURL(), Audiences: []string{authtest.Audience},
+		Issuer: testsupport.Issuer, JWKSURL: e.idp.JWKSURL(), Audiences: []string{testsupport.Audience},
 		Algorithms: []string{"RS256", "ES256"}, HTTPClient: e.idp.Client(), Registerer: e.reg, Logger: log,
 		TracerProvider: acfg.TracerProvider,
 	})
@@ -187,7 +155,7 @@ func (e *env) auditEvents(t testing.TB) []audit.Event {
 }
 
 func (e *env) token(tenant string, mutate ...func(map[string]any)) string {
-	claims := authtest.Claims(time.Now(), "svc-"+tenant, tenant)
+	claims := testsupport.Claims(time.Now(), "svc-"+tenant, tenant)
 	for _, m := range mutate {
 		m(claims)
 	}
@@ -291,14 +259,14 @@ func TestPostCredentialsReturnsCachedCredentialsPerTenant(t *testing.T) {
 	if other.json(t)["AccessKeyId"] == body["AccessKeyId"] {
 		t.Error("tenant globex got acme's credentials")
 	}
-	if e.sts.count() != 2 {
-		t.Errorf("STS calls = %d, want 2", e.sts.count())
+	if e.sts.Calls() != 2 {
+		t.Errorf("STS calls = %d, want 2", e.sts.Calls())
 	}
 }
 
 func TestConcurrentFirstCallsMakeOneAssumeRole(t *testing.T) {
 	e := newEnv(t)
-	e.sts.delay = 30 * time.Millisecond
+	e.sts.Latency = 30 * time.Millisecond
 	tok := e.token("initech")
 	var wg sync.WaitGroup
 	for range 50 {
@@ -321,7 +289,7 @@ func TestConcurrentFirstCallsMakeOneAssumeRole(t *testing.T) {
 func TestForgedTokensGet401AndNeverReachSTS(t *testing.T) {
 	e := newEnv(t)
 	rsa := e.idp.Key("rsa-1")
-	valid := func() map[string]any { return authtest.Claims(time.Now(), "svc", "acme") }
+	valid := func() map[string]any { return testsupport.Claims(time.Now(), "svc", "acme") }
 	with := func(m func(map[string]any)) map[string]any { c := valid(); m(c); return c }
 	tests := []struct {
 		name  string
@@ -338,7 +306,7 @@ func TestForgedTokensGet401AndNeverReachSTS(t *testing.T) {
 		{name: "wrong aud", token: e.idp.Mint(rsa, with(func(c map[string]any) { c["aud"] = "other" }))},
 		{name: "unknown kid", token: e.idp.Mint(e.idp.NewKey("ghost", jwa.RS256), valid())},
 		{name: "known kid, other key", token: e.idp.Mint(e.idp.NewKey("rsa-1", jwa.RS256), valid())},
-		{name: "tampered signature", token: authtest.Tamper(e.idp.Mint(rsa, valid()))},
+		{name: "tampered signature", token: testsupport.Tamper(e.idp.Mint(rsa, valid()))},
 		{name: "algorithm outside the allow-list", token: e.idp.MintAs(rsa, "rsa-1", jwa.PS256, valid())},
 	}
 	for _, tt := range tests {
@@ -350,8 +318,8 @@ func TestForgedTokensGet401AndNeverReachSTS(t *testing.T) {
 			}
 		})
 	}
-	if e.sts.count() != 0 {
-		t.Fatalf("forged tokens made %d STS calls", e.sts.count())
+	if e.sts.Calls() != 0 {
+		t.Fatalf("forged tokens made %d STS calls", e.sts.Calls())
 	}
 }
 
@@ -388,8 +356,8 @@ func TestHostileTenantClaimsNeverReachSTS(t *testing.T) {
 			}
 		})
 	}
-	if e.sts.count() != 0 {
-		t.Fatalf("hostile tenants made %d STS calls", e.sts.count())
+	if e.sts.Calls() != 0 {
+		t.Fatalf("hostile tenants made %d STS calls", e.sts.Calls())
 	}
 }
 
@@ -397,7 +365,7 @@ func TestOtherTenantNeedsTheOverrideScope(t *testing.T) {
 	e := newEnv(t)
 	wantError(t, e.do(t, post(e.token("acme"), `{"tenant_id":"globex"}`)), http.StatusForbidden, "forbidden")
 	wantError(t, e.do(t, post(e.token("acme"), `{"tenant_id":"*"}`)), http.StatusBadRequest, "invalid_tenant")
-	if e.sts.count() != 0 {
+	if e.sts.Calls() != 0 {
 		t.Fatal("refused requests reached STS")
 	}
 	var refusals []string
@@ -443,7 +411,7 @@ func TestRequestErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, tt.profiles...)
 			wantError(t, e.do(t, tt.req(e)), tt.status, tt.code)
-			if e.sts.count() != 0 {
+			if e.sts.Calls() != 0 {
 				t.Fatal("a refused request reached STS")
 			}
 		})
@@ -465,7 +433,7 @@ func TestSTSFailuresMapToGatewayStatuses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
-			e.sts.err = tt.err
+			e.sts.Fail(tt.err)
 			res := e.do(t, post(e.token("acme"), ""))
 			wantError(t, res, tt.status, tt.code)
 			if tt.retryAfter && res.header.Get("Retry-After") == "" {

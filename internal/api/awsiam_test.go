@@ -16,6 +16,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/metrictest"
 	"github.com/tokenvendor/tokenvendor/internal/tlsconfig/tlstest"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // signedRequests stands in for the AWS IAM method: it knows "signed-<tenant>"
@@ -160,7 +161,7 @@ func TestATenantFromATokenNeedsBothProofsAndOneTenant(t *testing.T) {
 		req := post("", body)
 		req.Header.Set("Authorization", "AWS-IAM signed-by-the-function")
 		if tenantToken != "" {
-			req.Header.Set(auth.TenantTokenHeader, tenantToken)
+			req.Header.Set(wire.TenantTokenHeader, tenantToken)
 		}
 		return e.do(t, req)
 	}
@@ -185,8 +186,8 @@ func TestATenantFromATokenNeedsBothProofsAndOneTenant(t *testing.T) {
 			wantError(t, call(tc.token, tc.body), tc.status, tc.code)
 		})
 	}
-	if e.sts.count() != 1 {
-		t.Fatalf("STS calls = %d, want 1: a refused request reached STS", e.sts.count())
+	if e.sts.Calls() != 1 {
+		t.Fatalf("STS calls = %d, want 1: a refused request reached STS", e.sts.Calls())
 	}
 	for reason, want := range map[string]float64{"other_tenant": 1, "invalid": 2} {
 		if got := metrictest.Counter(t, e.reg, "tokenvendor_tenant_refusals_total", "reason", reason); got != want {

@@ -5,15 +5,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 
-	"github.com/go-chi/chi/v5"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenvendor/tokenvendor/internal/api"
 	"github.com/tokenvendor/tokenvendor/internal/audit"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
@@ -63,29 +62,17 @@ func benchmarkHit(b *testing.B, tp trace.TracerProvider) {
 // BenchmarkBareHandler is the physical limit of the stack: a chi route
 // writing a fixed JSON body of the same size as a credentials response.
 func BenchmarkBareHandler(b *testing.B) {
-	h := bareHandler(credentialsBodySize)
+	e := newEnv(b)
+	warm := httptest.NewRecorder()
+	e.handler.ServeHTTP(warm, post(e.token("acme"), ""))
+	h := testsupport.BareHandler(warm.Body.Len())
 	b.ReportAllocs()
+	b.ResetTimer()
 	for b.Loop() {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, post("x", ""))
-		if rec.Code != http.StatusOK {
+		if rec.Code != http.StatusOK || rec.Body.Len() != warm.Body.Len() {
 			b.Fatal(rec.Code)
 		}
 	}
-}
-
-// credentialsBodySize is the size of a credentials response from the fake
-// STS of these tests.
-const credentialsBodySize = 194
-
-// bareHandler answers POST /credentials with a fixed JSON body of size bytes.
-func bareHandler(size int) http.Handler {
-	body := []byte(`{"pad":"` + strings.Repeat("x", max(0, size-11)) + `"}` + "\n")
-	r := chi.NewRouter()
-	r.Post("/credentials", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		_, _ = w.Write(body)
-	})
-	return r
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // Errors of the HTTP layer itself.
@@ -32,16 +33,10 @@ const statusClientClosedRequest = 499
 // identity provider cannot answer.
 const retryAfterSeconds = 5
 
-// errorBody is every error response.
-type errorBody struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
 // problem is an error as the caller sees it.
 type problem struct {
 	status int
-	body   errorBody
+	body   wire.ErrorBody
 }
 
 // toProblem is the one mapping from errors to statuses. Client errors carry
@@ -50,45 +45,45 @@ type problem struct {
 // nothing STS or a dependency says reaches the caller.
 func toProblem(err error) problem {
 	p := func(status int, code, msg string) problem {
-		return problem{status: status, body: errorBody{Code: code, Message: msg}}
+		return problem{status: status, body: wire.ErrorBody{Code: code, Message: msg}}
 	}
 	switch {
 	case errors.Is(err, context.Canceled):
-		return p(statusClientClosedRequest, "client_closed_request", "the caller closed the request before it was answered")
+		return p(statusClientClosedRequest, wire.CodeClientClosedRequest, "the caller closed the request before it was answered")
 	case errors.Is(err, auth.ErrJWKSUnavailable):
-		return p(http.StatusServiceUnavailable, "upstream_unavailable", "the identity provider's key set cannot be fetched; try again later")
+		return p(http.StatusServiceUnavailable, wire.CodeUpstreamUnavailable, "the identity provider's key set cannot be fetched; try again later")
 	case errors.Is(err, auth.ErrIdentityUnavailable):
-		return p(http.StatusServiceUnavailable, "upstream_unavailable", "STS cannot confirm the caller's AWS identity now; try again later")
+		return p(http.StatusServiceUnavailable, wire.CodeUpstreamUnavailable, "STS cannot confirm the caller's AWS identity now; try again later")
 	case errors.Is(err, auth.ErrUnknownPrincipal), errors.Is(err, auth.ErrNoTenantToken):
-		return p(http.StatusForbidden, "forbidden", err.Error())
+		return p(http.StatusForbidden, wire.CodeForbidden, err.Error())
 	case errors.Is(err, auth.ErrUnauthenticated):
-		return p(http.StatusUnauthorized, "unauthenticated", err.Error())
+		return p(http.StatusUnauthorized, wire.CodeUnauthenticated, err.Error())
 	case errors.Is(err, vend.ErrInvalidTenant):
-		return p(http.StatusBadRequest, "invalid_tenant", err.Error())
+		return p(http.StatusBadRequest, wire.CodeInvalidTenant, err.Error())
 	case errors.Is(err, vend.ErrInvalidRequest), errors.Is(err, errBadBody):
-		return p(http.StatusBadRequest, "invalid_request", err.Error())
+		return p(http.StatusBadRequest, wire.CodeInvalidRequest, err.Error())
 	case errors.Is(err, errTooLarge):
-		return p(http.StatusRequestEntityTooLarge, "request_too_large", err.Error())
+		return p(http.StatusRequestEntityTooLarge, wire.CodeRequestTooLarge, err.Error())
 	case errors.Is(err, vend.ErrForbidden):
-		return p(http.StatusForbidden, "forbidden", err.Error())
+		return p(http.StatusForbidden, wire.CodeForbidden, err.Error())
 	case errors.Is(err, vend.ErrRateLimited):
-		return p(http.StatusTooManyRequests, "rate_limited", err.Error())
+		return p(http.StatusTooManyRequests, wire.CodeRateLimited, err.Error())
 	case errors.Is(err, errBusy):
-		return p(http.StatusTooManyRequests, "rate_limited", err.Error())
+		return p(http.StatusTooManyRequests, wire.CodeRateLimited, err.Error())
 	case errors.Is(err, vend.ErrUnknownProfile):
-		return p(http.StatusNotFound, "unknown_profile", err.Error())
+		return p(http.StatusNotFound, wire.CodeUnknownProfile, err.Error())
 	case errors.Is(err, errNotFound):
-		return p(http.StatusNotFound, "not_found", err.Error())
+		return p(http.StatusNotFound, wire.CodeNotFound, err.Error())
 	case errors.Is(err, errMethodNotAllowed):
-		return p(http.StatusMethodNotAllowed, "method_not_allowed", err.Error())
+		return p(http.StatusMethodNotAllowed, wire.CodeMethodNotAllowed, err.Error())
 	case errors.Is(err, vend.ErrTenantUnsettled):
-		return p(http.StatusServiceUnavailable, "upstream_unavailable", "the tenant changed and the tenant store cannot confirm how yet; try again later")
+		return p(http.StatusServiceUnavailable, wire.CodeUpstreamUnavailable, "the tenant changed and the tenant store cannot confirm how yet; try again later")
 	case errors.Is(err, vend.ErrUpstreamUnavailable):
-		return p(http.StatusServiceUnavailable, "upstream_unavailable", "STS is unavailable or throttling and no usable credentials are cached; try again later")
+		return p(http.StatusServiceUnavailable, wire.CodeUpstreamUnavailable, "STS is unavailable or throttling and no usable credentials are cached; try again later")
 	case errors.Is(err, vend.ErrUpstream):
-		return p(http.StatusBadGateway, "upstream_error", "STS refused to issue credentials; the operator's log has the reason")
+		return p(http.StatusBadGateway, wire.CodeUpstreamError, "STS refused to issue credentials; the operator's log has the reason")
 	default:
-		return p(http.StatusInternalServerError, "internal", "internal error")
+		return p(http.StatusInternalServerError, wire.CodeInternal, "internal error")
 	}
 }
 
@@ -117,14 +112,14 @@ func (h *handlers) fail(w http.ResponseWriter, r *http.Request, err error) probl
 // challenge is a 401's WWW-Authenticate: the scheme the caller tried, with
 // invalid_token, when the service accepts it; else every scheme it accepts.
 func (h *handlers) challenge(r *http.Request) string {
-	schemes := []string{auth.SchemeBearer}
+	schemes := []string{wire.SchemeBearer}
 	if s, ok := h.cfg.Authenticator.(interface{ Schemes() []string }); ok && len(s.Schemes()) > 0 {
 		schemes = s.Schemes()
 	}
 	if a := r.Header.Get("Authorization"); a != "" {
 		scheme, _, ok := schemed(r)
 		if !ok && !strings.Contains(strings.TrimSpace(a), " ") {
-			scheme = auth.SchemeBearer // the container route's bare token
+			scheme = wire.SchemeBearer // the container route's bare token
 		}
 		if slices.Contains(schemes, scheme) {
 			return scheme + ` realm="tokenvendor", error="invalid_token"`

@@ -16,6 +16,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/audit"
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // MaxBodyBytes caps a request body.
@@ -24,33 +25,6 @@ const MaxBodyBytes = 64 << 10
 type handlers struct {
 	cfg Config
 	log *slog.Logger
-}
-
-// credentialsRequest is the body of POST /credentials.
-type credentialsRequest struct {
-	Profile  string `json:"profile,omitempty"`
-	TenantID string `json:"tenant_id,omitempty"`
-}
-
-// credentialsResponse is the AWS credential_process shape plus the tenant
-// and profile the credentials are for.
-type credentialsResponse struct {
-	Version         int    `json:"Version"`
-	AccessKeyID     string `json:"AccessKeyId"`
-	SecretAccessKey string `json:"SecretAccessKey"`
-	SessionToken    string `json:"SessionToken"`
-	Expiration      string `json:"Expiration"`
-	TenantID        string `json:"TenantId"`
-	Profile         string `json:"Profile"`
-}
-
-// containerCredentialsResponse is the shape AWS SDKs read from
-// AWS_CONTAINER_CREDENTIALS_FULL_URI.
-type containerCredentialsResponse struct {
-	AccessKeyID     string `json:"AccessKeyId"`
-	SecretAccessKey string `json:"SecretAccessKey"`
-	Token           string `json:"Token"`
-	Expiration      string `json:"Expiration"`
 }
 
 type statusBody struct {
@@ -63,18 +37,20 @@ func (h *handlers) credentials(w http.ResponseWriter, r *http.Request) {
 		cred = auth.Credential{Scheme: scheme, Value: value}
 	}
 	h.vend(w, r, cred, func() (vend.Request, error) {
-		var body credentialsRequest
+		var body wire.CredentialsRequest
 		err := decodeBody(w, r, &body)
 		return vend.Request{Profile: body.Profile, TenantID: body.TenantID}, err
 	}, func(c vend.Credentials) any {
-		return credentialsResponse{
-			Version:         1,
-			AccessKeyID:     c.AccessKeyID,
-			SecretAccessKey: c.SecretAccessKey,
-			SessionToken:    c.SessionToken,
-			Expiration:      c.Expiration.UTC().Format(time.RFC3339),
-			TenantID:        c.TenantID,
-			Profile:         c.Profile,
+		return wire.Credentials{
+			ProcessCredentials: wire.ProcessCredentials{
+				Version:         wire.CredentialsVersion,
+				AccessKeyID:     c.AccessKeyID,
+				SecretAccessKey: c.SecretAccessKey,
+				SessionToken:    c.SessionToken,
+				Expiration:      wire.Time{Time: c.Expiration},
+			},
+			TenantID: c.TenantID,
+			Profile:  c.Profile,
 		}
 	})
 }
@@ -89,11 +65,11 @@ func (h *handlers) containerCredentials(w http.ResponseWriter, r *http.Request) 
 	h.vend(w, r, cred, func() (vend.Request, error) {
 		return vend.Request{Profile: chi.URLParam(r, "profile")}, nil
 	}, func(c vend.Credentials) any {
-		return containerCredentialsResponse{
+		return wire.ContainerCredentials{
 			AccessKeyID:     c.AccessKeyID,
 			SecretAccessKey: c.SecretAccessKey,
 			Token:           c.SessionToken,
-			Expiration:      c.Expiration.UTC().Format(time.RFC3339),
+			Expiration:      wire.Time{Time: c.Expiration},
 		}
 	})
 }
@@ -119,7 +95,7 @@ func (h *handlers) vend(w http.ResponseWriter, r *http.Request, cred auth.Creden
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		cred.ClientCert = r.TLS.PeerCertificates[0]
 	}
-	cred.TenantToken = strings.TrimSpace(r.Header.Get(auth.TenantTokenHeader))
+	cred.TenantToken = strings.TrimSpace(r.Header.Get(wire.TenantTokenHeader))
 	caller, err := h.cfg.Authenticator.Authenticate(r.Context(), cred)
 	if err != nil {
 		refuse(err)
@@ -156,7 +132,7 @@ func (h *handlers) healthz(w http.ResponseWriter, _ *http.Request) {
 
 func (h *handlers) readyz(w http.ResponseWriter, _ *http.Request) {
 	if !h.cfg.Ready() {
-		writeJSON(w, http.StatusServiceUnavailable, errorBody{Code: "not_ready", Message: "configuration or identity provider key set not loaded"})
+		writeJSON(w, http.StatusServiceUnavailable, wire.ErrorBody{Code: wire.CodeNotReady, Message: "configuration or identity provider key set not loaded"})
 		return
 	}
 	writeJSON(w, http.StatusOK, statusBody{Status: "ready"})
@@ -181,7 +157,7 @@ func (h *handlers) recoverer(next http.Handler) http.Handler {
 // request>", the scheme's name compared without case.
 func schemed(r *http.Request) (scheme, value string, ok bool) {
 	a := r.Header.Get("Authorization")
-	for _, scheme := range [...]string{auth.SchemeBearer, auth.SchemeAWSIAM} {
+	for _, scheme := range [...]string{wire.SchemeBearer, wire.SchemeAWSIAM} {
 		if len(a) > len(scheme)+1 && a[len(scheme)] == ' ' && strings.EqualFold(a[:len(scheme)], scheme) {
 			return scheme, strings.TrimSpace(a[len(scheme)+1:]), true
 		}

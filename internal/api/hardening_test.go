@@ -55,7 +55,7 @@ func TestOneTenantOverItsBudgetGets429(t *testing.T) {
 
 func TestRequestsBeyondMaxInFlightGet429(t *testing.T) {
 	e := newEnvWith(t, func(_ *vend.Config, a *api.Config) { a.MaxInFlight = 1 })
-	e.sts.delay = 300 * time.Millisecond
+	e.sts.Latency = 300 * time.Millisecond
 	var wg sync.WaitGroup
 	codes := make(chan int, 2)
 	for _, tenant := range []string{"acme", "globex"} {
@@ -85,7 +85,7 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 	granted := e.do(t, post(e.token("acme", func(c map[string]any) { c["client_id"] = "orders-app" }), ""))
 	e.do(t, post("", ""))
 	e.do(t, post(e.token("acme"), `{"tenant_id":"globex"}`))
-	e.sts.err = &smithy.GenericAPIError{Code: "AccessDenied"}
+	e.sts.Fail(&smithy.GenericAPIError{Code: "AccessDenied"})
 	e.do(t, post(e.token("initech"), ""))
 
 	events := e.auditEvents(t)
@@ -116,7 +116,7 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 
 func TestACallerHangingUpIsNotAServerError(t *testing.T) {
 	e := newEnv(t)
-	e.sts.delay = 200 * time.Millisecond
+	e.sts.Latency = 200 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	req := post(e.token("acme"), "").WithContext(ctx)
 	go func() { time.Sleep(50 * time.Millisecond); cancel() }()

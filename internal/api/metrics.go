@@ -8,6 +8,8 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 type metrics struct {
@@ -45,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 // tokenvendor_requests_total that exist from the start, at 0, so that a
 // rate sees the first 503 of a process.
 var (
-	credentialsRoutes = []string{"/credentials", "/v1/container-credentials/{profile}"}
+	credentialsRoutes = []string{wire.CredentialsPath, wire.ContainerCredentialsPath}
 	answerCodes       = []int{200, 400, 401, 403, 404, 405, 413, 429, 500, 502, 503}
 )
 

@@ -17,6 +17,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/audit"
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // Vendor vends credentials; *vend.Service is one.
@@ -85,8 +86,8 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	r.Group(func(r chi.Router) {
 		// Counted once admitted: a request refused for the cap was never in flight.
 		r.Use(h.inFlight(cfg.MaxInFlight), m.countInFlight)
-		r.Post("/credentials", h.credentials)
-		r.Get("/v1/container-credentials/{profile}", h.containerCredentials)
+		r.Post(wire.CredentialsPath, h.credentials)
+		r.Get(wire.ContainerCredentialsPath, h.containerCredentials)
 	})
 	r.Get("/healthz", h.healthz)
 	r.Get("/readyz", h.readyz)

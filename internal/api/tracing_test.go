@@ -13,6 +13,7 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/internal/api"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // traced is an env whose spans go to an in-memory exporter.
@@ -146,7 +147,7 @@ func attr(s tracetest.SpanStub, key string) string {
 // a credential or the session policy.
 func noSecretInSpans(t *testing.T, spans tracetest.SpanStubs, token string, res response) {
 	t.Helper()
-	var creds struct{ SecretAccessKey, SessionToken string }
+	var creds wire.Credentials
 	_ = json.Unmarshal(res.body, &creds)
 	secrets := []string{token, token[strings.LastIndexByte(token, '.')+1:], `"Statement"`, "arn:aws:s3:::data/"}
 	for _, s := range []string{creds.SecretAccessKey, creds.SessionToken} {

@@ -13,18 +13,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
-	"github.com/tokenvendor/tokenvendor/internal/auth/authtest"
 	"github.com/tokenvendor/tokenvendor/internal/clock"
 	"github.com/tokenvendor/tokenvendor/internal/metrictest"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
-func newVerifier(t testing.TB, idp *authtest.IdP, clk *clock.Fake, mutate func(*auth.Config)) (*auth.Verifier, *prometheus.Registry) {
+func newVerifier(t testing.TB, idp *testsupport.IdP, clk *clock.Fake, mutate func(*auth.Config)) (*auth.Verifier, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	cfg := auth.Config{
-		Issuer:     authtest.Issuer,
+		Issuer:     testsupport.Issuer,
 		JWKSURL:    idp.JWKSURL(),
-		Audiences:  []string{authtest.Audience},
+		Audiences:  []string{testsupport.Audience},
 		Algorithms: []string{"RS256", "ES256"},
 		HTTPClient: idp.Client(),
 		Now:        clk.Now,
@@ -46,12 +46,12 @@ func newVerifier(t testing.TB, idp *authtest.IdP, clk *clock.Fake, mutate func(*
 }
 
 func TestVerifyAcceptsValidTokens(t *testing.T) {
-	idp := authtest.New(t)
+	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
 	v, _ := newVerifier(t, idp, clk, nil)
 
 	for _, kid := range []string{"rsa-1", "ec-1"} {
-		claims := authtest.Claims(clk.Now(), "svc-orders", "acme")
+		claims := testsupport.Claims(clk.Now(), "svc-orders", "acme")
 		claims["scope"] = "read tokenvendor:any-tenant"
 		caller, err := v.Verify(context.Background(), idp.Mint(idp.Key(kid), claims))
 		if err != nil {
@@ -64,12 +64,12 @@ func TestVerifyAcceptsValidTokens(t *testing.T) {
 }
 
 func TestVerifyRefusesForgedAndConfusedTokens(t *testing.T) {
-	idp := authtest.New(t)
+	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
 	v, reg := newVerifier(t, idp, clk, func(c *auth.Config) { c.Algorithms = []string{"RS256", "ES256"} })
 	rsaKey := idp.Key("rsa-1")
 	other := idp.NewKey("rsa-1", jwa.RS256) // same kid, unpublished key
-	valid := func() map[string]any { return authtest.Claims(clk.Now(), "svc", "acme") }
+	valid := func() map[string]any { return testsupport.Claims(clk.Now(), "svc", "acme") }
 	with := func(mutate func(map[string]any)) map[string]any {
 		c := valid()
 		mutate(c)
@@ -96,7 +96,7 @@ func TestVerifyRefusesForgedAndConfusedTokens(t *testing.T) {
 		{name: "unknown kid", token: idp.Mint(idp.NewKey("nobody", jwa.RS256), valid()), reason: "unknown_kid"},
 		{name: "no kid", token: idp.MintAs(rsaKey, "", jwa.RS256, valid()), reason: "unknown_kid"},
 		{name: "known kid signed by another key", token: idp.Mint(other, valid()), reason: "signature"},
-		{name: "tampered signature", token: authtest.Tamper(idp.Mint(rsaKey, valid())), reason: "signature"},
+		{name: "tampered signature", token: testsupport.Tamper(idp.Mint(rsaKey, valid())), reason: "signature"},
 		{name: "tampered payload", token: swapPayload(idp.Mint(rsaKey, valid()), idp.Mint(rsaKey, with(func(c map[string]any) { c["tenant_id"] = "globex" }))), reason: "signature"},
 		{name: "algorithm outside the allow-list", token: idp.MintAs(rsaKey, "rsa-1", jwa.PS256, valid()), reason: "algorithm"},
 		{name: "RS256 header on the EC key", token: idp.MintAs(rsaKey, "ec-1", jwa.RS256, valid()), reason: "algorithm"},
@@ -120,22 +120,22 @@ func TestVerifyRefusesForgedAndConfusedTokens(t *testing.T) {
 }
 
 func TestVerifyRefusesAnAlgorithmTheKeyDoesNotDeclare(t *testing.T) {
-	idp := authtest.New(t)
+	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
 	v, _ := newVerifier(t, idp, clk, func(c *auth.Config) { c.Algorithms = []string{"RS256", "RS512"} })
 	// rsa-1 is published with alg RS256; an RS512 signature by the same key
 	// is refused although RS512 is on the allow-list.
-	tok := idp.MintAs(idp.Key("rsa-1"), "rsa-1", jwa.RS512, authtest.Claims(clk.Now(), "svc", "acme"))
+	tok := idp.MintAs(idp.Key("rsa-1"), "rsa-1", jwa.RS512, testsupport.Claims(clk.Now(), "svc", "acme"))
 	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Fatalf("err = %v", err)
 	}
 }
 
 func TestVerifyAllowsLeewayOnExpiry(t *testing.T) {
-	idp := authtest.New(t)
+	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
 	v, _ := newVerifier(t, idp, clk, func(c *auth.Config) { c.Leeway = 30 * time.Second })
-	claims := authtest.Claims(clk.Now(), "svc", "acme")
+	claims := testsupport.Claims(clk.Now(), "svc", "acme")
 	claims["exp"] = clk.Now().Add(-20 * time.Second).Unix()
 	tok := idp.Mint(idp.Key("rsa-1"), claims)
 	if _, err := v.Verify(context.Background(), tok); err != nil {
@@ -165,12 +165,12 @@ func TestTenantClaim(t *testing.T) {
 		}, want: "acme"},
 		{name: "dotted name at the top", path: "tenant.id", claim: func(c map[string]any) { c["tenant.id"] = "acme" }, want: "acme"},
 	}
-	idp := authtest.New(t)
+	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			v, _ := newVerifier(t, idp, clk, func(c *auth.Config) { c.TenantClaim = tt.path })
-			claims := authtest.Claims(clk.Now(), "svc", "")
+			claims := testsupport.Claims(clk.Now(), "svc", "")
 			tt.claim(claims)
 			caller, err := v.Verify(context.Background(), idp.Mint(idp.Key("rsa-1"), claims))
 			if err != nil {
@@ -184,10 +184,10 @@ func TestTenantClaim(t *testing.T) {
 }
 
 func TestScopesFromScopeAndScp(t *testing.T) {
-	idp := authtest.New(t)
+	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
 	v, _ := newVerifier(t, idp, clk, nil)
-	claims := authtest.Claims(clk.Now(), "svc", "acme")
+	claims := testsupport.Claims(clk.Now(), "svc", "acme")
 	claims["scope"] = "a b"
 	claims["scp"] = []string{"c"}
 	caller, err := v.Verify(context.Background(), idp.Mint(idp.Key("rsa-1"), claims))
@@ -202,7 +202,7 @@ func TestScopesFromScopeAndScp(t *testing.T) {
 }
 
 func TestUnknownKIDRefetchIsRateLimitedAndPicksUpNewKeys(t *testing.T) {
-	idp := authtest.New(t)
+	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
 	v, reg := newVerifier(t, idp, clk, func(c *auth.Config) { c.UnknownKIDInterval = 10 * time.Second })
 	start := idp.Fetches()
@@ -214,7 +214,7 @@ func TestUnknownKIDRefetchIsRateLimitedAndPicksUpNewKeys(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			bogus := idp.NewKey(fmt.Sprintf("bogus-%d", i%4), jwa.ES256)
-			_, _ = v.Verify(context.Background(), idp.Mint(bogus, authtest.Claims(clk.Now(), "svc", "acme")))
+			_, _ = v.Verify(context.Background(), idp.Mint(bogus, testsupport.Claims(clk.Now(), "svc", "acme")))
 		}()
 	}
 	wg.Wait()
@@ -225,7 +225,7 @@ func TestUnknownKIDRefetchIsRateLimitedAndPicksUpNewKeys(t *testing.T) {
 	// A key published now is found once the interval has passed.
 	fresh := idp.NewKey("rsa-2", jwa.RS256)
 	idp.Publish(fresh)
-	tok := idp.Mint(fresh, authtest.Claims(clk.Now(), "svc", "acme"))
+	tok := idp.Mint(fresh, testsupport.Claims(clk.Now(), "svc", "acme"))
 	clk.Add(11 * time.Second)
 	if _, err := v.Verify(context.Background(), tok); err != nil {
 		t.Fatalf("new key after interval: %v", err)
@@ -271,10 +271,10 @@ func swapPayload(a, b string) string {
 }
 
 func TestRememberedTokenIsRefusedOnceItsKeyIsRetired(t *testing.T) {
-	idp := authtest.New(t)
+	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
 	v, _ := newVerifier(t, idp, clk, func(c *auth.Config) { c.UnknownKIDInterval = time.Second })
-	tok := idp.Mint(idp.Key("rsa-1"), authtest.Claims(clk.Now(), "svc", "acme"))
+	tok := idp.Mint(idp.Key("rsa-1"), testsupport.Claims(clk.Now(), "svc", "acme"))
 	for range 2 { // verified, then remembered
 		if _, err := v.Verify(context.Background(), tok); err != nil {
 			t.Fatal(err)
@@ -283,17 +283,17 @@ func TestRememberedTokenIsRefusedOnceItsKeyIsRetired(t *testing.T) {
 	idp.Retire("rsa-1")
 	// A token with an unknown kid makes the verifier fetch the key set anew.
 	clk.Add(2 * time.Second)
-	_, _ = v.Verify(context.Background(), idp.Mint(idp.NewKey("other", jwa.RS256), authtest.Claims(clk.Now(), "svc", "acme")))
+	_, _ = v.Verify(context.Background(), idp.Mint(idp.NewKey("other", jwa.RS256), testsupport.Claims(clk.Now(), "svc", "acme")))
 	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Fatalf("token of a retired key: err = %v", err)
 	}
 }
 
 func TestRememberedTokenIsRefusedAfterItExpires(t *testing.T) {
-	idp := authtest.New(t)
+	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
 	v, _ := newVerifier(t, idp, clk, nil)
-	claims := authtest.Claims(clk.Now(), "svc", "acme")
+	claims := testsupport.Claims(clk.Now(), "svc", "acme")
 	claims["exp"] = clk.Now().Add(time.Minute).Unix()
 	tok := idp.Mint(idp.Key("rsa-1"), claims)
 	if _, err := v.Verify(context.Background(), tok); err != nil {
@@ -306,21 +306,24 @@ func TestRememberedTokenIsRefusedAfterItExpires(t *testing.T) {
 }
 
 func TestKnownKeysAreNotStalledByASlowKeySetFetch(t *testing.T) {
-	idp := authtest.New(t)
+	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
 	v, _ := newVerifier(t, idp, clk, func(c *auth.Config) { c.VerifiedCacheSize = -1 })
 	release := idp.Hold()
 	defer release()
 	// A token with an unknown kid starts a fetch that hangs.
 	go func() {
-		_, _ = v.Verify(context.Background(), idp.Mint(idp.NewKey("ghost", jwa.RS256), authtest.Claims(clk.Now(), "svc", "acme")))
+		_, _ = v.Verify(context.Background(), idp.Mint(idp.NewKey("ghost", jwa.RS256), testsupport.Claims(clk.Now(), "svc", "acme")))
 	}()
-	for idp.Fetches() < 2 { // the initial fetch, then the hanging one
-		time.Sleep(5 * time.Millisecond)
-	}
+	testsupport.Eventually(t, 5*time.Second, func() error {
+		if n := idp.Fetches(); n < 2 { // the initial fetch, then the hanging one
+			return fmt.Errorf("%d key set fetches, want the initial one and the hanging one", n)
+		}
+		return nil
+	})
 	done := make(chan error, 1)
 	go func() {
-		_, err := v.Verify(context.Background(), idp.Mint(idp.Key("rsa-1"), authtest.Claims(clk.Now(), "svc", "acme")))
+		_, err := v.Verify(context.Background(), idp.Mint(idp.Key("rsa-1"), testsupport.Claims(clk.Now(), "svc", "acme")))
 		done <- err
 	}()
 	select {
@@ -334,13 +337,13 @@ func TestKnownKeysAreNotStalledByASlowKeySetFetch(t *testing.T) {
 }
 
 func TestIdentityProviderDownAtStartRecoversWithoutRestart(t *testing.T) {
-	idp := authtest.New(t)
+	idp := testsupport.NewIdP(t)
 	idp.SetDown(true)
 	clk := clock.NewFake(time.Now())
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	v, err := auth.New(auth.Config{
-		Issuer: authtest.Issuer, JWKSURL: idp.JWKSURL(), Audiences: []string{authtest.Audience},
+		Issuer: testsupport.Issuer, JWKSURL: idp.JWKSURL(), Audiences: []string{testsupport.Audience},
 		Algorithms: []string{"RS256"}, HTTPClient: idp.Client(), Now: clk.Now, UnknownKIDInterval: time.Second,
 	})
 	if err != nil {
@@ -349,7 +352,7 @@ func TestIdentityProviderDownAtStartRecoversWithoutRestart(t *testing.T) {
 	if err := v.Start(ctx); err == nil || v.Ready() {
 		t.Fatalf("Start = %v, Ready = %v with the provider down", err, v.Ready())
 	}
-	tok := idp.Mint(idp.Key("rsa-1"), authtest.Claims(clk.Now(), "svc", "acme"))
+	tok := idp.Mint(idp.Key("rsa-1"), testsupport.Claims(clk.Now(), "svc", "acme"))
 	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, auth.ErrJWKSUnavailable) {
 		t.Fatalf("err = %v, want ErrJWKSUnavailable", err)
 	}
@@ -364,10 +367,10 @@ func TestIdentityProviderDownAtStartRecoversWithoutRestart(t *testing.T) {
 }
 
 func TestANestedTokenInsideTheSignedPayloadIsRefused(t *testing.T) {
-	idp := authtest.New(t)
+	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
 	v, _ := newVerifier(t, idp, clk, nil)
-	inner := idp.Unsigned("rsa-1", authtest.Claims(clk.Now(), "svc", "globex"))
+	inner := idp.Unsigned("rsa-1", testsupport.Claims(clk.Now(), "svc", "globex"))
 	outer := idp.MintPayload(idp.Key("rsa-1"), []byte(inner))
 	if _, err := v.Verify(context.Background(), outer); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Fatalf("err = %v: an unverified inner token was accepted", err)

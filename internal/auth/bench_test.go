@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
-	"github.com/tokenvendor/tokenvendor/internal/auth/authtest"
 	"github.com/tokenvendor/tokenvendor/internal/clock"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
 // BenchmarkVerify checks one token over and over: "remembered" answers
@@ -18,11 +18,11 @@ func BenchmarkVerify(b *testing.B) {
 		cacheSize int
 	}{{"remembered/rsa", "rsa-1", 0}, {"signature/rsa", "rsa-1", -1}, {"signature/ec", "ec-1", -1}} {
 		b.Run(bench.name, func(b *testing.B) {
-			idp := authtest.New(b)
+			idp := testsupport.NewIdP(b)
 			clk := clock.NewFake(time.Now())
 			v, _ := newVerifier(b, idp, clk, func(c *auth.Config) { c.VerifiedCacheSize = bench.cacheSize })
 			kid := bench.kid
-			tok := idp.Mint(idp.Key(kid), authtest.Claims(clk.Now(), "svc", "acme"))
+			tok := idp.Mint(idp.Key(kid), testsupport.Claims(clk.Now(), "svc", "acme"))
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := v.Verify(context.Background(), tok); err != nil {

@@ -5,21 +5,23 @@ import (
 	"crypto/x509"
 	"errors"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
-	"github.com/tokenvendor/tokenvendor/internal/auth/authtest"
 	"github.com/tokenvendor/tokenvendor/internal/clock"
+	"github.com/tokenvendor/tokenvendor/internal/metrictest"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 	"github.com/tokenvendor/tokenvendor/internal/tlsconfig/tlstest"
 )
 
 func TestTokenTypeIsCheckedWhenConfigured(t *testing.T) {
-	idp := authtest.New(t)
+	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
 	strict, reg := newVerifier(t, idp, clk, func(c *auth.Config) { c.TokenType = "at+jwt" })
 	lax, _ := newVerifier(t, idp, clk, nil)
 	for typ, ok := range map[string]bool{"at+jwt": true, "application/at+jwt": true, "AT+JWT": true, "JWT": false, "": false, "at+jwt2": false} {
-		tok := idp.MintTyped(idp.Key("rsa-1"), typ, authtest.Claims(clk.Now(), "svc", "acme"))
+		tok := idp.MintTyped(idp.Key("rsa-1"), typ, testsupport.Claims(clk.Now(), "svc", "acme"))
 		before := failures(t, reg, "type")
 		_, err := strict.Verify(context.Background(), tok)
 		if ok != (err == nil) {
@@ -35,7 +37,7 @@ func TestTokenTypeIsCheckedWhenConfigured(t *testing.T) {
 }
 
 func TestCertificateBoundTokens(t *testing.T) {
-	idp := authtest.New(t)
+	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
 	v, reg := newVerifier(t, idp, clk, nil)
 	ca := tlstest.NewCA(t, "clients")
@@ -43,7 +45,7 @@ func TestCertificateBoundTokens(t *testing.T) {
 	_, _, pairB := ca.Issue(2, "svc-b")
 	certA, _ := x509.ParseCertificate(pairA.Certificate[0])
 	certB, _ := x509.ParseCertificate(pairB.Certificate[0])
-	claims := authtest.Claims(clk.Now(), "svc-a", "acme")
+	claims := testsupport.Claims(clk.Now(), "svc-a", "acme")
 	claims["cnf"] = map[string]any{"x5t#S256": auth.Thumbprint(certA)}
 	bound := idp.Mint(idp.Key("rsa-1"), claims)
 
@@ -62,7 +64,7 @@ func TestCertificateBoundTokens(t *testing.T) {
 		}
 	}
 
-	unbound := idp.Mint(idp.Key("rsa-1"), authtest.Claims(clk.Now(), "svc-a", "acme"))
+	unbound := idp.Mint(idp.Key("rsa-1"), testsupport.Claims(clk.Now(), "svc-a", "acme"))
 	if _, err := v.VerifyFrom(context.Background(), unbound, certB); err != nil {
 		t.Errorf("unbound token without require_bound_tokens: %v", err)
 	}
@@ -82,7 +84,7 @@ func TestCertificateBoundTokens(t *testing.T) {
 		"thumbprint and more": map[string]any{"x5t#S256": auth.Thumbprint(certA), "jkt": "x"},
 		"a thumbprint number": map[string]any{"x5t#S256": 42},
 	} {
-		c := authtest.Claims(clk.Now(), "svc-a", "acme")
+		c := testsupport.Claims(clk.Now(), "svc-a", "acme")
 		c["cnf"] = cnf
 		if _, err := v.VerifyFrom(context.Background(), idp.Mint(idp.Key("rsa-1"), c), certA); !errors.Is(err, auth.ErrUnauthenticated) {
 			t.Errorf("cnf %s: err = %v", name, err)
@@ -126,28 +128,41 @@ func TestLimitKeyKeepsIssuersAndClientsApart(t *testing.T) {
 	}
 }
 
-func TestARemovedKeyIsRefusedWithinTheRefreshInterval(t *testing.T) {
-	const refresh = time.Second
-	idp := authtest.New(t)
-	clk := clock.NewFake(time.Now())
-	v, _ := newVerifier(t, idp, clk, func(c *auth.Config) { c.RefreshInterval = refresh })
-	tok := idp.Mint(idp.Key("rsa-1"), authtest.Claims(clk.Now(), "svc", "acme"))
-	if _, err := v.Verify(context.Background(), tok); err != nil {
-		t.Fatal(err)
-	}
-	idp.Retire("rsa-1")
-	retired := time.Now()
-	for {
-		_, err := v.Verify(context.Background(), tok)
-		if errors.Is(err, auth.ErrUnauthenticated) {
-			break
+// TestARemovedKeyIsRefusedFromTheNextRefresh: a key the identity provider
+// stops publishing is accepted until the next scheduled refresh of the key
+// set, which no token has to trigger, and refused from then on, even for a
+// token verified before. Time is synctest's: the refresh comes exactly
+// when it is due, however loaded the machine.
+func TestARemovedKeyIsRefusedFromTheNextRefresh(t *testing.T) {
+	idp := testsupport.NewIdP(t) // its TLS server stays outside the bubble; the verifier reaches it in process
+	synctest.Test(t, func(t *testing.T) {
+		const refresh = time.Minute
+		clk := clock.NewFake(time.Now())
+		v, reg := newVerifier(t, idp, clk, func(c *auth.Config) {
+			c.RefreshInterval = refresh
+			c.HTTPClient = testsupport.HandlerClient(idp.Server.Config.Handler)
+		})
+		refreshes := func() float64 {
+			return metrictest.Counter(t, reg, "tokenvendor_jwks_refreshes_total", "outcome", "success")
 		}
-		// The bound is the refresh interval; the margin is for a loaded
-		// machine, not for the design.
-		if time.Since(retired) > refresh+2*time.Second {
-			t.Fatalf("a key removed from the key set still accepted %s later, with a refresh interval of %s", time.Since(retired), refresh)
+		tok := idp.Mint(idp.Key("rsa-1"), testsupport.Claims(clk.Now(), "svc", "acme"))
+		if _, err := v.Verify(context.Background(), tok); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Logf("refused %s after the key left the key set", time.Since(retired).Round(time.Millisecond))
+		idp.Retire("rsa-1")
+
+		time.Sleep(refresh - time.Nanosecond)
+		synctest.Wait()
+		if _, err := v.Verify(context.Background(), tok); err != nil || refreshes() != 1 {
+			t.Fatalf("before the refresh is due: %v after %v fetches; want the key still known, from the first fetch alone", err, refreshes())
+		}
+		time.Sleep(time.Nanosecond)
+		synctest.Wait() // the refresh is done
+		if n := refreshes(); n != 2 {
+			t.Fatalf("%v fetches once the refresh was due, want 2", n)
+		}
+		if _, err := v.Verify(context.Background(), tok); !errors.Is(err, auth.ErrUnauthenticated) {
+			t.Fatalf("after the refresh: %v, want the removed key's token refused", err)
+		}
+	})
 }

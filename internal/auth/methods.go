@@ -6,13 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // Schemes of a presented credential: a JWT, or a signed AWS
-// sts:GetCallerIdentity request.
+// sts:GetCallerIdentity request; their names on the wire.
 const (
-	SchemeBearer = "Bearer"
-	SchemeAWSIAM = "AWS-IAM"
+	SchemeBearer = wire.SchemeBearer
+	SchemeAWSIAM = wire.SchemeAWSIAM
 )
 
 // Credential is what a request presents to say who is calling.
@@ -26,16 +28,13 @@ type Credential struct {
 	// TenantToken is a JWT signed upstream that names the tenant of a
 	// caller whose tenant must come from a token (a Lambda function in
 	// tenant isolation mode forwards its end user's): the header
-	// TenantTokenHeader.
+	// wire.TenantTokenHeader.
 	TenantToken string
 }
 
-// TenantTokenHeader carries Credential.TenantToken.
-const TenantTokenHeader = "X-Tokenvendor-Tenant-Token"
-
 // ErrNoTenantToken refuses a caller whose tenant must come from a token
 // that it did not present.
-var ErrNoTenantToken = errors.New("forbidden: this caller's tenant must come from a token signed upstream, in " + TenantTokenHeader)
+var ErrNoTenantToken = errors.New("forbidden: this caller's tenant must come from a token signed upstream, in " + wire.TenantTokenHeader)
 
 // LogValue keeps the token or signed request out of every log.
 func (Credential) LogValue() slog.Value { return slog.StringValue("REDACTED") }
@@ -100,7 +99,7 @@ func (m Methods) tenantFromToken(ctx context.Context, caller Caller, token strin
 	}
 	upstream, err := m.JWT.VerifyFrom(ctx, token, nil)
 	if err != nil {
-		return Caller{}, fmt.Errorf("%s: %w", TenantTokenHeader, err)
+		return Caller{}, fmt.Errorf("%s: %w", wire.TenantTokenHeader, err)
 	}
 	caller.TenantID = upstream.TenantID
 	caller.AnyTenant = false

@@ -1,12 +1,8 @@
 package awsiam
 
 import (
-	"bytes"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -18,15 +14,16 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
-// The wire format: Authorization: AWS-IAM base64url(JSON), the JSON being
-// {"method":"POST","headers":{...},"body":"Action=GetCallerIdentity&Version=2011-06-15"}.
+// The wire format is wire.AWSIAMRequest's.
 const (
 	// ServerIDHeader must be among the signed headers, holding the server
 	// id the service is configured with, so that a request signed for
 	// another service (or another tokenvendor) is refused.
-	ServerIDHeader = "X-Tokenvendor-Server-Id"
+	ServerIDHeader = wire.ServerIDHeader
 	// MaxSignedBytes caps the header value.
 	MaxSignedBytes = 16 << 10
 	maxHeaders     = 32
@@ -53,13 +50,6 @@ type SignedRequest struct {
 // every log.
 func (SignedRequest) LogValue() slog.Value { return slog.StringValue("REDACTED") }
 
-// wire is the JSON inside the header value.
-type wire struct {
-	Method  string            `json:"method"`
-	Headers map[string]string `json:"headers"`
-	Body    string            `json:"body"`
-}
-
 var (
 	scopeDatePattern = regexp.MustCompile(`^\d{8}$`)
 	regionPattern    = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-\d{1,2}$`)
@@ -84,18 +74,9 @@ func Parse(signed string) (*SignedRequest, error) {
 	if len(signed) > MaxSignedBytes {
 		return nil, fmt.Errorf("signed request over %d bytes", MaxSignedBytes)
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(signed)
+	w, err := wire.DecodeAWSIAMRequest(signed)
 	if err != nil {
-		return nil, errors.New("not base64url without padding")
-	}
-	var w wire
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&w); err != nil {
-		return nil, errors.New("not a JSON object of method, headers and body")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("trailing data after the JSON object")
+		return nil, err
 	}
 	if w.Method != http.MethodPost {
 		return nil, errors.New("method must be POST")

@@ -3,6 +3,7 @@ package shared_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -331,18 +332,16 @@ func TestWatchWakesWhenAnotherReplicaStoresOrReleases(t *testing.T) {
 // only when told.
 func waitLive(t *testing.T, r *replica) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	testsupport.Eventually(t, 5*time.Second, func() error {
 		done, stop := r.c.Watch(cache.Key{ID: "probe-live"})
+		defer stop()
 		select {
 		case <-done:
-			stop()
-		case <-time.After(3 * time.Duration(100) * time.Millisecond):
-			stop()
-			return
+			return errors.New("the subscription is not in place: a watch ended untold")
+		case <-time.After(300 * time.Millisecond):
+			return nil
 		}
-	}
-	t.Fatal("the subscription was not in place within 5s")
+	})
 }
 
 func TestRedisDownActsAloneAndLogsOncePerOutage(t *testing.T) {
@@ -626,13 +625,15 @@ func TestAnEntryMintedBeforeItsTenantChangedIsNotServed(t *testing.T) {
 	if !slices.Equal(seen, []int64{7}) {
 		t.Fatalf("revisions told %v, want [7]", seen)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(notices) == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	testsupport.Eventually(t, 5*time.Second, func() error {
 		b.mu.Lock()
 		notices = b.notices
 		b.mu.Unlock()
-	}
+		if len(notices) == 0 {
+			return errors.New("no notice of the suspension")
+		}
+		return nil
+	})
 	if !slices.Equal(notices, []string{"acme-group 7 true"}) {
 		t.Fatalf("notices %v, want the suspension at revision 7", notices)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenvendor/tokenvendor/internal/tenants"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
 // store is a tenant store in memory; with err set every read fails.
@@ -208,13 +209,12 @@ func TestANoticeForATenantNotHeldPollsAtOnce(t *testing.T) {
 	go d.Run(ctx)
 	rev := s.set("initech", tenants.StatusActive)
 	d.Notice(tenants.Group("initech"), rev, false)
-	deadline := time.Now().Add(5 * time.Second)
-	for d.Standing("initech") != tenants.Active {
-		if time.Now().After(deadline) {
-			t.Fatal("a tenant announced but not held was not read (Run should poll at once)")
+	testsupport.Eventually(t, 5*time.Second, func() error {
+		if d.Standing("initech") != tenants.Active {
+			return errors.New("a tenant announced but not held was not read (Run should poll at once)")
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestResyncTakesWhatWasWrittenByHand(t *testing.T) {

@@ -2,6 +2,7 @@ package testsupport
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -50,22 +51,27 @@ func startMoto(bin string) (string, func(), error) {
 	stop := func() { _ = cmd.Process.Kill(); <-exited }
 	url := "http://" + addr
 	client := &http.Client{Timeout: time.Second}
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	err = Poll(30*time.Second, func() error {
 		select {
 		case <-exited:
-			return "", nil, fmt.Errorf("moto_server on %s exited:\n%s", addr, logs.String())
+			return Final(errors.New("exited"))
 		default:
 		}
 		resp, err := client.Get(url + "/moto-api/data.json")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return url, stop, nil
-			}
+		if err != nil {
+			return err
 		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("answered %d", resp.StatusCode)
+		}
+		return nil
+	})
+	if err != nil {
+		stop()
+		return "", nil, fmt.Errorf("moto_server on %s: %w:\n%s", addr, err, logs.String())
 	}
-	stop()
-	return "", nil, fmt.Errorf("moto_server on %s not answering after 30 s:\n%s", addr, logs.String())
+	return url, stop, nil
 }
 
 // CreateTenantTable makes a tenant store table (hash key tenant_id, a

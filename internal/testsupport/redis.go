@@ -41,26 +41,27 @@ func startRedis(bin string) (string, func(), error) {
 		return "", nil, err
 	}
 	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if ping(addr) {
-			return addr, stop, nil
-		}
+	if err := Poll(10*time.Second, func() error { return ping(addr) }); err != nil {
+		stop()
+		return "", nil, fmt.Errorf("redis-server on %s: %w:\n%s", addr, err, logs.String())
 	}
-	stop()
-	return "", nil, fmt.Errorf("redis-server on %s not answering:\n%s", addr, logs.String())
+	return addr, stop, nil
 }
 
 // ping says whether a Redis server at addr answers PING.
-func ping(addr string) bool {
+func ping(addr string) error {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
-		return false
+		return err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Second))
 	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
+		return err
 	}
 	line, _ := bufio.NewReader(c).ReadString('\n')
-	return strings.HasPrefix(line, "+PONG")
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("PING answered %q", line)
+	}
+	return nil
 }

@@ -1,6 +1,9 @@
 // Package testsupport holds helpers that tests of several packages share:
-// a log buffer safe for concurrent writers, and the forms a leaked secret
-// could take.
+// the peers they start (moto_server, redis-server), the stubs and fakes
+// they run in process (STS, FakeSTS, an IdP and its Keys),
+// Eventually for what happens in its own time, a log buffer safe for
+// concurrent writers, and the forms a leaked secret could take. It imports
+// none of tokenvendor's packages, so that their tests may import it.
 package testsupport
 
 import (
@@ -10,7 +13,12 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
+
+	"github.com/go-chi/chi/v5"
 )
 
 // Buffer is a bytes.Buffer that goroutines may write to concurrently, for
@@ -54,4 +62,43 @@ func Encodings(secret string) []string {
 		base64.RawURLEncoding.EncodeToString(b),
 		hex.EncodeToString(b),
 	}
+}
+
+// Policy is a session policy template of one statement, reading the
+// tenant's objects in a shared bucket, for tests that need a valid one.
+const Policy = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::data/{{ .TenantID }}/*"}]}`
+
+// HandlerClient is an HTTP client that serves every request with h in
+// process, whatever its URL: no socket, no goroutine left waiting on one,
+// so that code under test runs inside a testing/synctest bubble, where
+// timers fire as soon as everything else waits.
+func HandlerClient(h http.Handler) *http.Client {
+	return &http.Client{Transport: handlerTransport{h}}
+}
+
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if err := r.Context().Err(); err != nil {
+		return nil, err
+	}
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, r)
+	res := rec.Result()
+	res.Request = r
+	return res, nil
+}
+
+// BareHandler answers POST /credentials with a fixed JSON body of size
+// bytes through the router the service uses: what serving credentials
+// costs at the least, for benchmarks to compare the service with.
+func BareHandler(size int) http.Handler {
+	body := []byte(`{"pad":"` + strings.Repeat("x", max(0, size-11)) + `"}` + "\n")
+	r := chi.NewRouter()
+	r.Post("/credentials", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write(body)
+	})
+	return r
 }

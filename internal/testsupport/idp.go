@@ -1,13 +1,6 @@
-// Package authtest is a small identity provider for tests: it makes signing
-// keys, serves their JWKS over TLS from httptest, and mints tokens, including
-// the forged and confused ones a verifier must refuse.
-package authtest
+package testsupport
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -21,26 +14,19 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 )
 
-// Issuer and Audience are the values tokens carry unless told otherwise.
+// Issuer and Audience are the values an IdP's tokens carry unless told
+// otherwise.
 const (
 	Issuer   = "https://idp.test/"
 	Audience = "tokenvendor"
 )
 
-// Key is a signing key with its kid and algorithm.
-type Key struct {
-	KID     string
-	Alg     jwa.SignatureAlgorithm
-	private jwk.Key
-	public  jwk.Key
-	rsaPub  *rsa.PublicKey
-}
-
-// IdP serves a JWKS and mints tokens.
+// IdP is a small identity provider for tests: it serves its keys' JWKS
+// over TLS from httptest, can be made slow or down, and mints tokens,
+// including the forged and confused ones a verifier must refuse.
 type IdP struct {
 	t       testing.TB
 	Server  *httptest.Server
@@ -51,35 +37,34 @@ type IdP struct {
 	gate    chan struct{} // when set, hold every key set request until it is closed
 }
 
-// New starts an IdP publishing one RSA key (RS256) and one EC key (ES256).
-func New(t testing.TB) *IdP {
+// NewIdP starts an IdP publishing one RSA key (RS256, "rsa-1") and one EC
+// key (ES256, "ec-1").
+func NewIdP(t testing.TB) *IdP {
 	t.Helper()
 	idp := &IdP{t: t}
 	idp.Publish(idp.NewKey("rsa-1", jwa.RS256))
 	idp.Publish(idp.NewKey("ec-1", jwa.ES256))
-	idp.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		idp.fetches.Add(1)
-		idp.mu.Lock()
-		gate, down := idp.gate, idp.down
-		idp.mu.Unlock()
-		if gate != nil {
-			<-gate
-		}
-		if down {
-			http.Error(w, "down", http.StatusServiceUnavailable)
-			return
-		}
-		idp.mu.Lock()
-		set := jwk.NewSet()
-		for _, k := range idp.keys {
-			_ = set.AddKey(k.public)
-		}
-		idp.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(set)
-	}))
+	idp.Server = httptest.NewTLSServer(http.HandlerFunc(idp.serveJWKS))
 	t.Cleanup(idp.Server.Close)
 	return idp
+}
+
+func (idp *IdP) serveJWKS(w http.ResponseWriter, r *http.Request) {
+	idp.fetches.Add(1)
+	idp.mu.Lock()
+	gate, down := idp.gate, idp.down
+	idp.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	if down {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+		return
+	}
+	idp.mu.Lock()
+	keys := append([]*Key(nil), idp.keys...)
+	idp.mu.Unlock()
+	JWKS(keys...).ServeHTTP(w, r)
 }
 
 // SetDown makes the key set endpoint answer 503 (true) or serve again.
@@ -119,33 +104,11 @@ func (idp *IdP) Fetches() int64 { return idp.fetches.Load() }
 // NewKey makes a key for alg without publishing it.
 func (idp *IdP) NewKey(kid string, alg jwa.SignatureAlgorithm) *Key {
 	idp.t.Helper()
-	var raw any
-	var rsaPub *rsa.PublicKey
-	switch alg {
-	case jwa.ES256:
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			idp.t.Fatal(err)
-		}
-		raw = k
-	default:
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			idp.t.Fatal(err)
-		}
-		raw, rsaPub = k, &k.PublicKey
-	}
-	priv, err := jwk.FromRaw(raw)
+	k, err := NewKey(kid, alg)
 	if err != nil {
 		idp.t.Fatal(err)
 	}
-	_ = priv.Set(jwk.KeyIDKey, kid)
-	_ = priv.Set(jwk.AlgorithmKey, alg)
-	pub, err := priv.PublicKey()
-	if err != nil {
-		idp.t.Fatal(err)
-	}
-	return &Key{KID: kid, Alg: alg, private: priv, public: pub, rsaPub: rsaPub}
+	return k
 }
 
 // Publish adds k to the served key set.
@@ -204,11 +167,7 @@ func (idp *IdP) Mint(k *Key, claims map[string]any) string {
 // MintPayload signs an arbitrary payload with k.
 func (idp *IdP) MintPayload(k *Key, payload []byte) string {
 	idp.t.Helper()
-	key, err := k.private.Clone()
-	if err != nil {
-		idp.t.Fatal(err)
-	}
-	signed, err := jws.Sign(payload, jws.WithKey(k.Alg, key))
+	signed, err := jws.Sign(payload, jws.WithKey(k.Alg, k.private))
 	if err != nil {
 		idp.t.Fatal(err)
 	}
@@ -229,26 +188,11 @@ func (idp *IdP) MintTyped(k *Key, typ string, claims map[string]any) string {
 
 func (idp *IdP) mint(k *Key, kid string, alg jwa.SignatureAlgorithm, typ string, claims map[string]any) string {
 	idp.t.Helper()
-	// jws.Sign copies the key's own kid into the header, so sign with a
-	// clone that carries the kid the header is to name.
-	key, err := k.private.Clone()
+	signed, err := k.signPayload(payload(idp.t, claims), kid, alg, typ)
 	if err != nil {
 		idp.t.Fatal(err)
 	}
-	_ = key.Remove(jwk.KeyIDKey)
-	_ = key.Remove(jwk.AlgorithmKey)
-	hdr := jws.NewHeaders()
-	if typ != "" {
-		_ = hdr.Set(jws.TypeKey, typ)
-	}
-	if kid != "" {
-		_ = hdr.Set(jws.KeyIDKey, kid)
-	}
-	signed, err := jws.Sign(payload(idp.t, claims), jws.WithKey(alg, key, jws.WithProtectedHeaders(hdr)))
-	if err != nil {
-		idp.t.Fatal(err)
-	}
-	return string(signed)
+	return signed
 }
 
 // Unsigned returns a token with alg "none" naming kid.
@@ -262,7 +206,7 @@ func (idp *IdP) Unsigned(kid string, claims map[string]any) string {
 // key as the secret: the classic algorithm-confusion forgery.
 func (idp *IdP) HMACWithPublicKey(k *Key, claims map[string]any) string {
 	idp.t.Helper()
-	der, err := x509.MarshalPKIXPublicKey(k.rsaPub)
+	der, err := x509.MarshalPKIXPublicKey(k.rsaPublic)
 	if err != nil {
 		idp.t.Fatal(err)
 	}
