@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
+	"github.com/tokenvendor/tokenvendor/internal/partition"
 	"github.com/tokenvendor/tokenvendor/wire"
 )
 
@@ -27,9 +28,12 @@ type AWSIAMConfig struct {
 	// ServerID is tokenvendor's auth.aws_iam.server_id.
 	ServerID string
 	// Region is tokenvendor's auth.aws_iam.region; STSEndpoint its
-	// auth.aws_iam.sts_endpoint, by default https://sts.REGION.amazonaws.com
-	// (.com.cn in China regions), as tokenvendor's.
+	// auth.aws_iam.sts_endpoint, by default the region's, as tokenvendor's:
+	// https://sts.REGION.amazonaws.com (.com.cn in China regions), or with
+	// FIPS (tokenvendor's sts.fips) its FIPS endpoint, an error where the
+	// region has none.
 	Region, STSEndpoint string
+	FIPS                bool
 	// Reuse is how long one signature is presented before signing anew,
 	// so that tokenvendor answers repeated requests from its cache; default
 	// 1 min, under the 5 minutes tokenvendor accepts a signature for.
@@ -49,10 +53,11 @@ func AWSIAMToken(cfg AWSIAMConfig) (func(context.Context) (string, error), error
 		return nil, errors.New("client: AWSIAMConfig needs Credentials, ServerID and Region")
 	}
 	if cfg.STSEndpoint == "" {
-		cfg.STSEndpoint = "https://sts." + cfg.Region + ".amazonaws.com"
-		if strings.HasPrefix(cfg.Region, "cn-") {
-			cfg.STSEndpoint += ".cn" // as tokenvendor's own default
+		endpoint, err := partition.STSEndpoint(cfg.Region, cfg.FIPS) // as tokenvendor's own default
+		if err != nil {
+			return nil, fmt.Errorf("client: %w", err)
 		}
+		cfg.STSEndpoint = endpoint
 	}
 	u, err := url.Parse(cfg.STSEndpoint)
 	if err != nil || u.Host == "" {

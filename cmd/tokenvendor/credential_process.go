@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -50,6 +51,7 @@ type credentialProcessFlags struct {
 // credentials.
 type awsIAMFlags struct {
 	serverID, region, stsEndpoint, profile string
+	fips                                   bool
 }
 
 func parseCredentialProcessFlags(args []string) (credentialProcessFlags, error) {
@@ -65,6 +67,7 @@ func parseCredentialProcessFlags(args []string) (credentialProcessFlags, error) 
 	fs.StringVar(&f.awsIAM.serverID, "aws-iam-server-id", "", "sign a GetCallerIdentity with the process's own AWS credentials for the service's auth.aws_iam.server_id, instead of a token")
 	fs.StringVar(&f.awsIAM.region, "aws-iam-region", "", "the service's auth.aws_iam.region (default: the AWS SDK's region)")
 	fs.StringVar(&f.awsIAM.stsEndpoint, "aws-iam-sts-endpoint", "", "the service's auth.aws_iam.sts_endpoint (default the region's STS endpoint)")
+	fs.BoolVar(&f.awsIAM.fips, "aws-iam-fips", false, "sign for the region's FIPS STS endpoint, as the service's sts.fips (refused where the region has none)")
 	fs.StringVar(&f.awsIAM.profile, "aws-iam-profile", "", "the AWS profile whose credentials sign (default: the SDK's default chain)")
 	fs.DurationVar(&f.timeout, "timeout", defaultClientTimeout, "bound on the whole call")
 	if err := fs.Parse(args); err != nil {
@@ -88,7 +91,7 @@ func parseCredentialProcessFlags(args []string) (credentialProcessFlags, error) 
 		problems = append(problems, "exactly one of --token-file, --token-env and --aws-iam-server-id required")
 	}
 	if f.awsIAM.serverID == "" && f.awsIAM != (awsIAMFlags{}) {
-		problems = append(problems, "--aws-iam-region, --aws-iam-sts-endpoint and --aws-iam-profile go with --aws-iam-server-id")
+		problems = append(problems, "--aws-iam-region, --aws-iam-sts-endpoint, --aws-iam-fips and --aws-iam-profile go with --aws-iam-server-id")
 	}
 	if f.timeout <= 0 {
 		problems = append(problems, "--timeout must be positive")
@@ -183,7 +186,7 @@ const (
 
 // signingKey names one invocation: what it signs for and with.
 func signingKey(f awsIAMFlags) string {
-	sum := sha256.Sum256([]byte(strings.Join([]string{f.serverID, f.region, f.stsEndpoint, f.profile}, "\x00")))
+	sum := sha256.Sum256([]byte(strings.Join([]string{f.serverID, f.region, f.stsEndpoint, f.profile, strconv.FormatBool(f.fips)}, "\x00")))
 	return hex.EncodeToString(sum[:8])
 }
 
@@ -218,7 +221,7 @@ func signedIdentity(ctx context.Context, f awsIAMFlags, getenv func(string) stri
 		return "", errors.New("no region to sign for: --aws-iam-region (the service's auth.aws_iam.region), AWS_REGION or AWS_DEFAULT_REGION")
 	}
 	token, err := client.AWSIAMToken(client.AWSIAMConfig{
-		Credentials: cfg.Credentials, ServerID: f.serverID, Region: cfg.Region, STSEndpoint: f.stsEndpoint,
+		Credentials: cfg.Credentials, ServerID: f.serverID, Region: cfg.Region, STSEndpoint: f.stsEndpoint, FIPS: f.fips,
 	})
 	if err != nil {
 		return "", err

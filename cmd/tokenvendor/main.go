@@ -37,7 +37,7 @@ const usage = `usage:
   tokenvendor tenants resume --config FILE ID
   tokenvendor revoke --config FILE --tenant T [--before RFC3339] [--subject S]
   tokenvendor credential-process --url BASE_URL --profile P (--token-file F | --token-env VAR |
-      --aws-iam-server-id ID [--aws-iam-region R] [--aws-iam-sts-endpoint URL] [--aws-iam-profile P]) [--tenant T] [--timeout 10s]
+      --aws-iam-server-id ID [--aws-iam-region R] [--aws-iam-sts-endpoint URL] [--aws-iam-fips] [--aws-iam-profile P]) [--tenant T] [--timeout 10s]
   tokenvendor healthcheck [--url http://127.0.0.1:8080/readyz] [--timeout 2s]
   tokenvendor version
 

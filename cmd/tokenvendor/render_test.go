@@ -3,18 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -72,25 +66,8 @@ profiles:
 	return path
 }
 
-// capturingSTS answers AssumeRole and keeps the last form it received.
-type capturingSTS struct {
-	mu   sync.Mutex
-	form url.Values
-}
-
-func (c *capturingSTS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	_ = r.ParseForm()
-	c.mu.Lock()
-	c.form = r.PostForm
-	c.mu.Unlock()
-	w.Header().Set("Content-Type", "text/xml")
-	_, _ = io.WriteString(w, testsupport.AssumeRoleXML("ASIARENDER", 100, time.Now().Add(time.Hour)))
-}
-
 func TestRenderPrintsWhatServeSends(t *testing.T) {
-	capture := &capturingSTS{}
-	srv := httptest.NewServer(capture)
-	defer srv.Close()
+	srv := testsupport.NewSTSServer(t)
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDSERVICE")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "service-secret")
 	path := siloConfig(t, srv.URL)
@@ -125,9 +102,11 @@ func TestRenderPrintsWhatServeSends(t *testing.T) {
 	if _, err := svc.Vend(ctx, auth.Caller{Subject: "orders-api", TenantID: "acme"}, vend.Request{Profile: "silo"}); err != nil {
 		t.Fatal(err)
 	}
-	capture.mu.Lock()
-	sent := capture.form
-	capture.mu.Unlock()
+	forms := srv.Forms()
+	if len(forms) != 1 {
+		t.Fatalf("%d AssumeRole calls, want 1", len(forms))
+	}
+	sent := forms[0]
 	for field, want := range map[string]string{
 		"RoleArn": rendered.RoleArn, "RoleSessionName": rendered.RoleSessionName, "SourceIdentity": rendered.SourceIdentity,
 		"ExternalId": rendered.ExternalId, "DurationSeconds": strconv.Itoa(rendered.DurationSeconds), "Policy": string(rendered.Policy),

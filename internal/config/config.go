@@ -28,6 +28,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/policy"
 	"github.com/tokenvendor/tokenvendor/internal/seal"
 	"github.com/tokenvendor/tokenvendor/internal/shared"
+	"github.com/tokenvendor/tokenvendor/wire"
 )
 
 // Defaults and STS limits applied by Validate.
@@ -790,7 +791,7 @@ var awsServerIDPattern = regexp.MustCompile(`^[!-~]{1,256}$`)
 // validate fills the aws_iam section's defaults and checks it.
 func (w *AWSIAM) validate(c *Config, bad reporter) {
 	if w.ServerID != "" && !awsServerIDPattern.MatchString(w.ServerID) { // "required" is the verifier's
-		bad("auth.aws_iam.server_id", "1 to 256 printable characters without spaces, the same in every caller's signed %s", awsiam.ServerIDHeader)
+		bad("auth.aws_iam.server_id", "1 to 256 printable characters without spaces, the same in every caller's signed %s", wire.ServerIDHeader)
 	}
 	setDefault(&w.Region, cmp.Or(c.STS.Region, DefaultRegion))
 	part, err := partition.ForRegion(w.Region)
@@ -1088,8 +1089,7 @@ func checkFetchURL(raw string) error {
 	case "https":
 		return nil
 	case "http":
-		host := u.Hostname()
-		if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || host == "localhost" {
+		if wire.Loopback(u.Hostname()) {
 			return nil
 		}
 		return errors.New("http is allowed only on a loopback address; use https")

@@ -12,6 +12,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/cache"
 	"github.com/tokenvendor/tokenvendor/internal/clock"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
@@ -28,7 +29,7 @@ func (s swappingTier) Acquire(context.Context, cache.Key, cache.Query) cache.Acq
 func (swappingTier) Watch(cache.Key) (<-chan struct{}, func()) { return nil, func() {} }
 
 func TestAnotherTenantsCredentialsFromTheSharedTierAreNeverServed(t *testing.T) {
-	fake := &fakeSTS{}
+	fake := &testsupport.FakeSTS{}
 	s := newService(t, fake, func(c *vend.Config) { c.Shared = swappingTier{now: time.Now} })
 	for range 2 {
 		g, err := s.Vend(context.Background(), auth.Caller{Subject: "svc-acme", TenantID: "acme"}, vend.Request{})
@@ -60,14 +61,14 @@ func TestAnotherReplicasFailureMapsToTheSentinelItsOwnWould(t *testing.T) {
 		{recoverable: true, want: vend.ErrUpstreamUnavailable},
 		{recoverable: false, want: vend.ErrUpstream},
 	} {
-		fake := &fakeSTS{}
+		fake := &testsupport.FakeSTS{}
 		s := newService(t, fake, func(c *vend.Config) { c.Shared = failedTier{recoverable: tc.recoverable} })
 		_, err := s.Vend(context.Background(), auth.Caller{Subject: "svc-acme", TenantID: "acme"}, vend.Request{})
 		if !errors.Is(err, tc.want) {
 			t.Errorf("recoverable %v: err = %v, want %v", tc.recoverable, err, tc.want)
 		}
-		if fake.calls() != 0 {
-			t.Errorf("recoverable %v: %d AssumeRole calls, want 0: the failure elsewhere was repeated", tc.recoverable, fake.calls())
+		if fake.Calls() != 0 {
+			t.Errorf("recoverable %v: %d AssumeRole calls, want 0: the failure elsewhere was repeated", tc.recoverable, fake.Calls())
 		}
 	}
 }
@@ -76,14 +77,14 @@ func TestARefreshAheadHasATraceOfItsOwnLinkedToTheHit(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	clk := clock.NewFake(time.Now())
-	fake := &fakeSTS{}
+	fake := &testsupport.FakeSTS{}
 	s := newService(t, fake, func(c *vend.Config) {
 		c.TracerProvider = tp
 		c.Now = clk.Now
 		c.Cache.Now = clk.Now
 		c.Cache.Rand = func() float64 { return 0 }
 	})
-	fake.now = clk.Now
+	fake.Now = clk.Now
 	caller := auth.Caller{Subject: "svc-acme", TenantID: "acme"}
 	if _, err := s.Vend(context.Background(), caller, vend.Request{}); err != nil {
 		t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
-	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
 	"github.com/aws/smithy-go"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,50 +28,35 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
-const testPolicy = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::data/{{ .TenantID }}/*"}]}`
 
-// fakeSTS records AssumeRole inputs and returns distinct credentials for
-// each call, or err when set.
-type fakeSTS struct {
-	mu     sync.Mutex
-	inputs []*sts.AssumeRoleInput
-	err    error
-	now    func() time.Time
+// failingSTS fails every call with err.
+func failingSTS(err error) *testsupport.FakeSTS {
+	f := &testsupport.FakeSTS{}
+	f.Fail(err)
+	return f
 }
 
-func (f *fakeSTS) AssumeRole(_ context.Context, in *sts.AssumeRoleInput, _ ...func(*sts.Options)) (*sts.AssumeRoleOutput, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.inputs = append(f.inputs, in)
-	if f.err != nil {
-		return nil, f.err
-	}
-	n := len(f.inputs)
-	return &sts.AssumeRoleOutput{Credentials: &ststypes.Credentials{
-		AccessKeyId:     aws.String(fmt.Sprintf("ASIA%04d", n)),
-		SecretAccessKey: aws.String(fmt.Sprintf("secret-%d", n)),
-		SessionToken:    aws.String(fmt.Sprintf("token-%d", n)),
-		Expiration:      aws.Time(f.now().Add(time.Duration(aws.ToInt32(in.DurationSeconds)) * time.Second)),
-	}}, nil
+// lastInput is the last AssumeRole fake received.
+func lastInput(fake *testsupport.FakeSTS) *sts.AssumeRoleInput {
+	in := fake.Inputs()
+	return in[len(in)-1]
 }
 
-func (f *fakeSTS) calls() int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.inputs) }
-
-func newService(t *testing.T, fake *fakeSTS, mutate func(*vend.Config)) *vend.Service {
+func newService(t *testing.T, fake *testsupport.FakeSTS, mutate func(*vend.Config)) *vend.Service {
 	t.Helper()
 	tenants, err := policy.NewTenantRule("")
 	if err != nil {
 		t.Fatal(err)
 	}
 	profile := func(name string) vend.Profile {
-		tmpl, err := policy.Compile(policy.Spec{Profile: name, Policy: testPolicy, Tags: map[string]string{"TenantID": "{{ .TenantID }}"}}, tenants)
+		tmpl, err := policy.Compile(policy.Spec{Profile: name, Policy: testsupport.Policy, Tags: map[string]string{"TenantID": "{{ .TenantID }}"}}, tenants)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return vend.Profile{Name: name, Role: testsupport.Role(t, tenants, "", ""), Duration: time.Hour, Template: tmpl}
 	}
 	now := time.Now
-	fake.now = now
+	fake.Now = now
 	cfg := vend.Config{
 		Profiles:      []vend.Profile{profile("objects")},
 		Tenants:       tenants,
@@ -88,7 +72,7 @@ func newService(t *testing.T, fake *fakeSTS, mutate func(*vend.Config)) *vend.Se
 			}
 		}
 	}
-	fake.now = cfg.Now
+	fake.Now = cfg.Now
 	s, err := vend.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +81,7 @@ func newService(t *testing.T, fake *fakeSTS, mutate func(*vend.Config)) *vend.Se
 }
 
 func TestVendSendsTheRenderedInputs(t *testing.T) {
-	fake := &fakeSTS{}
+	fake := &testsupport.FakeSTS{}
 	s := newService(t, fake, func(c *vend.Config) { c.Profiles[0].Role = testsupport.Role(t, c.Tenants, "", "ext-123") })
 	creds, err := s.Vend(context.Background(), auth.Caller{Subject: "svc", TenantID: "acme"}, vend.Request{})
 	if err != nil {
@@ -106,7 +90,7 @@ func TestVendSendsTheRenderedInputs(t *testing.T) {
 	if creds.TenantID != "acme" || creds.Profile != "objects" || creds.AccessKeyID == "" {
 		t.Fatalf("creds = %v", creds)
 	}
-	in := fake.inputs[0]
+	in := fake.Inputs()[0]
 	want := `{"Statement":[{"Action":"s3:GetObject","Effect":"Allow","Resource":"arn:aws:s3:::data/acme/*"}],"Version":"2012-10-17"}`
 	if got := aws.ToString(in.Policy); got != want {
 		t.Errorf("Policy = %s\nwant %s", got, want)
@@ -121,7 +105,7 @@ func TestVendSendsTheRenderedInputs(t *testing.T) {
 }
 
 func TestVendCachesPerTenantNotPerCaller(t *testing.T) {
-	fake := &fakeSTS{}
+	fake := &testsupport.FakeSTS{}
 	s := newService(t, fake, func(c *vend.Config) { c.Profiles = append(c.Profiles, vend.Profile{Name: "other"}) })
 	ctx := context.Background()
 	get := func(caller auth.Caller, req vend.Request) vend.Credentials {
@@ -149,8 +133,8 @@ func TestVendCachesPerTenantNotPerCaller(t *testing.T) {
 	if aOther.AccessKeyID == a1.AccessKeyID {
 		t.Error("two profiles share credentials")
 	}
-	if fake.calls() != 3 {
-		t.Errorf("STS calls = %d, want 3", fake.calls())
+	if fake.Calls() != 3 {
+		t.Errorf("STS calls = %d, want 3", fake.Calls())
 	}
 }
 
@@ -178,14 +162,14 @@ func TestVendDecidesTheTenant(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fake := &fakeSTS{}
+			fake := &testsupport.FakeSTS{}
 			s := newService(t, fake, nil)
 			creds, err := s.Vend(context.Background(), tt.caller, tt.req)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("err = %v, want %v", err, tt.wantErr)
 				}
-				if fake.calls() != 0 {
+				if fake.Calls() != 0 {
 					t.Fatal("a refused request reached STS")
 				}
 				return
@@ -201,7 +185,7 @@ func TestVendDecidesTheTenant(t *testing.T) {
 }
 
 func TestVendNeedsAProfileNameWhenSeveralAreConfigured(t *testing.T) {
-	s := newService(t, &fakeSTS{}, func(c *vend.Config) { c.Profiles = append(c.Profiles, vend.Profile{Name: "other"}) })
+	s := newService(t, &testsupport.FakeSTS{}, func(c *vend.Config) { c.Profiles = append(c.Profiles, vend.Profile{Name: "other"}) })
 	_, err := s.Vend(context.Background(), auth.Caller{TenantID: "acme"}, vend.Request{})
 	if !errors.Is(err, vend.ErrInvalidRequest) {
 		t.Fatalf("err = %v", err)
@@ -226,7 +210,7 @@ func TestVendClassifiesSTSFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newService(t, &fakeSTS{err: tt.err}, nil)
+			s := newService(t, failingSTS(tt.err), nil)
 			_, err := s.Vend(context.Background(), auth.Caller{TenantID: "acme"}, vend.Request{})
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
@@ -252,16 +236,14 @@ func TestCredentialsNeverPrintTheirSecrets(t *testing.T) {
 func TestThrottledRefreshServesStaleCredentialsAndCountsThem(t *testing.T) {
 	clk := clock.NewFake(time.Now())
 	reg := prometheus.NewRegistry()
-	fake := &fakeSTS{}
+	fake := &testsupport.FakeSTS{}
 	s := newService(t, fake, func(c *vend.Config) { c.Now = clk.Now; c.Registerer = reg })
 	caller := auth.Caller{TenantID: "acme"}
 	first, err := s.Vend(context.Background(), caller, vend.Request{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fake.mu.Lock()
-	fake.err = &smithy.GenericAPIError{Code: "Throttling"}
-	fake.mu.Unlock()
+	fake.Fail(&smithy.GenericAPIError{Code: "Throttling"})
 	clk.Add(50 * time.Minute)
 	stale, err := s.Vend(context.Background(), caller, vend.Request{})
 	if err != nil || stale.AccessKeyID != first.AccessKeyID {
@@ -277,30 +259,28 @@ func TestThrottledRefreshServesStaleCredentialsAndCountsThem(t *testing.T) {
 
 func TestAccessDeniedOnRefreshEvictsTheCredentials(t *testing.T) {
 	clk := clock.NewFake(time.Now())
-	fake := &fakeSTS{}
+	fake := &testsupport.FakeSTS{}
 	s := newService(t, fake, func(c *vend.Config) { c.Now = clk.Now })
 	caller := auth.Caller{TenantID: "acme"}
 	if _, err := s.Vend(context.Background(), caller, vend.Request{}); err != nil {
 		t.Fatal(err)
 	}
-	fake.mu.Lock()
-	fake.err = &smithy.GenericAPIError{Code: "AccessDenied"}
-	fake.mu.Unlock()
+	fake.Fail(&smithy.GenericAPIError{Code: "AccessDenied"})
 	clk.Add(50 * time.Minute)
 	if _, err := s.Vend(context.Background(), caller, vend.Request{}); !errors.Is(err, vend.ErrUpstream) {
 		t.Fatalf("err = %v, want ErrUpstream", err)
 	}
-	calls := fake.calls()
+	calls := fake.Calls()
 	if _, err := s.Vend(context.Background(), caller, vend.Request{}); !errors.Is(err, vend.ErrUpstream) {
 		t.Fatalf("second call: err = %v", err)
 	}
-	if fake.calls() != calls {
+	if fake.Calls() != calls {
 		t.Error("a negative-cached refusal reached STS again at once")
 	}
 }
 
 func TestRoleChainingClampsTheDuration(t *testing.T) {
-	fake := &fakeSTS{}
+	fake := &testsupport.FakeSTS{}
 	s := newService(t, fake, func(c *vend.Config) {
 		c.Profiles[0].Duration = 4 * time.Hour
 		c.MaxDuration = time.Hour
@@ -308,13 +288,13 @@ func TestRoleChainingClampsTheDuration(t *testing.T) {
 	if _, err := s.Vend(context.Background(), auth.Caller{TenantID: "acme"}, vend.Request{}); err != nil {
 		t.Fatal(err)
 	}
-	if got := aws.ToInt32(fake.inputs[0].DurationSeconds); got != 3600 {
+	if got := aws.ToInt32(fake.Inputs()[0].DurationSeconds); got != 3600 {
 		t.Fatalf("DurationSeconds = %d, want 3600 under role chaining", got)
 	}
 }
 
 func TestUpdateReplacesTheRulesAndKeepsThemWhenInvalid(t *testing.T) {
-	fake := &fakeSTS{}
+	fake := &testsupport.FakeSTS{}
 	s := newService(t, fake, nil)
 	caller := auth.Caller{TenantID: "acme"}
 	before, err := s.Vend(context.Background(), caller, vend.Request{})
@@ -343,7 +323,7 @@ func TestUpdateReplacesTheRulesAndKeepsThemWhenInvalid(t *testing.T) {
 	if after.AccessKeyID == before.AccessKeyID {
 		t.Fatal("credentials of the old policy served after the policy changed")
 	}
-	if !strings.Contains(aws.ToString(fake.inputs[len(fake.inputs)-1].Policy), "s3:PutObject") {
+	if !strings.Contains(aws.ToString(lastInput(fake).Policy), "s3:PutObject") {
 		t.Error("the new policy was not sent")
 	}
 }
@@ -368,7 +348,7 @@ func (silos) Standing(string) tenants.Standing         { return tenants.Active }
 func (s silos) Attributes(id string) map[string]string { return s[id] }
 
 func TestSiloTenantsAssumeTheirOwnRoleAndATenantNotSetUpIsRefusedBeforeSTS(t *testing.T) {
-	fake := &fakeSTS{}
+	fake := &testsupport.FakeSTS{}
 	s := newService(t, fake, func(c *vend.Config) {
 		c.Directory = silos{"acme": {"account_id": "222233334444"}, "globex": {"account_id": "555566667777"}, "initech": {"tier": "premium"}}
 		c.Profiles[0].Role = testsupport.Role(t, c.Tenants, `arn:aws:iam::{{ .Attr "account_id" }}:role/TenantAccess`, "")
@@ -377,7 +357,7 @@ func TestSiloTenantsAssumeTheirOwnRoleAndATenantNotSetUpIsRefusedBeforeSTS(t *te
 		if _, err := s.Vend(context.Background(), auth.Caller{Subject: "svc", TenantID: tenant}, vend.Request{}); err != nil {
 			t.Fatalf("%s: %v", tenant, err)
 		}
-		in := fake.inputs[len(fake.inputs)-1]
+		in := lastInput(fake)
 		if got, want := aws.ToString(in.RoleArn), "arn:aws:iam::"+account+":role/TenantAccess"; got != want {
 			t.Errorf("%s assumed %s, want %s", tenant, got, want)
 		}
@@ -386,15 +366,15 @@ func TestSiloTenantsAssumeTheirOwnRoleAndATenantNotSetUpIsRefusedBeforeSTS(t *te
 	if !errors.Is(err, vend.ErrForbidden) || !strings.Contains(err.Error(), `"account_id"`) {
 		t.Errorf("a tenant without account_id: %v, want ErrForbidden naming the attribute", err)
 	}
-	if len(fake.inputs) != 2 {
-		t.Errorf("%d AssumeRole calls, want 2: a tenant not set up must never reach STS", len(fake.inputs))
+	if len(fake.Inputs()) != 2 {
+		t.Errorf("%d AssumeRole calls, want 2: a tenant not set up must never reach STS", len(fake.Inputs()))
 	}
 }
 
 func TestTenantsTheDirectoryDoesNotAdmitAreRefusedWithTheirReasonAndNeverReachSTS(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	dir := directory{"acme": tenants.Active, "globex": tenants.Suspended, "initech": tenants.Unsettled}
-	fake := &fakeSTS{}
+	fake := &testsupport.FakeSTS{}
 	s := newService(t, fake, func(c *vend.Config) { c.Directory = dir; c.Registerer = reg })
 	worker := auth.Caller{Subject: "worker", Scopes: []string{"tokenvendor:any-tenant"}}
 	for _, tc := range []struct {
@@ -429,8 +409,8 @@ func TestTenantsTheDirectoryDoesNotAdmitAreRefusedWithTheirReasonAndNeverReachST
 			}
 		})
 	}
-	if fake.calls() != 1 {
-		t.Fatalf("STS calls = %d, want 1: a refused tenant reached STS", fake.calls())
+	if fake.Calls() != 1 {
+		t.Fatalf("STS calls = %d, want 1: a refused tenant reached STS", fake.Calls())
 	}
 	for reason, want := range map[string]float64{vend.RefusedUnknown: 2, vend.RefusedSuspended: 1, vend.RefusedOtherTenant: 1, vend.RefusedInvalid: 1} {
 		if got := metrictest.Counter(t, reg, "tokenvendor_tenant_refusals_total", "reason", reason); got != want {
@@ -440,7 +420,7 @@ func TestTenantsTheDirectoryDoesNotAdmitAreRefusedWithTheirReasonAndNeverReachST
 }
 
 func TestForgetDropsATenantsCredentialsInEveryProfile(t *testing.T) {
-	fake := &fakeSTS{}
+	fake := &testsupport.FakeSTS{}
 	s := newService(t, fake, func(c *vend.Config) { c.Profiles = []vend.Profile{{Name: "objects"}, {Name: "reports"}} })
 	for range 2 {
 		for _, profile := range []string{"objects", "reports"} {
@@ -450,8 +430,8 @@ func TestForgetDropsATenantsCredentialsInEveryProfile(t *testing.T) {
 				}
 			}
 		}
-		if fake.calls() != 4 {
-			t.Fatalf("STS calls = %d, want 4", fake.calls())
+		if fake.Calls() != 4 {
+			t.Fatalf("STS calls = %d, want 4", fake.Calls())
 		}
 	}
 	s.Forget("acme")
@@ -460,21 +440,21 @@ func TestForgetDropsATenantsCredentialsInEveryProfile(t *testing.T) {
 			s.Vend(context.Background(), auth.Caller{TenantID: tenant}, vend.Request{Profile: profile})
 		}
 	}
-	if fake.calls() != 6 {
-		t.Fatalf("STS calls = %d after forgetting acme, want 6: acme fetched anew in both profiles, globex not", fake.calls())
+	if fake.Calls() != 6 {
+		t.Fatalf("STS calls = %d after forgetting acme, want 6: acme fetched anew in both profiles, globex not", fake.Calls())
 	}
 }
 
 func TestADurationTheCacheCannotServeIsRefusedAfterTheClamp(t *testing.T) {
 	tenants, _ := policy.NewTenantRule("")
-	tmpl, err := policy.Compile(policy.Spec{Profile: "objects", Policy: testPolicy}, tenants)
+	tmpl, err := policy.Compile(policy.Spec{Profile: "objects", Policy: testsupport.Policy}, tenants)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = vend.New(vend.Config{
 		Profiles:    []vend.Profile{{Name: "objects", Role: testsupport.Role(t, tenants, "", ""), Duration: 12 * time.Hour, Template: tmpl}},
 		Tenants:     tenants,
-		STS:         &fakeSTS{},
+		STS:         &testsupport.FakeSTS{},
 		MaxDuration: time.Hour, // role chaining
 		Cache:       cache.Config{MinRemaining: 2 * time.Hour},
 	})
@@ -498,7 +478,7 @@ func (l *keyLimiter) Allow(_ context.Context, key string) (bool, time.Duration) 
 
 func TestCallerBudgetIsPerIssuerSubjectAndClient(t *testing.T) {
 	limiter := &keyLimiter{keys: map[string]int{}}
-	s := newService(t, &fakeSTS{}, func(c *vend.Config) { c.CallerLimit = limiter })
+	s := newService(t, &testsupport.FakeSTS{}, func(c *vend.Config) { c.CallerLimit = limiter })
 	callers := []auth.Caller{
 		{Issuer: "https://idp-a/", Subject: "svc", TenantID: "acme"},
 		{Issuer: "https://idp-b/", Subject: "svc", TenantID: "acme"},
@@ -525,7 +505,7 @@ func TestSTSBudgetPutsRefreshesOffAndMakesCallersTakeTurns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fake := &fakeSTS{}
+	fake := &testsupport.FakeSTS{}
 	s := newService(t, fake, func(c *vend.Config) { c.Now = clk.Now; c.Registerer = reg; c.Budget = pace })
 	vendFor := func(tenant string) (vend.Grant, error) {
 		return s.Vend(context.Background(), auth.Caller{Subject: "svc", TenantID: tenant}, vend.Request{})
@@ -554,8 +534,8 @@ func TestSTSBudgetPutsRefreshesOffAndMakesCallersTakeTurns(t *testing.T) {
 	if err != nil || g.Cache != cache.Hit {
 		t.Fatalf("acme while its refresh waits for a spare turn: %s, %v; want a hit", g.Cache, err)
 	}
-	if fake.calls() != 3 {
-		t.Fatalf("AssumeRole calls = %d, want 3: the refresh went ahead without a spare turn", fake.calls())
+	if fake.Calls() != 3 {
+		t.Fatalf("AssumeRole calls = %d, want 3: the refresh went ahead without a spare turn", fake.Calls())
 	}
 	if got := metrictest.Counter(t, reg, "tokenvendor_sts_budget_waits_total", "kind", "refresh"); got != 1 {
 		t.Fatalf("refresh waits = %v, want 1", got)
@@ -566,7 +546,7 @@ func TestSTSBudgetPutsRefreshesOffAndMakesCallersTakeTurns(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Wait()
-	if fake.calls() != 4 {
-		t.Fatalf("AssumeRole calls = %d, want 4: the refresh put off never ran", fake.calls())
+	if fake.Calls() != 4 {
+		t.Fatalf("AssumeRole calls = %d, want 4: the refresh put off never ran", fake.Calls())
 	}
 }

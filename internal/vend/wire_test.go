@@ -3,13 +3,8 @@ package vend_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,44 +18,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
-// stsServer is an httptest STS speaking the query protocol: it captures each
-// request's form and answers with credentials, or with the error it is given.
-type stsServer struct {
-	*httptest.Server
-	mu     sync.Mutex
-	forms  []url.Values
-	status int
-	code   string
-	packed int // PackedPolicySize to answer with
-}
-
-func newSTSServer(t *testing.T) *stsServer {
-	s := &stsServer{}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := r.ParseForm(); err != nil {
-			t.Error(err)
-		}
-		s.mu.Lock()
-		s.forms = append(s.forms, r.PostForm)
-		status, code, packed := s.status, s.code, max(s.packed, 7)
-		s.mu.Unlock()
-		w.Header().Set("Content-Type", "text/xml")
-		if code != "" {
-			w.WriteHeader(status)
-			fmt.Fprintf(w, `<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>%s</Code><Message>upstream says no</Message></Error><RequestId>r1</RequestId></ErrorResponse>`, code)
-			return
-		}
-		fmt.Fprintf(w, `<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>
-<Credentials><AccessKeyId>ASIAWIRE</AccessKeyId><SecretAccessKey>wire-secret</SecretAccessKey><SessionToken>wire-token</SessionToken><Expiration>%s</Expiration></Credentials>
-<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/TenantData/acme@objects</Arn><AssumedRoleId>AROA:acme@objects</AssumedRoleId></AssumedRoleUser>
-<PackedPolicySize>%d</PackedPolicySize></AssumeRoleResult><ResponseMetadata><RequestId>r1</RequestId></ResponseMetadata></AssumeRoleResponse>`,
-			time.Now().Add(time.Hour).UTC().Format(time.RFC3339), packed)
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-func wireService(t *testing.T, srv *stsServer, tags map[string]string, mutate ...func(*vend.Config)) *vend.Service {
+func wireService(t *testing.T, srv *testsupport.STSServer, tags map[string]string, mutate ...func(*vend.Config)) *vend.Service {
 	t.Helper()
 	client := sts.New(sts.Options{
 		Region:           "us-east-1",
@@ -69,7 +27,7 @@ func wireService(t *testing.T, srv *stsServer, tags map[string]string, mutate ..
 		RetryMaxAttempts: 1,
 	})
 	tenants, _ := policy.NewTenantRule("")
-	tmpl, err := policy.Compile(policy.Spec{Profile: "objects", Policy: testPolicy, Tags: tags}, tenants)
+	tmpl, err := policy.Compile(policy.Spec{Profile: "objects", Policy: testsupport.Policy, Tags: tags}, tenants)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +47,7 @@ func wireService(t *testing.T, srv *stsServer, tags map[string]string, mutate ..
 }
 
 func TestSessionTagsReachSTSOnTheWire(t *testing.T) {
-	srv := newSTSServer(t)
+	srv := testsupport.NewSTSServer(t)
 	s := wireService(t, srv, map[string]string{"TenantID": "{{ .TenantID }}", "Profile": "{{ .Profile }}", "Tier": "pool"})
 	creds, err := s.Vend(context.Background(), auth.Caller{TenantID: "acme"}, vend.Request{})
 	if err != nil {
@@ -98,7 +56,7 @@ func TestSessionTagsReachSTSOnTheWire(t *testing.T) {
 	if creds.AccessKeyID != "ASIAWIRE" || creds.SessionToken != "wire-token" {
 		t.Fatalf("creds = %v", creds)
 	}
-	form := srv.forms[0]
+	form := srv.Forms()[0]
 	want := map[string]string{
 		"Action":              "AssumeRole",
 		"RoleArn":             "arn:aws:iam::123456789012:role/TenantData",
@@ -141,8 +99,8 @@ func TestSTSErrorsOnTheWireAreClassified(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.code, func(t *testing.T) {
-			srv := newSTSServer(t)
-			srv.status, srv.code = tt.status, tt.code
+			srv := testsupport.NewSTSServer(t)
+			srv.Refuse(tt.status, tt.code)
 			_, err := wireService(t, srv, nil).Vend(context.Background(), auth.Caller{TenantID: "acme"}, vend.Request{})
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
@@ -152,7 +110,7 @@ func TestSTSErrorsOnTheWireAreClassified(t *testing.T) {
 }
 
 func TestSessionNameTemplateAndSourceIdentityOnTheWire(t *testing.T) {
-	srv := newSTSServer(t)
+	srv := testsupport.NewSTSServer(t)
 	namer, err := policy.NewSessionNamer("{{ .TenantID }}.{{ .Subject }}", true)
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +121,7 @@ func TestSessionNameTemplateAndSourceIdentityOnTheWire(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		form := srv.forms[len(srv.forms)-1]
+		form := srv.Forms()[len(srv.Forms())-1]
 		if got := form.Get("RoleSessionName"); got != g.SessionName || !strings.HasPrefix(got, "acme.") {
 			t.Errorf("RoleSessionName = %q (grant says %q)", got, g.SessionName)
 		}
@@ -171,17 +129,17 @@ func TestSessionNameTemplateAndSourceIdentityOnTheWire(t *testing.T) {
 			t.Errorf("SourceIdentity = %q", got)
 		}
 	}
-	if len(srv.forms) != 2 {
-		t.Fatalf("%d AssumeRole calls, want one per caller: the session name makes credentials per caller", len(srv.forms))
+	if len(srv.Forms()) != 2 {
+		t.Fatalf("%d AssumeRole calls, want one per caller: the session name makes credentials per caller", len(srv.Forms()))
 	}
-	if got := srv.forms[0].Get("SourceIdentity"); !strings.HasPrefix(got, "system-serviceaccount-orders-api-") {
+	if got := srv.Forms()[0].Get("SourceIdentity"); !strings.HasPrefix(got, "system-serviceaccount-orders-api-") {
 		t.Errorf("SourceIdentity = %q", got)
 	}
 }
 
 func TestPackedPolicySizeNearTheLimitIsLogged(t *testing.T) {
-	srv := newSTSServer(t)
-	srv.packed = 95
+	srv := testsupport.NewSTSServer(t)
+	srv.PackedPolicySize(95)
 	var logs strings.Builder
 	s := wireService(t, srv, nil, func(c *vend.Config) { c.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
 	if _, err := s.Vend(context.Background(), auth.Caller{TenantID: "acme"}, vend.Request{}); err != nil {

@@ -131,6 +131,13 @@ class AWSIAMTokenTest(unittest.TestCase):
             doc = decode(tokenvendor.aws_iam_token("tv", region, session=static())())
             self.assertEqual(doc["headers"]["Host"], host)
 
+    def test_fips_signs_for_the_fips_endpoint_or_refuses(self):
+        for region, host in (("us-east-2", "sts-fips.us-east-2.amazonaws.com"), ("us-gov-west-1", "sts.us-gov-west-1.amazonaws.com")):
+            doc = decode(tokenvendor.aws_iam_token("tv", region, session=static(), fips=True)())
+            self.assertEqual(doc["headers"]["Host"], host)
+        with self.assertRaisesRegex(ValueError, "no FIPS endpoint in eu-west-1"):
+            tokenvendor.aws_iam_token("tv", "eu-west-1", session=static(), fips=True)
+
     def test_a_signature_is_reused_for_reuse_seconds(self):
         clock = Clock()
         source = tokenvendor.aws_iam_token("tv", "us-east-1", session=static(SESSION_TOKEN), reuse=60, _now=clock.monotonic)

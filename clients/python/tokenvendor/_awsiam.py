@@ -28,7 +28,19 @@ _MAX_AGE = 300
 _SERVER_ID = re.compile(r"[!-~]{1,256}")
 
 
-def aws_iam_token(server_id, region, sts_endpoint=None, session=None, reuse=60, _now=time.monotonic):
+# The regions whose STS has a FIPS endpoint, as tokenvendor's sts.fips
+# knows them (internal/partition, from aws-sdk-go-v2's endpoint table).
+_FIPS_STS = {
+    "us-east-1": "sts-fips.us-east-1.amazonaws.com",
+    "us-east-2": "sts-fips.us-east-2.amazonaws.com",
+    "us-west-1": "sts-fips.us-west-1.amazonaws.com",
+    "us-west-2": "sts-fips.us-west-2.amazonaws.com",
+    "us-gov-east-1": "sts.us-gov-east-1.amazonaws.com",
+    "us-gov-west-1": "sts.us-gov-west-1.amazonaws.com",
+}
+
+
+def aws_iam_token(server_id, region, sts_endpoint=None, session=None, reuse=60, fips=False, _now=time.monotonic):
     """A token source for Client(token=...) proving the process's own AWS
     identity (its task or function role) to tokenvendor without a JWT.
 
@@ -37,7 +49,9 @@ def aws_iam_token(server_id, region, sts_endpoint=None, session=None, reuse=60, 
     credentials of session (default boto3.Session(): the environment, the
     container or instance role). server_id, region and sts_endpoint must be
     tokenvendor's auth.aws_iam server_id, region and sts_endpoint (default
-    https://sts.REGION.amazonaws.com, as tokenvendor's).
+    https://sts.REGION.amazonaws.com, .com.cn in China, as tokenvendor's;
+    with fips, as tokenvendor's sts.fips, the region's FIPS endpoint, and a
+    ValueError where the region has none).
 
     One signature is returned again for reuse seconds (while the access key
     is the same), so that tokenvendor answers repeats from its cache instead
@@ -52,6 +66,10 @@ def aws_iam_token(server_id, region, sts_endpoint=None, session=None, reuse=60, 
         raise ValueError("tokenvendor: region is required, as auth.aws_iam.region")
     if not 0 < reuse < _MAX_AGE:
         raise ValueError(f"tokenvendor: reuse must be over 0 and under {_MAX_AGE} seconds, the life of a signature")
+    if sts_endpoint is None and fips:
+        if region not in _FIPS_STS:
+            raise ValueError(f"tokenvendor: STS has no FIPS endpoint in {region}, and fips never falls back to the standard one")
+        sts_endpoint = "https://" + _FIPS_STS[region]
     if sts_endpoint is None:
         # As tokenvendor's own default: the regional endpoint, not the
         # global one, which would scope the signature to us-east-1.

@@ -1,0 +1,55 @@
+package client_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/tokenvendor/tokenvendor/client"
+	"github.com/tokenvendor/tokenvendor/wire"
+)
+
+// signedHost is the Host an AWSIAMToken signed its request for.
+func signedHost(t *testing.T, cfg client.AWSIAMConfig) string {
+	t.Helper()
+	cfg.Credentials = credentials.NewStaticCredentialsProvider("AKIDEXAMPLE", "secret", "")
+	cfg.ServerID = "tokenvendor.test"
+	source, err := client.AWSIAMToken(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := source(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := wire.DecodeAWSIAMRequest(strings.TrimPrefix(token, wire.SchemeAWSIAM+" "))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req.Headers["Host"]
+}
+
+func TestAWSIAMTokenSignsForTokenvendorsDefaultEndpoint(t *testing.T) {
+	for _, tc := range []struct {
+		region string
+		fips   bool
+		want   string
+	}{
+		{"us-east-2", false, "sts.us-east-2.amazonaws.com"},
+		{"cn-north-1", false, "sts.cn-north-1.amazonaws.com.cn"},
+		{"us-east-2", true, "sts-fips.us-east-2.amazonaws.com"},
+		{"us-gov-west-1", true, "sts.us-gov-west-1.amazonaws.com"},
+	} {
+		if got := signedHost(t, client.AWSIAMConfig{Region: tc.region, FIPS: tc.fips, Now: time.Now}); got != tc.want {
+			t.Errorf("%s (FIPS %v): signed for %s, want %s", tc.region, tc.fips, got, tc.want)
+		}
+	}
+	_, err := client.AWSIAMToken(client.AWSIAMConfig{Region: "eu-west-1", FIPS: true, ServerID: "tv",
+		Credentials: credentials.NewStaticCredentialsProvider("AKIDEXAMPLE", "secret", "")})
+	if err == nil || !strings.Contains(err.Error(), "no FIPS endpoint") {
+		t.Errorf("FIPS in eu-west-1: %v, want a refusal", err)
+	}
+}
