@@ -28,7 +28,6 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
 
-
 // failingSTS fails every call with err.
 func failingSTS(err error) *testsupport.FakeSTS {
 	f := &testsupport.FakeSTS{}
