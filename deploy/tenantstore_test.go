@@ -310,7 +310,7 @@ func uncommented(t *testing.T, where, raw, key string) string {
 
 // The shipped configs carry a tenants.dynamodb example, commented out so
 // that they load without the table: in force, it loads, names the table
-// the template creates by default, and polls as the README says.
+// the template creates by default, and polls as docs/tenants.md says.
 func TestTenantStoreExamplesLoadAndNameTheTemplatesTable(t *testing.T) {
 	tpl := loadTemplate(t)
 	table := tpl.Parameters["TenantStoreTableName"].Default

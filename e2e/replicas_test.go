@@ -693,7 +693,7 @@ func TestReplicasShareOverTLSWithAUTH(t *testing.T) {
 	const password = "redis-password-e2e-0123456789"
 	startRedisOn(t, port, "--tls-port", fmt.Sprint(port), "--tls-cert-file", cert, "--tls-key-file", key,
 		"--tls-ca-cert-file", caFile, "--tls-auth-clients", "no",
-		// Only the user tokenvendor, and only the keys README says it needs.
+		// Only the user tokenvendor, and only the keys docs/replicas.md says it needs.
 		"--user", "default", "off",
 		"--user", "tokenvendor", "on", ">"+password, "~tokenvendor:*", "~rate:tokenvendor:*", "&tokenvendor:*", "+@all")
 	passwordFile := filepath.Join(dir, "password")

@@ -2,8 +2,8 @@
 objects with the tenant's credentials from tokenvendor.
 
 Packaged with the tokenvendor package beside it (boto3 is in Lambda's
-Python runtime); see the README's "Lambda functions in tenant isolation
-mode"."""
+Python runtime); see docs/deploy-lambda.md and docs/callers.md ("Lambda
+functions in tenant isolation mode")."""
 
 import json
 import os

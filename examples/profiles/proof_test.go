@@ -18,7 +18,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/policy"
 )
 
-var markdown = flag.Bool("markdown", false, "print the evaluator's table as Markdown, for the README")
+var markdown = flag.Bool("markdown", false, "print the evaluator's table as Markdown, for docs/isolation.md")
 
 // env is what the tests share: the repository, the tools folder and the
 // tokenvendor binary built from it.
@@ -121,7 +121,7 @@ const (
 // vended for tenant, carrying the TenantID tag tokenvendor renders (or
 // none, or another).
 type row struct {
-	why      string // the case, for the README
+	why      string // the case, for docs/isolation.md
 	tenant   string // the session's tenant: its policy and tag are rendered for it
 	noTag    bool   // the session carries no TenantID tag
 	tag      string // the session's TenantID tag instead of the rendered one

@@ -266,7 +266,7 @@ func (c *Canary) probe(ctx context.Context, p Probe) []Result {
 		case Denied:
 			s.why = fmt.Sprintf("%s denied its own %s: the probe cannot tell isolation from a profile that reaches nothing", tenant, target)
 		case NotFound:
-			s.why = fmt.Sprintf("%s's own %s is missing: create it (README: Isolation canary)", tenant, target)
+			s.why = fmt.Sprintf("%s's own %s is missing: create it (docs/isolation.md: Isolation canary)", tenant, target)
 		case Failed:
 			s.why = fmt.Sprintf("%s reading its own %s: %v", tenant, target, err)
 		}
