@@ -11,7 +11,7 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/internal/canary"
 	"github.com/tokenvendor/tokenvendor/internal/config"
-	"github.com/tokenvendor/tokenvendor/internal/vend"
+	"github.com/tokenvendor/tokenvendor/internal/server"
 )
 
 // runCanary runs every canary probe once, prints a line per probe and
@@ -27,13 +27,13 @@ func runCanary(ctx context.Context, path string, stdout, stderr io.Writer) error
 	if len(cfg.Canary.Probes) == 0 {
 		return errors.New("canary: the config has no canary section")
 	}
-	reg := prometheus.NewRegistry()
-	vendor, closeVendor, err := newVendor(ctx, cfg, reg, log, nil)
+	tel := server.Telemetry{Registerer: prometheus.NewRegistry(), Logger: log}
+	vendor, closeVendor, err := server.NewVendor(ctx, cfg, tel)
 	if err != nil {
 		return err
 	}
 	defer closeVendor()
-	c, err := newCanary(cfg, vendor, reg, log)
+	c, err := server.NewCanary(cfg, vendor, tel)
 	if err != nil {
 		return err
 	}
@@ -49,27 +49,4 @@ func runCanary(ctx context.Context, path string, stdout, stderr io.Writer) error
 		return fmt.Errorf("canary: %d probe direction(s) without a verdict", count[canary.Error])
 	}
 	return nil
-}
-
-// newCanary builds the canary of cfg over vendor.
-func newCanary(cfg *config.Config, vendor *vend.Service, reg prometheus.Registerer, log *slog.Logger) (*canary.Canary, error) {
-	cc := cfg.Canary
-	var probes []canary.Probe
-	for _, p := range cc.Probes {
-		probe := canary.Probe{Profile: p.Profile}
-		if p.S3 != nil {
-			probe.Bucket, probe.Key = p.S3.Bucket, p.S3.Compiled
-		} else {
-			probe.Table, probe.Item = p.DynamoDB.Table, p.DynamoDB.Compiled
-		}
-		probes = append(probes, probe)
-	}
-	return canary.New(canary.Config{
-		Tenants:    [2]string{cc.Tenants[0], cc.Tenants[1]},
-		Probes:     probes,
-		Vendor:     vendor,
-		Reader:     canary.NewAWSReader(cfg.STS.Region, cc.Endpoints.S3, cc.Endpoints.DynamoDB),
-		Registerer: reg,
-		Logger:     log,
-	})
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/internal/config"
 	"github.com/tokenvendor/tokenvendor/internal/registry"
+	"github.com/tokenvendor/tokenvendor/internal/server"
 	"github.com/tokenvendor/tokenvendor/internal/tenants"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
@@ -41,8 +42,8 @@ func render(ctx context.Context, path string, sel selection, stdout, stderr io.W
 		fmt.Fprintln(stderr, "note: sts.role_chaining is auto: serve caps durations at 1h when its own credentials turn out to be a role session; set on or off to render exactly that")
 	}
 	svc, err := vend.New(vend.Config{
-		Profiles: vendProfiles(cfg), Tenants: cfg.TenantRule, STS: noSTS{}, MaxDuration: maxDuration,
-		Directory: attrs, Sessions: cfg.SessionNamer, Cache: cacheConfig(cfg),
+		Profiles: server.Profiles(cfg), Tenants: cfg.TenantRule, STS: noSTS{}, MaxDuration: maxDuration,
+		Directory: attrs, Sessions: cfg.SessionNamer, Cache: server.CacheConfig(cfg),
 	})
 	if err != nil {
 		return fmt.Errorf("render: %w", err)
@@ -91,7 +92,7 @@ func renderAttributes(ctx context.Context, cfg *config.Config, sel selection) (k
 		if err != nil {
 			return nil, fmt.Errorf("load AWS credentials to read the tenant store: %w", err)
 		}
-		it, ok, err := tenantStore(awsCfg, d).Get(ctx, sel.tenant)
+		it, ok, err := server.TenantStore(awsCfg, d).Get(ctx, sel.tenant)
 		if err != nil || ok {
 			return knownTenant(it.Attributes), err
 		}

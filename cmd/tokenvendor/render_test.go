@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/config"
+	"github.com/tokenvendor/tokenvendor/internal/server"
 	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
 )
@@ -94,7 +95,7 @@ func TestRenderPrintsWhatServeSends(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	svc, release, err := newVendor(ctx, cfg, prometheus.NewRegistry(), slog.New(slog.DiscardHandler), nil)
+	svc, release, err := server.NewVendor(ctx, cfg, server.Telemetry{Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/internal/config"
 	"github.com/tokenvendor/tokenvendor/internal/revoke"
+	"github.com/tokenvendor/tokenvendor/internal/server"
 	"github.com/tokenvendor/tokenvendor/internal/shared"
 	"github.com/tokenvendor/tokenvendor/internal/tenants"
 )
@@ -95,7 +96,7 @@ func tenantsCommand(ctx context.Context, args []string, getenv func(string) stri
 	if err != nil {
 		return fmt.Errorf("tenants: load the operator's AWS credentials: %w", err)
 	}
-	table := tenantStore(awsCfg, d)
+	table := server.TenantStore(awsCfg, d)
 	if a.verb == "list" {
 		return listTenants(ctx, table, stdout)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/awsiam"
 	"github.com/tokenvendor/tokenvendor/internal/clock"
 	"github.com/tokenvendor/tokenvendor/internal/metrictest"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
 const (
@@ -71,7 +72,7 @@ func newFakeSTS(t testing.TB) *fakeSTS {
 			fmt.Fprint(w, `<ErrorResponse><Error><Code>InvalidClientTokenId</Code></Error></ErrorResponse>`)
 			return
 		}
-		fmt.Fprintf(w, `<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult><Arn>%s</Arn><UserId>AROA:x</UserId><Account>%s</Account></GetCallerIdentityResult></GetCallerIdentityResponse>`, arn, account)
+		fmt.Fprint(w, testsupport.CallerIdentityXML(arn, account))
 	}))
 	t.Cleanup(f.Close)
 	return f

@@ -104,6 +104,13 @@ func AssumeRoleXML(keyID string, tokenLength int, expires time.Time) string {
 		keyID, strings.Repeat("s", 40), strings.Repeat("t", tokenLength), expires.UTC().Format(time.RFC3339))
 }
 
+// CallerIdentityXML is an STS GetCallerIdentity answer over HTTP naming
+// arn, a session of account.
+func CallerIdentityXML(arn, account string) string {
+	return fmt.Sprintf(`<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetCallerIdentityResult>`+
+		`<Arn>%s</Arn><UserId>AROA:x</UserId><Account>%s</Account></GetCallerIdentityResult></GetCallerIdentityResponse>`, arn, account)
+}
+
 // STS is a stub STS over HTTP: every AssumeRole gets keyID's credentials,
 // living life.
 func STS(keyID string, tokenLength int, life time.Duration) http.Handler {

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"context"
@@ -25,11 +25,21 @@ import (
 	"github.com/tokenvendor/tokenvendor/wire"
 )
 
-// newVendor builds the use case from cfg: the tenant registry (watched
+// Telemetry is where a part of the service reports: its metrics, its log
+// and its spans.
+type Telemetry struct {
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	// TracerProvider is nil when nothing is traced.
+	TracerProvider trace.TracerProvider
+}
+
+// NewVendor builds the use case from cfg: the tenant registry (watched
 // until ctx ends), the limits, the STS client, the tier the replicas share
 // and the credential cache. serve and canary vend through it alike.
 // release closes the shared tier's connections.
-func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger, tp trace.TracerProvider) (vendor *vend.Service, release func(), err error) {
+func NewVendor(ctx context.Context, cfg *config.Config, tel Telemetry) (vendor *vend.Service, release func(), err error) {
+	reg, log, tp := tel.Registerer, tel.Logger, tel.TracerProvider
 	release = func() {}
 	defer func() {
 		if err != nil {
@@ -75,7 +85,7 @@ func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 		known = directory
 	}
 	vendor, err = vend.New(vend.Config{
-		Profiles:        vendProfiles(cfg),
+		Profiles:        Profiles(cfg),
 		Tenants:         cfg.TenantRule,
 		OverrideScope:   cfg.Auth.OverrideScope,
 		STS:             stsClient,
@@ -85,7 +95,7 @@ func newVendor(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 		TenantLimit:     paces.tenant,
 		Budget:          paces.budget,
 		Sessions:        cfg.SessionNamer,
-		Cache:           cacheConfig(cfg),
+		Cache:           CacheConfig(cfg),
 		Shared:          sharedCreds,
 		Registerer:      reg,
 		Logger:          log,
@@ -117,7 +127,7 @@ func tenantDirectory(ctx context.Context, cfg *config.Config, awsCfg aws.Config,
 		dc.Registry = r
 	}
 	if d := cfg.Tenants.DynamoDB; d != nil {
-		dc.Store, dc.Poll = tenantStore(awsCfg, d), d.Poll
+		dc.Store, dc.Poll = TenantStore(awsCfg, d), d.Poll
 	}
 	if dc.Registry == nil && dc.Store == nil {
 		return nil, nil
@@ -135,10 +145,10 @@ func tenantDirectory(ctx context.Context, cfg *config.Config, awsCfg aws.Config,
 	return dir, nil
 }
 
-// tenantStore is the DynamoDB table of tenants.dynamodb, reached with the
+// TenantStore is the DynamoDB table of tenants.dynamodb, reached with the
 // given AWS configuration (the service's own credentials, or the
 // operator's for the tenants command).
-func tenantStore(awsCfg aws.Config, d *config.TenantsDynamoDB) *tenants.Table {
+func TenantStore(awsCfg aws.Config, d *config.TenantsDynamoDB) *tenants.Table {
 	client := dynamodb.NewFromConfig(awsCfg, func(o *dynamodb.Options) {
 		o.Region = d.Region
 		if d.Endpoint != "" {
@@ -241,8 +251,8 @@ func stsBudget(tier *shared.Tier, cfg config.STS) (vend.Budget, error) {
 	return shared.NewBudget(tier, local), nil
 }
 
-// cacheConfig is the credential cache of the config.
-func cacheConfig(cfg *config.Config) cache.Config {
+// CacheConfig is the credential cache of the config.
+func CacheConfig(cfg *config.Config) cache.Config {
 	return cache.Config{
 		MaxEntries:     cfg.Cache.MaxEntries,
 		RefreshAhead:   cfg.Cache.RefreshAhead,
@@ -254,7 +264,8 @@ func cacheConfig(cfg *config.Config) cache.Config {
 	}
 }
 
-func vendProfiles(cfg *config.Config) []vend.Profile {
+// Profiles are the config's profiles as the vend service takes them.
+func Profiles(cfg *config.Config) []vend.Profile {
 	profiles := make([]vend.Profile, 0, len(cfg.Profiles))
 	for _, p := range cfg.Profiles {
 		profiles = append(profiles, vend.Profile{
