@@ -31,50 +31,137 @@ func loopback(w io.Writer, hey string, duration time.Duration) ([]row, error) {
 	if _, err := os.Stat(hey); err != nil {
 		return nil, fail("hey not found at %s (make tools installs it): %v", hey, err)
 	}
+	lb := &loopbackRun{}
+	defer lb.close()
+	if err := lb.startPeers(); err != nil {
+		return nil, err
+	}
+	targets, err := lb.startTargets()
+	if err != nil {
+		return nil, err
+	}
+	best, err := measure(w, hey, targets, lb.token, duration)
+	if err != nil {
+		return nil, err
+	}
+	b, t, sh, tr := best[0], best[1], best[2], best[3]
+	return []row{
+		{"loopback, 32 conns", "cache-hit req/s / bare handler req/s", ratio(t.rps, b.rps), ">= 0.6"},
+		{"loopback, 32 conns", "cache-hit req/s with redis configured / bare handler req/s", ratio(sh.rps, b.rps), ">= 0.6"},
+		{"loopback, 32 conns", "cache-hit req/s with tracing on (OTLP/HTTP) / bare handler req/s", ratio(tr.rps, b.rps), ""},
+		{"loopback, 32 conns", "tokenvendor req/s (context)", fmt.Sprintf("%.0f", t.rps), ""},
+		{"loopback, 32 conns", "p50 latency / bare handler p50", ratio(t.p50, b.p50), ""},
+		{"loopback, 32 conns", "p99 latency / bare handler p99", ratio(t.p99, b.p99), ""},
+	}, nil
+}
+
+// loopbackRun is what a loopback run starts: the stub identity provider
+// and STS, Redis, the binary built once, and what to stop at the end.
+type loopbackRun struct {
+	tmp   string
+	bin   string
+	jwks  string
+	sts   string
+	redis *redisServer
+	keys  string
+	token string // a signed JWT for tenant acme
+	stops []func()
+}
+
+// close stops everything started, the last first.
+func (lb *loopbackRun) close() {
+	for i := len(lb.stops) - 1; i >= 0; i-- {
+		lb.stops[i]()
+	}
+}
+
+// startPeers starts the identity provider, STS and Redis, signs the token
+// and builds the binary.
+func (lb *loopbackRun) startPeers() error {
 	tmp, err := os.MkdirTemp("", "tokenvendor-bench-")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	defer os.RemoveAll(tmp)
-
+	lb.tmp = tmp
+	lb.stops = append(lb.stops, func() { os.RemoveAll(tmp) })
 	signer, err := testsupport.NewKey("bench-1", jwa.RS256)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	jwks := httptest.NewServer(testsupport.JWKS(signer))
-	defer jwks.Close()
 	stsStub := httptest.NewServer(testsupport.STS("ASIABENCHEXAMPLE0001", sessionTokenLength, time.Hour))
-	defer stsStub.Close()
+	lb.jwks, lb.sts = jwks.URL, stsStub.URL
+	lb.stops = append(lb.stops, jwks.Close, stsStub.Close)
+	if lb.token, err = benchToken(signer); err != nil {
+		return err
+	}
+	lb.bin = filepath.Join(tmp, "tokenvendor")
+	if out, err := exec.Command("go", "build", "-o", lb.bin, "./cmd/tokenvendor").CombinedOutput(); err != nil {
+		return fmt.Errorf("build: %v\n%s", err, out)
+	}
+	if lb.redis, err = startRedis(); err != nil {
+		return err
+	}
+	lb.stops = append(lb.stops, lb.redis.stop)
+	lb.keys, err = keyFile(tmp)
+	return err
+}
 
+// benchToken is a JWT of the stub identity provider for tenant acme.
+func benchToken(signer *testsupport.Key) (string, error) {
 	tok, err := jwt.NewBuilder().Issuer("https://idp.bench/").Audience([]string{"tokenvendor"}).Subject("svc-bench").
 		IssuedAt(time.Now()).Expiration(time.Now().Add(2*time.Hour)).Claim("tenant_id", "acme").Build()
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	signed, err := signer.Sign(tok)
-	if err != nil {
-		return nil, err
-	}
+	return signer.Sign(tok)
+}
 
-	bin := filepath.Join(tmp, "tokenvendor")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/tokenvendor").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build: %v\n%s", err, out)
-	}
-	redis, err := startRedis()
+// startTargets starts what hey measures, warmed: the bare handler, the
+// binary alone, with Redis, and with tracing to a sink that drops every
+// span. Their base URLs, in that order.
+func (lb *loopbackRun) startTargets() ([]string, error) {
+	alone, err := lb.serve("alone", "")
 	if err != nil {
 		return nil, err
 	}
-	defer redis.stop()
-	keys, err := keyFile(tmp)
+	shared, err := lb.serve("shared", fmt.Sprintf("redis:\n  url: redis://%s\n  key_file: %s\n", lb.redis.addr, lb.keys))
 	if err != nil {
 		return nil, err
 	}
-	run := func(name, extra string, env ...string) (string, func(), error) {
-		port, err := freePort()
-		if err != nil {
-			return "", nil, err
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	lb.stops = append(lb.stops, sink.Close)
+	traced, err := lb.serve("traced", "", "OTEL_EXPORTER_OTLP_ENDPOINT="+sink.URL)
+	if err != nil {
+		return nil, err
+	}
+	size, err := warm(alone+"/credentials", lb.token)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range []string{shared, traced} {
+		if _, err := warm(u+"/credentials", lb.token); err != nil {
+			return nil, err
 		}
-		cfg := fmt.Sprintf(`listen: 127.0.0.1:%d
+	}
+	bare, err := lb.serveBare(size)
+	if err != nil {
+		return nil, err
+	}
+	return []string{bare, alone, shared, traced}, nil
+}
+
+// serve runs the binary with the bench config plus extra, until close, and
+// returns its base URL once ready.
+func (lb *loopbackRun) serve(name, extra string, env ...string) (string, error) {
+	port, err := freePort()
+	if err != nil {
+		return "", err
+	}
+	cfg := fmt.Sprintf(`listen: 127.0.0.1:%d
 auth:
   issuer: https://idp.bench/
   jwks_url: %s/jwks
@@ -87,73 +174,45 @@ profiles:
     role_arn: arn:aws:iam::123456789012:role/TenantData
     policy: '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject","s3:PutObject"],"Resource":"arn:aws:s3:::data/{{ .TenantID }}/*"}]}'
     tags: {TenantID: "{{ .TenantID }}"}
-`, port, jwks.URL, stsStub.URL) + extra
-		cfgPath := filepath.Join(tmp, name+".yaml")
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-			return "", nil, err
-		}
-		tv := exec.Command(bin, "serve", "--config", cfgPath)
-		tv.Env = append(append(os.Environ(), "AWS_ACCESS_KEY_ID=AKIDBENCH", "AWS_SECRET_ACCESS_KEY=bench", "AWS_REGION=us-east-1",
-			"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true"), env...)
-		tv.Stderr = io.Discard
-		if err := tv.Start(); err != nil {
-			return "", nil, err
-		}
-		stop := func() { _ = tv.Process.Kill(); _ = tv.Wait() }
-		u := fmt.Sprintf("http://127.0.0.1:%d", port)
-		if err := waitReady(u + "/readyz"); err != nil {
-			stop()
-			return "", nil, err
-		}
-		return u, stop, nil
+`, port, lb.jwks, lb.sts) + extra
+	cfgPath := filepath.Join(lb.tmp, name+".yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return "", err
 	}
-	tvURL, stopTV, err := run("alone", "")
-	if err != nil {
-		return nil, err
+	tv := exec.Command(lb.bin, "serve", "--config", cfgPath)
+	tv.Env = append(append(os.Environ(), "AWS_ACCESS_KEY_ID=AKIDBENCH", "AWS_SECRET_ACCESS_KEY=bench", "AWS_REGION=us-east-1",
+		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true"), env...)
+	tv.Stderr = io.Discard
+	if err := tv.Start(); err != nil {
+		return "", err
 	}
-	defer stopTV()
-	sharedURL, stopShared, err := run("shared", fmt.Sprintf("redis:\n  url: redis://%s\n  key_file: %s\n", redis.addr, keys))
-	if err != nil {
-		return nil, err
-	}
-	defer stopShared()
-	// Every span exported over OTLP/HTTP to a sink that takes and drops it.
-	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/x-protobuf")
-	}))
-	defer sink.Close()
-	tracedURL, stopTraced, err := run("traced", "", "OTEL_EXPORTER_OTLP_ENDPOINT="+sink.URL)
-	if err != nil {
-		return nil, err
-	}
-	defer stopTraced()
-	size, err := warm(tvURL+"/credentials", signed)
-	if err != nil {
-		return nil, err
-	}
-	for _, u := range []string{sharedURL, tracedURL} {
-		if _, err := warm(u+"/credentials", signed); err != nil {
-			return nil, err
-		}
-	}
+	lb.stops = append(lb.stops, func() { _ = tv.Process.Kill(); _ = tv.Wait() })
+	u := fmt.Sprintf("http://127.0.0.1:%d", port)
+	return u, waitReady(u + "/readyz")
+}
 
-	bareLn, err := net.Listen("tcp", "127.0.0.1:0")
+// serveBare serves the bare handler, answering size bytes, until close.
+func (lb *loopbackRun) serveBare(size int) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	bare := &http.Server{Handler: testsupport.BareHandler(size), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = bare.Serve(bareLn) }()
-	defer bare.Close()
-	bareURL := "http://" + bareLn.Addr().String()
+	go func() { _ = bare.Serve(ln) }()
+	lb.stops = append(lb.stops, func() { bare.Close() })
+	return "http://" + ln.Addr().String(), nil
+}
 
+// measure runs hey against each target, alternately, twice, and keeps
+// each one's better run.
+func measure(w io.Writer, hey string, targets []string, token string, duration time.Duration) ([4]loadResult, error) {
 	names := []string{"bare", "tokenvendor", "tv+redis", "tv+tracing"}
 	var best [4]loadResult
 	for round := range 2 {
-		for i, target := range []string{bareURL, tvURL, sharedURL, tracedURL} {
-			r, err := runHey(w, hey, target+"/credentials", signed, duration)
+		for i, target := range targets {
+			r, err := runHey(w, hey, target+"/credentials", token, duration)
 			if err != nil {
-				return nil, err
+				return best, err
 			}
 			fmt.Fprintf(w, "round %d %-11s %8.0f req/s  p50 %.2f ms  p99 %.2f ms\n", round+1, names[i], r.rps, r.p50*1000, r.p99*1000)
 			if r.rps > best[i].rps {
@@ -161,15 +220,7 @@ profiles:
 			}
 		}
 	}
-	b, t, sh, tr := best[0], best[1], best[2], best[3]
-	return []row{
-		{"loopback, 32 conns", "cache-hit req/s / bare handler req/s", ratio(t.rps, b.rps), ">= 0.6"},
-		{"loopback, 32 conns", "cache-hit req/s with redis configured / bare handler req/s", ratio(sh.rps, b.rps), ">= 0.6"},
-		{"loopback, 32 conns", "cache-hit req/s with tracing on (OTLP/HTTP) / bare handler req/s", ratio(tr.rps, b.rps), ""},
-		{"loopback, 32 conns", "tokenvendor req/s (context)", fmt.Sprintf("%.0f", t.rps), ""},
-		{"loopback, 32 conns", "p50 latency / bare handler p50", ratio(t.p50, b.p50), ""},
-		{"loopback, 32 conns", "p99 latency / bare handler p99", ratio(t.p99, b.p99), ""},
-	}, nil
+	return best, nil
 }
 
 var (
