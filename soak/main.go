@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -121,7 +122,6 @@ func run(ctx context.Context, w io.Writer, o options) error {
 			return fmt.Errorf("build tokenvendor: %v\n%s", err, out)
 		}
 	}
-
 	stsStub := newStubSTS(o.stsLifetime, o.stsLatency)
 	defer stsStub.Close()
 	idp, err := newIdP()
@@ -133,7 +133,6 @@ func run(ctx context.Context, w io.Writer, o options) error {
 	if err != nil {
 		return err
 	}
-
 	svc, err := startService(o.bin, tmp, idp.URL, stsStub.URL)
 	if err != nil {
 		return err
@@ -141,11 +140,30 @@ func run(ctx context.Context, w io.Writer, o options) error {
 	defer svc.stop()
 	fmt.Fprintf(w, "tokenvendor pid %d on %s; %d tenants, %d tokens; %.0f req/s from %d connections for %s\n",
 		svc.cmd.Process.Pid, svc.url, o.tenants, len(tokens), o.rate, o.workers, o.duration)
+	s, st, err := soak(ctx, w, o, svc, tokens)
+	if err != nil {
+		return err
+	}
+	s.STSCalls, s.JWKS = stsStub.calls.Load(), idp.fetches.Load()
+	report(w, o, s, st)
+	problems := judge(o, s, st, svc)
+	b, _ := json.Marshal(s)
+	fmt.Fprintf(w, "summary: %s\n", b)
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	fmt.Fprintln(w, "soak: ok")
+	return nil
+}
 
+// soak warms the service up, then drives it at the asked rate for the
+// asked duration, sampling its resources at the start and the end.
+func soak(ctx context.Context, w io.Writer, o options, svc *service, tokens []token) (*summary, stats, error) {
 	client := &http.Client{
 		Transport: &http.Transport{MaxIdleConnsPerHost: o.workers, MaxConnsPerHost: o.workers, IdleConnTimeout: time.Minute},
 		Timeout:   o.timeout,
 	}
+	defer client.CloseIdleConnections()
 	// Warm-up: every valid token once, so that every tenant's credentials
 	// are cached and every connection is open when the start is sampled.
 	var warm []token
@@ -155,36 +173,41 @@ func run(ctx context.Context, w io.Writer, o options) error {
 		}
 	}
 	if st := drive(ctx, client, svc.url, warm, o.workers, 0, 0, nil); st.unexpected > 0 {
-		return fmt.Errorf("warm-up: %d unexpected answers: %v", st.unexpected, st.examples)
+		return nil, st, fmt.Errorf("warm-up: %d unexpected answers: %v", st.unexpected, st.examples)
 	}
 	start, err := svc.sample()
 	if err != nil {
-		return err
+		return nil, stats{}, err
 	}
 	fmt.Fprintf(w, "start: RSS %s, %v goroutines\n", mib(start.RSS), start.Goroutines)
-
-	progress := func(elapsed time.Duration, n int) {
-		s, err := svc.sample()
-		if err != nil {
-			fmt.Fprintf(w, "%6s %9d requests  %v\n", elapsed.Round(time.Second), n, err)
-			return
-		}
-		fmt.Fprintf(w, "%6s %9d requests  RSS %s  %v goroutines\n", elapsed.Round(time.Second), n, mib(s.RSS), s.Goroutines)
-	}
 	began := time.Now()
-	st := drive(ctx, client, svc.url, tokens, o.workers, o.rate, o.duration, &reporter{every: o.report, fn: progress})
+	st := drive(ctx, client, svc.url, tokens, o.workers, o.rate, o.duration, &reporter{every: o.report, fn: svc.progress(w)})
 	elapsed := time.Since(began)
 	// Sampled with the same connections open as at the start.
 	end, err := svc.sample()
 	if err != nil {
-		return err
+		return nil, st, err
 	}
-	client.CloseIdleConnections()
+	return summarize(st, elapsed, start, end), st, nil
+}
 
+// progress prints the requests done and the service's resources so far.
+func (s *service) progress(w io.Writer) func(time.Duration, int) {
+	return func(elapsed time.Duration, n int) {
+		smp, err := s.sample()
+		if err != nil {
+			fmt.Fprintf(w, "%6s %9d requests  %v\n", elapsed.Round(time.Second), n, err)
+			return
+		}
+		fmt.Fprintf(w, "%6s %9d requests  RSS %s  %v goroutines\n", elapsed.Round(time.Second), n, mib(smp.RSS), smp.Goroutines)
+	}
+}
+
+// summarize is the summary of a measured run.
+func summarize(st stats, elapsed time.Duration, start, end sample) *summary {
 	s := &summary{
 		Requests: st.requests, Seconds: elapsed.Seconds(), Statuses: map[string]map[int]int{},
-		Unexpected: st.unexpected, ServerErrs: st.serverErrors,
-		Start: start, End: end, STSCalls: stsStub.calls.Load(), JWKS: idp.fetches.Load(),
+		Unexpected: st.unexpected, ServerErrs: st.serverErrors, Start: start, End: end,
 	}
 	for k := range kinds {
 		s.Statuses[k.String()] = st.statuses[k]
@@ -194,28 +217,26 @@ func run(ctx context.Context, w io.Writer, o options) error {
 		at := func(q float64) float64 { return float64(st.latencies[int(q*float64(n-1))]) / 1e6 }
 		s.P50Millis, s.P99Millis, s.MaxMillis = at(0.50), at(0.99), at(1)
 	}
-	report(w, o, s, st)
+	return s
+}
 
+// judge names what went wrong in a run: unexpected answers, growth beyond
+// the bounds, an exit.
+func judge(o options, s *summary, st stats, svc *service) []string {
 	var problems []string
 	if s.Unexpected > 0 {
 		problems = append(problems, fmt.Sprintf("%d unexpected answers (%d of them 5xx), e.g. %v", s.Unexpected, s.ServerErrs, st.examples))
 	}
-	if limit := int64(float64(start.RSS)*o.rssGrowth) + o.rssSlack; end.RSS > limit {
-		problems = append(problems, fmt.Sprintf("RSS grew from %s to %s, over the bound %s", mib(start.RSS), mib(end.RSS), mib(limit)))
+	if limit := int64(float64(s.Start.RSS)*o.rssGrowth) + o.rssSlack; s.End.RSS > limit {
+		problems = append(problems, fmt.Sprintf("RSS grew from %s to %s, over the bound %s", mib(s.Start.RSS), mib(s.End.RSS), mib(limit)))
 	}
-	if end.Goroutines > start.Goroutines+o.goroutineSlack {
-		problems = append(problems, fmt.Sprintf("goroutines grew from %v to %v", start.Goroutines, end.Goroutines))
+	if s.End.Goroutines > s.Start.Goroutines+o.goroutineSlack {
+		problems = append(problems, fmt.Sprintf("goroutines grew from %v to %v", s.Start.Goroutines, s.End.Goroutines))
 	}
 	if svc.exited() {
 		problems = append(problems, "tokenvendor exited during the run:\n"+svc.tail())
 	}
-	b, _ := json.Marshal(s)
-	fmt.Fprintf(w, "summary: %s\n", b)
-	if len(problems) > 0 {
-		return errors.New(strings.Join(problems, "; "))
-	}
-	fmt.Fprintln(w, "soak: ok")
-	return nil
+	return problems
 }
 
 // mintAll makes two valid tokens per tenant and, in the shares asked, tokens
@@ -258,6 +279,58 @@ type stats struct {
 	latencies    []time.Duration
 }
 
+func newStats() stats {
+	s := stats{statuses: map[kind]map[int]int{}}
+	for k := range kinds {
+		s.statuses[k] = map[int]int{}
+	}
+	return s
+}
+
+// record counts one answer, or the transport error instead of one.
+func (s *stats) record(t token, status int, took time.Duration, err error) {
+	s.requests++
+	s.latencies = append(s.latencies, took)
+	if err != nil {
+		s.errors++
+		s.unexpected++
+		s.example(t.kind.String() + ": " + err.Error())
+		return
+	}
+	s.statuses[t.kind][status]++
+	if status != t.kind.want() {
+		s.unexpected++
+		if status >= 500 {
+			s.serverErrors++
+		}
+		s.example(fmt.Sprintf("%s: %d", t.kind, status))
+	}
+}
+
+// example keeps the first few unexpected answers.
+func (s *stats) example(e string) {
+	if len(s.examples) < 5 {
+		s.examples = append(s.examples, e)
+	}
+}
+
+// merge adds o to s.
+func (s *stats) merge(o stats) {
+	s.requests += o.requests
+	s.unexpected += o.unexpected
+	s.serverErrors += o.serverErrors
+	s.errors += o.errors
+	s.latencies = append(s.latencies, o.latencies...)
+	if len(s.examples) < 5 {
+		s.examples = append(s.examples, o.examples...)
+	}
+	for k, m := range o.statuses {
+		for status, n := range m {
+			s.statuses[k][status] += n
+		}
+	}
+}
+
 // reporter calls fn every interval with the time elapsed and requests done.
 type reporter struct {
 	every time.Duration
@@ -267,123 +340,106 @@ type reporter struct {
 // drive sends requests from workers connections. With a rate, it runs for
 // d, picking tokens at random; without, it sends each token once.
 func drive(ctx context.Context, client *http.Client, base string, tokens []token, workers int, perSecond float64, d time.Duration, rep *reporter) stats {
-	var (
-		mu  sync.Mutex
-		all = stats{statuses: map[kind]map[int]int{}}
-		wg  sync.WaitGroup
-	)
-	for k := range kinds {
-		all.statuses[k] = map[int]int{}
-	}
-	var limiter *rate.Limiter
-	next := make(chan token, workers)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	next := make(chan token, workers)
 	if perSecond > 0 {
-		limiter = rate.NewLimiter(rate.Limit(perSecond), max(1, int(perSecond/100)))
-		var timer <-chan time.Time
-		if d > 0 {
-			t := time.NewTimer(d)
-			defer t.Stop()
-			timer = t.C
-		}
-		go func() {
-			defer close(next)
-			for {
-				if err := limiter.Wait(ctx); err != nil {
-					return
-				}
-				select {
-				case next <- tokens[rand.IntN(len(tokens))]:
-				case <-timer:
-					return
-				case <-ctx.Done():
-					return
-				}
-			}
-		}()
+		go feedPaced(ctx, next, tokens, perSecond, d)
 	} else {
-		go func() {
-			defer close(next)
-			for _, t := range tokens {
-				next <- t
-			}
-		}()
+		go feedOnce(next, tokens)
 	}
-	var done int
+	var done atomic.Int64 // requests answered, in hundreds per worker
 	if rep != nil {
-		began := time.Now()
+		// Stopped and waited for before drive returns: no progress line
+		// after the run's.
+		var reported sync.WaitGroup
+		reported.Add(1)
+		defer reported.Wait()
+		defer cancel()
 		go func() {
-			tick := time.NewTicker(rep.every)
-			defer tick.Stop()
-			for {
-				select {
-				case <-tick.C:
-					mu.Lock()
-					n := done
-					mu.Unlock()
-					rep.fn(time.Since(began), n)
-				case <-ctx.Done():
-					return
-				}
-			}
+			defer reported.Done()
+			rep.run(ctx, &done)
 		}()
 	}
+	var (
+		mu  sync.Mutex
+		all = newStats()
+		wg  sync.WaitGroup
+	)
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			local := stats{statuses: map[kind]map[int]int{}}
-			for k := range kinds {
-				local.statuses[k] = map[int]int{}
-			}
-			for t := range next {
-				status, took, err := post(client, base, t.value)
-				local.requests++
-				local.latencies = append(local.latencies, took)
-				if err != nil {
-					local.errors++
-					local.unexpected++
-					if len(local.examples) < 5 {
-						local.examples = append(local.examples, t.kind.String()+": "+err.Error())
-					}
-					continue
-				}
-				local.statuses[t.kind][status]++
-				if status != t.kind.want() {
-					local.unexpected++
-					if status >= 500 {
-						local.serverErrors++
-					}
-					if len(local.examples) < 5 {
-						local.examples = append(local.examples, fmt.Sprintf("%s: %d", t.kind, status))
-					}
-				}
-				if local.requests%100 == 0 {
-					mu.Lock()
-					done += 100
-					mu.Unlock()
-				}
-			}
+			local := work(client, base, next, &done)
 			mu.Lock()
 			defer mu.Unlock()
-			all.requests += local.requests
-			all.unexpected += local.unexpected
-			all.serverErrors += local.serverErrors
-			all.errors += local.errors
-			all.latencies = append(all.latencies, local.latencies...)
-			if len(all.examples) < 5 {
-				all.examples = append(all.examples, local.examples...)
-			}
-			for k, m := range local.statuses {
-				for s, n := range m {
-					all.statuses[k][s] += n
-				}
-			}
+			all.merge(local)
 		}()
 	}
 	wg.Wait()
 	return all
+}
+
+// feedPaced sends tokens picked at random at perSecond until d has passed
+// (forever when d is 0) or ctx ends, then closes next.
+func feedPaced(ctx context.Context, next chan<- token, tokens []token, perSecond float64, d time.Duration) {
+	defer close(next)
+	limiter := rate.NewLimiter(rate.Limit(perSecond), max(1, int(perSecond/100)))
+	var timer <-chan time.Time
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timer = t.C
+	}
+	for {
+		if err := limiter.Wait(ctx); err != nil {
+			return
+		}
+		select {
+		case next <- tokens[rand.IntN(len(tokens))]:
+		case <-timer:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// feedOnce sends each token once, then closes next.
+func feedOnce(next chan<- token, tokens []token) {
+	defer close(next)
+	for _, t := range tokens {
+		next <- t
+	}
+}
+
+// run reports progress every interval until ctx ends.
+func (rep *reporter) run(ctx context.Context, done *atomic.Int64) {
+	began := time.Now()
+	tick := time.NewTicker(rep.every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			rep.fn(time.Since(began), int(done.Load()))
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// work sends a request for each token of next, on one connection, and
+// counts every hundred answers in done.
+func work(client *http.Client, base string, next <-chan token, done *atomic.Int64) stats {
+	local := newStats()
+	for t := range next {
+		status, took, err := post(client, base, t.value)
+		local.record(t, status, took, err)
+		if local.requests%100 == 0 {
+			done.Add(100)
+		}
+	}
+	return local
 }
 
 // post asks for credentials with token and reads the whole answer.
