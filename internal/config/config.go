@@ -878,19 +878,7 @@ func (cn *Canary) validate(c *Config, bad reporter) {
 		// credentials: more often than a minute only adds cost.
 		bad("canary.interval", "at least 1m, or 0 for no runs in serve")
 	}
-	if len(cn.Tenants) != 2 || cn.Tenants[0] == cn.Tenants[1] {
-		bad("canary.tenants", "two different tenant ids")
-	}
-	for i, id := range cn.Tenants {
-		if c.TenantRule == nil {
-			break
-		}
-		if err := c.TenantRule.Check(id); err != nil {
-			bad(fmt.Sprintf("canary.tenants[%d]", i), "%v", err)
-		} else if len(c.Tenants.Allow) > 0 && !slices.Contains(c.Tenants.Allow, id) {
-			bad(fmt.Sprintf("canary.tenants[%d]", i), "not in tenants.allow: the canary vends as a caller would")
-		}
-	}
+	cn.validateTenants(c, bad)
 	for name, u := range map[string]string{"canary.endpoints.s3": cn.Endpoints.S3, "canary.endpoints.dynamodb": cn.Endpoints.DynamoDB} {
 		if u == "" {
 			continue
@@ -906,46 +894,79 @@ func (cn *Canary) validate(c *Config, bad reporter) {
 	for _, p := range c.Profiles {
 		profiles[p.Name] = true
 	}
-	for i, p := range cn.Probes {
-		at := fmt.Sprintf("canary.probes[%d]", i)
-		if !profiles[p.Profile] {
-			bad(at+".profile", "no such profile")
+	for i := range cn.Probes {
+		cn.Probes[i].validate(fmt.Sprintf("canary.probes[%d]", i), profiles, bad)
+	}
+}
+
+// validateTenants checks the two canary tenants: valid ids, and known
+// when tenants.allow lists the tenants.
+func (cn *Canary) validateTenants(c *Config, bad reporter) {
+	if len(cn.Tenants) != 2 || cn.Tenants[0] == cn.Tenants[1] {
+		bad("canary.tenants", "two different tenant ids")
+	}
+	if c.TenantRule == nil {
+		return
+	}
+	for i, id := range cn.Tenants {
+		if err := c.TenantRule.Check(id); err != nil {
+			bad(fmt.Sprintf("canary.tenants[%d]", i), "%v", err)
+		} else if len(c.Tenants.Allow) > 0 && !slices.Contains(c.Tenants.Allow, id) {
+			bad(fmt.Sprintf("canary.tenants[%d]", i), "not in tenants.allow: the canary vends as a caller would")
 		}
+	}
+}
+
+// validate checks the probe at at, and compiles its key templates.
+func (p *CanaryProbe) validate(at string, profiles map[string]bool, bad reporter) {
+	if !profiles[p.Profile] {
+		bad(at+".profile", "no such profile")
+	}
+	switch {
+	case (p.S3 == nil) == (p.DynamoDB == nil):
+		bad(at, "one of s3 or dynamodb")
+	case p.S3 != nil:
+		p.S3.validate(at+".s3", bad)
+	default:
+		p.DynamoDB.validate(at+".dynamodb", bad)
+	}
+}
+
+// validate checks an S3 probe and compiles its key.
+func (p *CanaryS3Probe) validate(at string, bad reporter) {
+	if p.Bucket == "" {
+		bad(at+".bucket", "required")
+	}
+	k, err := policy.CompileKey(p.Key)
+	if err != nil {
+		bad(at+".key", "%v", err)
+	}
+	p.Compiled = k
+}
+
+// validate checks a DynamoDB probe and compiles its key's attributes, at
+// least one of which must name the tenant.
+func (p *CanaryDynamoDBProbe) validate(at string, bad reporter) {
+	if p.Table == "" {
+		bad(at+".table", "required")
+	}
+	if n := len(p.Key); n < 1 || n > 2 {
+		bad(at+".key", "the partition key and, for a composite key, the sort key")
+	}
+	var perTenant bool
+	p.Compiled = map[string]*policy.Key{}
+	for name, v := range p.Key {
+		k, err := policy.CompileKey(v)
+		p.Compiled[name] = k // a sort key may be the same for both tenants
 		switch {
-		case (p.S3 == nil) == (p.DynamoDB == nil):
-			bad(at, "one of s3 or dynamodb")
-		case p.S3 != nil:
-			if p.S3.Bucket == "" {
-				bad(at+".s3.bucket", "required")
-			}
-			k, err := policy.CompileKey(p.S3.Key)
-			if err != nil {
-				bad(at+".s3.key", "%v", err)
-			}
-			p.S3.Compiled = k
-		default:
-			if p.DynamoDB.Table == "" {
-				bad(at+".dynamodb.table", "required")
-			}
-			if n := len(p.DynamoDB.Key); n < 1 || n > 2 {
-				bad(at+".dynamodb.key", "the partition key and, for a composite key, the sort key")
-			}
-			var perTenant bool
-			p.DynamoDB.Compiled = map[string]*policy.Key{}
-			for name, v := range p.DynamoDB.Key {
-				k, err := policy.CompileKey(v)
-				p.DynamoDB.Compiled[name] = k // a sort key may be the same for both tenants
-				switch {
-				case err == nil:
-					perTenant = true
-				case !errors.Is(err, policy.ErrKeyWithoutTenant):
-					bad(at+".dynamodb.key."+name, "%v", err)
-				}
-			}
-			if !perTenant {
-				bad(at+".dynamodb.key", "no attribute holds {{ .TenantID }}: both tenants would read one item")
-			}
+		case err == nil:
+			perTenant = true
+		case !errors.Is(err, policy.ErrKeyWithoutTenant):
+			bad(at+".key."+name, "%v", err)
 		}
+	}
+	if !perTenant {
+		bad(at+".key", "no attribute holds {{ .TenantID }}: both tenants would read one item")
 	}
 }
 
@@ -960,44 +981,8 @@ func (r *Redis) validate(stsTimeout time.Duration, bad reporter) *SharedTier {
 		return nil
 	}
 	s := &SharedTier{URL: r.URL}
-	if r.URL != "" && r.URLFile != "" {
-		bad("redis", "url and url_file: set one")
-	}
-	at := "redis.url"
-	urlRead := true
-	if r.URLFile != "" {
-		at = "redis.url_file"
-		b, err := os.ReadFile(r.URLFile)
-		if err != nil {
-			bad(at, "%v", err)
-			urlRead = false
-		}
-		s.URL = strings.TrimSpace(string(b))
-	}
-	var u *url.URL
-	if urlRead {
-		if err := shared.CheckURL(s.URL, r.Cluster); err != nil {
-			bad(at, "%v", err)
-		} else {
-			u, _ = url.Parse(s.URL)
-		}
-	}
-	if r.PasswordFile != "" {
-		b, err := os.ReadFile(r.PasswordFile)
-		switch pw := strings.TrimRight(string(b), "\r\n"); {
-		case err != nil:
-			bad("redis.password_file", "%v", err)
-		case pw == "":
-			bad("redis.password_file", "empty")
-		default:
-			s.Password = pw
-		}
-		if u != nil {
-			if _, inURL := u.User.Password(); inURL {
-				bad("redis.password_file", "the URL carries a password too; keep one")
-			}
-		}
-	}
+	u := r.readURL(s, bad)
+	r.readPassword(s, u, bad)
 	if r.KeyFile == "" {
 		bad("redis.key_file", "required: the keys that seal what is stored in Redis")
 	} else if keys, err := seal.LoadKeyFile(r.KeyFile); err != nil {
@@ -1005,21 +990,7 @@ func (r *Redis) validate(stsTimeout time.Duration, bad reporter) *SharedTier {
 	} else {
 		s.Keys = keys
 	}
-	if r.CAFile != "" {
-		pem, err := os.ReadFile(r.CAFile)
-		pool := x509.NewCertPool()
-		switch {
-		case err != nil:
-			bad("redis.ca_file", "%v", err)
-		case !pool.AppendCertsFromPEM(pem):
-			bad("redis.ca_file", "no PEM certificate")
-		default:
-			s.RootCAs = pool
-		}
-		if u != nil && u.Scheme != "rediss" {
-			bad("redis.ca_file", "only for rediss:// URLs")
-		}
-	}
+	r.readCA(s, u, bad)
 	if r.Prefix == "" {
 		r.Prefix = DefaultRedisPrefix
 	}
@@ -1033,6 +1004,73 @@ func (r *Redis) validate(stsTimeout time.Duration, bad reporter) *SharedTier {
 		bad("redis.timeout", "must be positive and below sts.timeout (%s): Redis is there to save STS calls, not to wait longer than one", stsTimeout)
 	}
 	return s
+}
+
+// readURL puts the URL of url or url_file in s, and returns it parsed;
+// nil when it cannot be read or is not a Redis URL.
+func (r *Redis) readURL(s *SharedTier, bad reporter) *url.URL {
+	if r.URL != "" && r.URLFile != "" {
+		bad("redis", "url and url_file: set one")
+	}
+	at := "redis.url"
+	if r.URLFile != "" {
+		at = "redis.url_file"
+		b, err := os.ReadFile(r.URLFile)
+		if err != nil {
+			bad(at, "%v", err)
+			return nil
+		}
+		s.URL = strings.TrimSpace(string(b))
+	}
+	if err := shared.CheckURL(s.URL, r.Cluster); err != nil {
+		bad(at, "%v", err)
+		return nil
+	}
+	u, _ := url.Parse(s.URL)
+	return u
+}
+
+// readPassword puts the password of password_file in s; the URL u, when
+// read, must not carry one too.
+func (r *Redis) readPassword(s *SharedTier, u *url.URL, bad reporter) {
+	if r.PasswordFile == "" {
+		return
+	}
+	b, err := os.ReadFile(r.PasswordFile)
+	switch pw := strings.TrimRight(string(b), "\r\n"); {
+	case err != nil:
+		bad("redis.password_file", "%v", err)
+	case pw == "":
+		bad("redis.password_file", "empty")
+	default:
+		s.Password = pw
+	}
+	if u != nil {
+		if _, inURL := u.User.Password(); inURL {
+			bad("redis.password_file", "the URL carries a password too; keep one")
+		}
+	}
+}
+
+// readCA puts the authorities of ca_file in s; only a rediss:// URL u
+// takes them.
+func (r *Redis) readCA(s *SharedTier, u *url.URL, bad reporter) {
+	if r.CAFile == "" {
+		return
+	}
+	pem, err := os.ReadFile(r.CAFile)
+	pool := x509.NewCertPool()
+	switch {
+	case err != nil:
+		bad("redis.ca_file", "%v", err)
+	case !pool.AppendCertsFromPEM(pem):
+		bad("redis.ca_file", "no PEM certificate")
+	default:
+		s.RootCAs = pool
+	}
+	if u != nil && u.Scheme != "rediss" {
+		bad("redis.ca_file", "only for rediss:// URLs")
+	}
 }
 
 func setDefault[T comparable](v *T, def T) {
