@@ -64,7 +64,7 @@ func NewVendor(ctx context.Context, cfg *config.Config, tel Telemetry) (vendor *
 		maxDuration = config.ChainedMaxDuration
 	}
 
-	tier, err := sharedTier(ctx, cfg, reg, log, tp, directory)
+	tier, err := sharedTier(ctx, cfg, tel, directory)
 	if err != nil {
 		return nil, release, err
 	}
@@ -161,7 +161,8 @@ func TenantStore(awsCfg aws.Config, d *config.TenantsDynamoDB) *tenants.Table {
 // sharedTier connects to the Redis the replicas share, when the config has
 // a redis section. Redis down at start-up is logged and bypassed, never
 // fatal: the replica acts alone until Redis answers.
-func sharedTier(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger, tp trace.TracerProvider, directory *tenants.Directory) (*shared.Tier, error) {
+func sharedTier(ctx context.Context, cfg *config.Config, tel Telemetry, directory *tenants.Directory) (*shared.Tier, error) {
+	log := tel.Logger
 	if cfg.Shared == nil {
 		return nil, nil
 	}
@@ -174,9 +175,9 @@ func sharedTier(ctx context.Context, cfg *config.Config, reg prometheus.Register
 		Keys:           cfg.Shared.Keys,
 		Prefix:         cfg.Redis.Prefix,
 		Timeout:        cfg.Redis.Timeout,
-		Registerer:     reg,
+		Registerer:     tel.Registerer,
 		Logger:         log,
-		TracerProvider: tp,
+		TracerProvider: tel.TracerProvider,
 	}
 	if directory != nil {
 		tc.KnownRevision, tc.Revisions = directory.Revision, directory.Observe
