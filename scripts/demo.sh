@@ -31,14 +31,15 @@ wait_for() { # url what
   exit 1
 }
 # moved prints the tokenvendor_ series of the second scrape whose value differs
-# from the first's (a series absent from the first counts as 0), histograms'
-# buckets and sums aside: what the demo's requests changed, not the rest.
+# from the first's (a series absent from the first counts as 0): what the
+# demo's requests changed. Histograms' buckets, sums and counts, and the
+# scrapes' own count, are left out.
 moved() { # before after
   awk '
     /^#/ { next }
     { i = match($0, / [^ ]+$/); series = substr($0, 1, i - 1); value = substr($0, i + 1) }
     NR == FNR { before[series] = value; next }
-    series !~ /^tokenvendor_/ || series ~ /_(bucket|sum|count)(\{|$)/ { next }
+    series !~ /^tokenvendor_/ || series ~ /_(bucket|sum|count)(\{|$)/ || series ~ /route="\/metrics"/ { next }
     value + 0 != before[series] + 0 { printf "  %s %s\n", series, value }
   ' "$1" "$2"
 }
