@@ -17,7 +17,7 @@ lint:
 
 # Fuzz targets: the parts attackers touch. Seed corpora are checked in
 # under each package's testdata/fuzz/.
-FUZZ_TARGETS := FuzzVerify:./internal/auth/ FuzzParse:./internal/awsiam/ FuzzCredentialsRequest:./internal/api/ FuzzRender:./internal/policy/ FuzzRole:./internal/policy/ FuzzDocument:./internal/revoke/
+FUZZ_TARGETS := FuzzVerify:./internal/jwks/ FuzzParse:./internal/awsiam/ FuzzCredentialsRequest:./internal/api/ FuzzRender:./internal/policy/ FuzzRole:./internal/policy/ FuzzDocument:./internal/revoke/
 FUZZTIME ?= 1m
 
 # Everything: lint, unit tests with the race detector, end-to-end tests, and

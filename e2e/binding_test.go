@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/jwks"
 	"github.com/tokenvendor/tokenvendor/internal/tlsconfig/tlstest"
 )
 
@@ -45,7 +45,7 @@ func TestCertificateBoundTokensOverMTLS(t *testing.T) {
 	idp := startOIDCWith(t, clients, fmt.Sprintf("MTLS_PORT=%d", mtlsPort),
 		"MTLS_CERT="+writePEM("idp.pem", idpCertPEM), "MTLS_KEY="+writePEM("idp.key", idpKeyPEM), "MTLS_CLIENT_CA="+clientCAFile)
 	bound := tokenOverMTLS(t, fmt.Sprintf("https://127.0.0.1:%d/token", mtlsPort), mtlsClient(serverCA, &orders), "svc-bound", "secret-bound")
-	if cnf := claimsOf(t, bound)["cnf"]; fmt.Sprint(cnf) != fmt.Sprint(map[string]any{"x5t#S256": auth.Thumbprint(ordersCert)}) {
+	if cnf := claimsOf(t, bound)["cnf"]; fmt.Sprint(cnf) != fmt.Sprint(map[string]any{"x5t#S256": jwks.Thumbprint(ordersCert)}) {
 		t.Fatalf("the provider's token carries cnf %v, want the thumbprint of the certificate it was asked with", cnf)
 	}
 	unbound := tokenFrom(t, idp.url, "svc-acme")

@@ -26,6 +26,7 @@ import (
 	"github.com/tokenvendor/tokenvendor/internal/api"
 	"github.com/tokenvendor/tokenvendor/internal/audit"
 	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/jwks"
 	"github.com/tokenvendor/tokenvendor/internal/metrictest"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
 	"github.com/tokenvendor/tokenvendor/internal/testsupport"
@@ -79,7 +80,7 @@ func newEnvWith(t testing.TB, mutate func(*vend.Config, *api.Config), profiles .
 	if vcfg.TracerProvider == nil {
 		vcfg.TracerProvider = acfg.TracerProvider
 	}
-	verifier, err := auth.New(auth.Config{
+	verifier, err := jwks.New(jwks.Config{
 		Issuer: testsupport.Issuer, JWKSURL: e.idp.JWKSURL(), Audiences: []string{testsupport.Audience},
 		Algorithms: []string{"RS256", "ES256"}, HTTPClient: e.idp.Client(), Registerer: e.reg, Logger: log,
 		TracerProvider: acfg.TracerProvider,

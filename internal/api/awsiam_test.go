@@ -13,6 +13,7 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/internal/api"
 	"github.com/tokenvendor/tokenvendor/internal/auth"
+	"github.com/tokenvendor/tokenvendor/internal/jwks"
 	"github.com/tokenvendor/tokenvendor/internal/metrictest"
 	"github.com/tokenvendor/tokenvendor/internal/tlsconfig/tlstest"
 	"github.com/tokenvendor/tokenvendor/internal/vend"
@@ -130,7 +131,7 @@ func TestTheConnectionsClientCertificateReachesTheVerifier(t *testing.T) {
 	_, _, pairB := ca.Issue(2, "svc-b")
 	certA, _ := x509.ParseCertificate(pairA.Certificate[0])
 	certB, _ := x509.ParseCertificate(pairB.Certificate[0])
-	tok := e.token("acme", func(c map[string]any) { c["cnf"] = map[string]any{"x5t#S256": auth.Thumbprint(certA)} })
+	tok := e.token("acme", func(c map[string]any) { c["cnf"] = map[string]any{"x5t#S256": jwks.Thumbprint(certA)} })
 	over := func(cert *x509.Certificate) response {
 		req := post(tok, "")
 		if cert != nil {

@@ -45,10 +45,20 @@ type SignedRequestVerifier interface {
 	Verify(ctx context.Context, signed string) (Caller, error)
 }
 
+// TokenVerifier verifies a JWT, bound to the connection's client
+// certificate when it says so, and maps its claims to a Caller;
+// *jwks.Verifier is one.
+type TokenVerifier interface {
+	VerifyFrom(ctx context.Context, token string, cert *x509.Certificate) (Caller, error)
+	// Missing counts a request that presented no token where one was
+	// needed.
+	Missing()
+}
+
 // Methods authenticates a request by the scheme of what it presents. A nil
 // method refuses its scheme.
 type Methods struct {
-	JWT    *Verifier
+	JWT    TokenVerifier
 	AWSIAM SignedRequestVerifier
 }
 
@@ -94,7 +104,7 @@ func (m Methods) tenantFromToken(ctx context.Context, caller Caller, token strin
 	case m.JWT == nil:
 		return Caller{}, fmt.Errorf("%w: a tenant token needs an identity provider to verify it (auth.issuer)", ErrUnauthenticated)
 	case token == "":
-		m.JWT.failures.WithLabelValues("missing").Inc()
+		m.JWT.Missing()
 		return Caller{}, ErrNoTenantToken
 	}
 	upstream, err := m.JWT.VerifyFrom(ctx, token, nil)

@@ -21,9 +21,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/awsiam"
 	"github.com/tokenvendor/tokenvendor/internal/cache"
+	"github.com/tokenvendor/tokenvendor/internal/jwks"
 	"github.com/tokenvendor/tokenvendor/internal/partition"
 	"github.com/tokenvendor/tokenvendor/internal/policy"
 	"github.com/tokenvendor/tokenvendor/internal/seal"
@@ -504,7 +504,7 @@ func (a *Auth) validateJWT(c *Config, bad reporter) {
 	if len(a.Audiences) == 0 {
 		bad("auth.audiences", "at least one required")
 	}
-	setDefault(&a.JWKSRefresh, auth.DefaultJWKSRefreshInterval)
+	setDefault(&a.JWKSRefresh, jwks.DefaultJWKSRefreshInterval)
 	if a.JWKSRefresh < time.Second || a.JWKSRefresh > 24*time.Hour {
 		bad("auth.jwks_refresh", "between 1s and 24h")
 	}
@@ -518,14 +518,14 @@ func (a *Auth) validateJWT(c *Config, bad reporter) {
 		a.Algorithms = []string{"RS256", "ES256"}
 	}
 	for i, alg := range a.Algorithms {
-		if !auth.ValidAlgorithm(alg) {
+		if !jwks.ValidAlgorithm(alg) {
 			bad(fmt.Sprintf("auth.algorithms[%d]", i), "%q is not an asymmetric signature algorithm (none and HS* are never accepted)", alg)
 		}
 	}
 	setDefault(&a.TenantClaim, "tenant_id")
-	setDefault(&a.Leeway, auth.DefaultLeeway)
-	if a.Leeway < 0 || a.Leeway > auth.MaxLeeway {
-		bad("auth.leeway", "must be between 0s and %s", auth.MaxLeeway)
+	setDefault(&a.Leeway, jwks.DefaultLeeway)
+	if a.Leeway < 0 || a.Leeway > jwks.MaxLeeway {
+		bad("auth.leeway", "must be between 0s and %s", jwks.MaxLeeway)
 	}
 }
 

@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/awsiam"
+	"github.com/tokenvendor/tokenvendor/internal/jwks"
 )
 
 // authenticate builds the ways callers are known: JWTs verified against
@@ -15,7 +15,7 @@ import (
 func (s *Server) authenticate(ctx context.Context, tel Telemetry) error {
 	s.ready = func() bool { return true }
 	if a := s.cfg.Auth; a.UsesJWT() {
-		v, err := auth.New(auth.Config{
+		v, err := jwks.New(jwks.Config{
 			Issuer:             a.Issuer,
 			JWKSURL:            a.JWKSURL,
 			Audiences:          a.Audiences,

@@ -1,4 +1,4 @@
-package auth_test
+package jwks_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/clock"
+	"github.com/tokenvendor/tokenvendor/internal/jwks"
 	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
@@ -19,7 +20,7 @@ import (
 func FuzzVerify(f *testing.F) {
 	idp := testsupport.NewIdP(f)
 	clk := clock.NewFake(time.Now())
-	v, _ := newVerifier(f, idp, clk, func(c *auth.Config) { c.VerifiedCacheSize = -1 })
+	v, _ := newVerifier(f, idp, clk, func(c *jwks.Config) { c.VerifiedCacheSize = -1 })
 	signed := idp.Mint(idp.Key("rsa-1"), testsupport.Claims(clk.Now(), "svc-fuzz", "acme"))
 	f.Add(signed)
 	f.Add(idp.Mint(idp.Key("ec-1"), testsupport.Claims(clk.Now(), "svc-fuzz", "acme")))

@@ -1,4 +1,4 @@
-package auth_test
+package jwks_test
 
 import (
 	"context"
@@ -14,14 +14,15 @@ import (
 
 	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/clock"
+	"github.com/tokenvendor/tokenvendor/internal/jwks"
 	"github.com/tokenvendor/tokenvendor/internal/metrictest"
 	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
-func newVerifier(t testing.TB, idp *testsupport.IdP, clk *clock.Fake, mutate func(*auth.Config)) (*auth.Verifier, *prometheus.Registry) {
+func newVerifier(t testing.TB, idp *testsupport.IdP, clk *clock.Fake, mutate func(*jwks.Config)) (*jwks.Verifier, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	cfg := auth.Config{
+	cfg := jwks.Config{
 		Issuer:     testsupport.Issuer,
 		JWKSURL:    idp.JWKSURL(),
 		Audiences:  []string{testsupport.Audience},
@@ -35,7 +36,7 @@ func newVerifier(t testing.TB, idp *testsupport.IdP, clk *clock.Fake, mutate fun
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	v, err := auth.New(cfg)
+	v, err := jwks.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func TestVerifyAcceptsValidTokens(t *testing.T) {
 func TestVerifyRefusesForgedAndConfusedTokens(t *testing.T) {
 	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
-	v, reg := newVerifier(t, idp, clk, func(c *auth.Config) { c.Algorithms = []string{"RS256", "ES256"} })
+	v, reg := newVerifier(t, idp, clk, func(c *jwks.Config) { c.Algorithms = []string{"RS256", "ES256"} })
 	rsaKey := idp.Key("rsa-1")
 	other := idp.NewKey("rsa-1", jwa.RS256) // same kid, unpublished key
 	valid := func() map[string]any { return testsupport.Claims(clk.Now(), "svc", "acme") }
@@ -122,7 +123,7 @@ func TestVerifyRefusesForgedAndConfusedTokens(t *testing.T) {
 func TestVerifyRefusesAnAlgorithmTheKeyDoesNotDeclare(t *testing.T) {
 	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
-	v, _ := newVerifier(t, idp, clk, func(c *auth.Config) { c.Algorithms = []string{"RS256", "RS512"} })
+	v, _ := newVerifier(t, idp, clk, func(c *jwks.Config) { c.Algorithms = []string{"RS256", "RS512"} })
 	// rsa-1 is published with alg RS256; an RS512 signature by the same key
 	// is refused although RS512 is on the allow-list.
 	tok := idp.MintAs(idp.Key("rsa-1"), "rsa-1", jwa.RS512, testsupport.Claims(clk.Now(), "svc", "acme"))
@@ -134,7 +135,7 @@ func TestVerifyRefusesAnAlgorithmTheKeyDoesNotDeclare(t *testing.T) {
 func TestVerifyAllowsLeewayOnExpiry(t *testing.T) {
 	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
-	v, _ := newVerifier(t, idp, clk, func(c *auth.Config) { c.Leeway = 30 * time.Second })
+	v, _ := newVerifier(t, idp, clk, func(c *jwks.Config) { c.Leeway = 30 * time.Second })
 	claims := testsupport.Claims(clk.Now(), "svc", "acme")
 	claims["exp"] = clk.Now().Add(-20 * time.Second).Unix()
 	tok := idp.Mint(idp.Key("rsa-1"), claims)
@@ -169,7 +170,7 @@ func TestTenantClaim(t *testing.T) {
 	clk := clock.NewFake(time.Now())
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v, _ := newVerifier(t, idp, clk, func(c *auth.Config) { c.TenantClaim = tt.path })
+			v, _ := newVerifier(t, idp, clk, func(c *jwks.Config) { c.TenantClaim = tt.path })
 			claims := testsupport.Claims(clk.Now(), "svc", "")
 			tt.claim(claims)
 			caller, err := v.Verify(context.Background(), idp.Mint(idp.Key("rsa-1"), claims))
@@ -204,7 +205,7 @@ func TestScopesFromScopeAndScp(t *testing.T) {
 func TestUnknownKIDRefetchIsRateLimitedAndPicksUpNewKeys(t *testing.T) {
 	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
-	v, reg := newVerifier(t, idp, clk, func(c *auth.Config) { c.UnknownKIDInterval = 10 * time.Second })
+	v, reg := newVerifier(t, idp, clk, func(c *jwks.Config) { c.UnknownKIDInterval = 10 * time.Second })
 	start := idp.Fetches()
 
 	// A flood of bogus kids, concurrently: at most one re-fetch.
@@ -236,23 +237,23 @@ func TestUnknownKIDRefetchIsRateLimitedAndPicksUpNewKeys(t *testing.T) {
 }
 
 func TestNewRefusesUnsafeConfig(t *testing.T) {
-	base := auth.Config{Issuer: "https://idp/", JWKSURL: "https://idp/jwks", Audiences: []string{"a"}, Algorithms: []string{"RS256"}}
+	base := jwks.Config{Issuer: "https://idp/", JWKSURL: "https://idp/jwks", Audiences: []string{"a"}, Algorithms: []string{"RS256"}}
 	tests := []struct {
 		name   string
-		mutate func(*auth.Config)
+		mutate func(*jwks.Config)
 	}{
-		{name: "alg none", mutate: func(c *auth.Config) { c.Algorithms = []string{"none"} }},
-		{name: "HS256", mutate: func(c *auth.Config) { c.Algorithms = []string{"HS256"} }},
-		{name: "no algorithms", mutate: func(c *auth.Config) { c.Algorithms = nil }},
-		{name: "no issuer", mutate: func(c *auth.Config) { c.Issuer = "" }},
-		{name: "no audience", mutate: func(c *auth.Config) { c.Audiences = nil }},
-		{name: "leeway over 60s", mutate: func(c *auth.Config) { c.Leeway = 61 * time.Second }},
+		{name: "alg none", mutate: func(c *jwks.Config) { c.Algorithms = []string{"none"} }},
+		{name: "HS256", mutate: func(c *jwks.Config) { c.Algorithms = []string{"HS256"} }},
+		{name: "no algorithms", mutate: func(c *jwks.Config) { c.Algorithms = nil }},
+		{name: "no issuer", mutate: func(c *jwks.Config) { c.Issuer = "" }},
+		{name: "no audience", mutate: func(c *jwks.Config) { c.Audiences = nil }},
+		{name: "leeway over 60s", mutate: func(c *jwks.Config) { c.Leeway = 61 * time.Second }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := base
 			tt.mutate(&cfg)
-			if _, err := auth.New(cfg); err == nil {
+			if _, err := jwks.New(cfg); err == nil {
 				t.Fatal("accepted")
 			}
 		})
@@ -273,7 +274,7 @@ func swapPayload(a, b string) string {
 func TestRememberedTokenIsRefusedOnceItsKeyIsRetired(t *testing.T) {
 	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
-	v, _ := newVerifier(t, idp, clk, func(c *auth.Config) { c.UnknownKIDInterval = time.Second })
+	v, _ := newVerifier(t, idp, clk, func(c *jwks.Config) { c.UnknownKIDInterval = time.Second })
 	tok := idp.Mint(idp.Key("rsa-1"), testsupport.Claims(clk.Now(), "svc", "acme"))
 	for range 2 { // verified, then remembered
 		if _, err := v.Verify(context.Background(), tok); err != nil {
@@ -299,7 +300,7 @@ func TestRememberedTokenIsRefusedAfterItExpires(t *testing.T) {
 	if _, err := v.Verify(context.Background(), tok); err != nil {
 		t.Fatal(err)
 	}
-	clk.Add(time.Minute + auth.DefaultLeeway + time.Second)
+	clk.Add(time.Minute + jwks.DefaultLeeway + time.Second)
 	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, auth.ErrUnauthenticated) {
 		t.Fatalf("expired remembered token: err = %v", err)
 	}
@@ -308,7 +309,7 @@ func TestRememberedTokenIsRefusedAfterItExpires(t *testing.T) {
 func TestKnownKeysAreNotStalledByASlowKeySetFetch(t *testing.T) {
 	idp := testsupport.NewIdP(t)
 	clk := clock.NewFake(time.Now())
-	v, _ := newVerifier(t, idp, clk, func(c *auth.Config) { c.VerifiedCacheSize = -1 })
+	v, _ := newVerifier(t, idp, clk, func(c *jwks.Config) { c.VerifiedCacheSize = -1 })
 	release := idp.Hold()
 	defer release()
 	// A token with an unknown kid starts a fetch that hangs.
@@ -342,7 +343,7 @@ func TestIdentityProviderDownAtStartRecoversWithoutRestart(t *testing.T) {
 	clk := clock.NewFake(time.Now())
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	v, err := auth.New(auth.Config{
+	v, err := jwks.New(jwks.Config{
 		Issuer: testsupport.Issuer, JWKSURL: idp.JWKSURL(), Audiences: []string{testsupport.Audience},
 		Algorithms: []string{"RS256"}, HTTPClient: idp.Client(), Now: clk.Now, UnknownKIDInterval: time.Second,
 	})

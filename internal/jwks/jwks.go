@@ -1,6 +1,7 @@
-// Package auth verifies callers' JWTs against the identity provider's JWKS
-// and turns their claims into a Caller.
-package auth
+// Package jwks verifies callers' JWTs against the identity provider's key
+// set (its JWKS), kept and refreshed here, and turns their claims into an
+// auth.Caller.
+package jwks
 
 import (
 	"bytes"
@@ -13,7 +14,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,20 +31,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/tracing"
-)
-
-// Errors returned by Verify. Every failure wraps ErrUnauthenticated, except
-// ErrJWKSUnavailable: a valid token cannot be told from a forged one while
-// no key set has ever been fetched.
-var (
-	ErrUnauthenticated = errors.New("unauthenticated")
-	ErrJWKSUnavailable = errors.New("identity provider key set unavailable")
-	// ErrUnknownPrincipal: an AWS identity proven, and not one the
-	// configuration maps to a tenant.
-	ErrUnknownPrincipal = errors.New("AWS principal not allowed")
-	// ErrIdentityUnavailable: STS cannot say who signed a request now.
-	ErrIdentityUnavailable = errors.New("STS cannot confirm the caller's identity")
 )
 
 // Limits on tokens and on the key set refresh.
@@ -98,61 +86,6 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 }
 
-// Caller is who a verified token, or a signed AWS request, says is calling.
-type Caller struct {
-	// Issuer is the token's iss, or IssuerAWSIAM for a caller that signed
-	// an AWS request.
-	Issuer  string
-	Subject string
-	// ClientID is the OAuth client the token was issued to (client_id or
-	// azp), when the token says.
-	ClientID string
-	// TenantID is the tenant claim when it is a non-empty string, else "".
-	TenantID string
-	Scopes   []string
-	// AnyTenant lets the caller name any tenant, as the override scope
-	// does; set for AWS IAM principals configured so.
-	AnyTenant bool
-	// TenantFromToken says the caller's tenant must come from a token
-	// signed upstream (Credential.TenantToken), not from the caller's own
-	// identity; set for AWS IAM principals configured so.
-	TenantFromToken bool
-}
-
-// IssuerAWSIAM is the Issuer of callers known by their AWS IAM identity.
-const IssuerAWSIAM = "aws-iam"
-
-// LimitKey names the caller's rate-limit budget: issuer and subject, and
-// the OAuth client when the token names one, so that two issuers' subjects
-// never share a budget. An AWS IAM caller's budget is its role's (the
-// client): every session of the role shares it, however it is named. Each
-// part is length-prefixed, so no choice of values makes two keys meet.
-func (c Caller) LimitKey() string {
-	parts := [3]string{c.Issuer, c.Subject, c.ClientID}
-	if c.Issuer == IssuerAWSIAM {
-		parts[1] = ""
-	}
-	var num [20]byte
-	var b strings.Builder
-	b.Grow(len(parts[0]) + len(parts[1]) + len(parts[2]) + 3*8)
-	for _, p := range parts {
-		b.Write(strconv.AppendInt(num[:0], int64(len(p)), 10))
-		b.WriteByte(':')
-		b.WriteString(p)
-	}
-	return b.String()
-}
-
-// HasScope reports whether the caller's token grants scope.
-func (c Caller) HasScope(scope string) bool {
-	for _, s := range c.Scopes {
-		if s == scope {
-			return true
-		}
-	}
-	return false
-}
-
 // Verifier checks tokens. It is safe for concurrent use.
 type Verifier struct {
 	cfg      Config
@@ -171,7 +104,7 @@ type Verifier struct {
 // verifiedToken is a token that passed every check, remembered under the
 // SHA-256 of its exact text until it expires or its key leaves the key set.
 type verifiedToken struct {
-	caller    Caller
+	caller    auth.Caller
 	cnf       string // the x5t#S256 the token is bound to, or ""
 	kid       string
 	notBefore time.Time
@@ -192,27 +125,30 @@ func ValidAlgorithm(name string) bool { _, ok := asymmetric[name]; return ok }
 
 // New returns a Verifier. It does not fetch the key set; Start does.
 func New(cfg Config) (*Verifier, error) {
-	if cfg.TenantClaim == "" {
-		cfg.TenantClaim = defaultTenantClaim
+	cfg.fillDefaults()
+	algs, err := cfg.check()
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Leeway == 0 {
-		cfg.Leeway = DefaultLeeway
+	v := &Verifier{cfg: cfg, algs: algs, tracer: tracing.Tracer(cfg.TracerProvider, tracerName)}
+	if cfg.VerifiedCacheSize > 0 {
+		verified, err := lru.New[[sha256.Size]byte, verifiedToken](cfg.VerifiedCacheSize)
+		if err != nil {
+			return nil, fmt.Errorf("verified token cache: %w", err)
+		}
+		v.verified = verified
 	}
-	if cfg.MaxTokenBytes == 0 {
-		cfg.MaxTokenBytes = DefaultMaxTokenBytes
-	}
-	if cfg.UnknownKIDInterval == 0 {
-		cfg.UnknownKIDInterval = DefaultUnknownKIDInterval
-	}
-	if cfg.RefreshInterval == 0 {
-		cfg.RefreshInterval = DefaultJWKSRefreshInterval
-	}
-	if cfg.RefreshInterval < 0 {
-		return nil, errors.New("jwks refresh interval: negative")
-	}
-	if cfg.VerifiedCacheSize == 0 {
-		cfg.VerifiedCacheSize = 10_000
-	}
+	v.register(promauto.With(cfg.Registerer))
+	return v, nil
+}
+
+func (cfg *Config) fillDefaults() {
+	setDefault(&cfg.TenantClaim, defaultTenantClaim)
+	setDefault(&cfg.Leeway, DefaultLeeway)
+	setDefault(&cfg.MaxTokenBytes, DefaultMaxTokenBytes)
+	setDefault(&cfg.UnknownKIDInterval, DefaultUnknownKIDInterval)
+	setDefault(&cfg.RefreshInterval, DefaultJWKSRefreshInterval)
+	setDefault(&cfg.VerifiedCacheSize, 10_000)
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: defaultJWKSFetchTimeout}
 	}
@@ -225,7 +161,22 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// check reports every problem of cfg, and returns the algorithms it
+// accepts.
+func (cfg *Config) check() (map[jwa.SignatureAlgorithm]bool, error) {
 	var errs []error
+	if cfg.RefreshInterval < 0 {
+		errs = append(errs, errors.New("jwks refresh interval: negative"))
+	}
 	if cfg.Issuer == "" {
 		errs = append(errs, errors.New("issuer: required"))
 	}
@@ -250,19 +201,13 @@ func New(cfg Config) (*Verifier, error) {
 	if len(cfg.Algorithms) == 0 {
 		errs = append(errs, errors.New("algorithms: at least one required"))
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
+	return algs, errors.Join(errs...)
+}
 
-	v := &Verifier{cfg: cfg, algs: algs, tracer: tracing.Tracer(cfg.TracerProvider, tracerName)}
-	if cfg.VerifiedCacheSize > 0 {
-		verified, err := lru.New[[sha256.Size]byte, verifiedToken](cfg.VerifiedCacheSize)
-		if err != nil {
-			return nil, fmt.Errorf("verified token cache: %w", err)
-		}
-		v.verified = verified
-	}
-	f := promauto.With(cfg.Registerer)
+// register makes the verifier's metrics, every series at 0 from the start,
+// so that alerts on a rate see the first failure, and dashboards are not
+// empty.
+func (v *Verifier) register(f promauto.Factory) {
 	v.failures = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokenvendor_auth_failures_total",
 		Help: "Tokens refused, by reason.",
@@ -271,16 +216,12 @@ func New(cfg Config) (*Verifier, error) {
 		Name: "tokenvendor_jwks_refreshes_total",
 		Help: "Fetches of the identity provider's key set, by outcome.",
 	}, []string{"outcome"})
-	// Every series exists from the start, at 0, so that alerts on a rate
-	// see the first failure, and dashboards are not empty.
 	for _, reason := range failureReasons {
 		v.failures.WithLabelValues(reason)
 	}
 	for _, outcome := range []string{"success", "error"} {
 		v.fetches.WithLabelValues(outcome)
 	}
-
-	return v, nil
 }
 
 // Start fetches the key set once, so that Ready reports true, and keeps it
@@ -376,16 +317,20 @@ func (v *Verifier) get(ctx context.Context) (jwk.Set, error) {
 // Ready reports whether a key set has been fetched.
 func (v *Verifier) Ready() bool { return v.ready.Load() }
 
+// Missing counts a request that presented no token where one was needed
+// (a tenant token a caller must forward).
+func (v *Verifier) Missing() { v.failures.WithLabelValues("missing").Inc() }
+
 // tracerName names the spans' instrumentation scope.
-const tracerName = "github.com/tokenvendor/tokenvendor/internal/auth"
+const tracerName = "github.com/tokenvendor/tokenvendor/internal/jwks"
 
 // failureReasons are the values of tokenvendor_auth_failures_total's reason.
 var failureReasons = []string{"missing", "malformed", "too_large", "algorithm", "type", "unknown_kid", "signature", "expired",
 	"not_yet_valid", "issuer", "audience", "claims", "unbound", "certificate", "jwks_unavailable"}
 
 // Verify checks a token presented without a client certificate. Failures
-// wrap ErrUnauthenticated with a reason that never contains the token.
-func (v *Verifier) Verify(ctx context.Context, token string) (Caller, error) {
+// wrap auth.ErrUnauthenticated with a reason that never contains the token.
+func (v *Verifier) Verify(ctx context.Context, token string) (auth.Caller, error) {
 	return v.VerifyFrom(ctx, token, nil)
 }
 
@@ -393,7 +338,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Caller, error) {
 // client certificate is cert (nil for none), and returns its caller. A
 // token bound to a certificate (RFC 8705) is accepted only with that
 // certificate; with RequireBoundTokens, an unbound token is refused.
-func (v *Verifier) VerifyFrom(ctx context.Context, token string, cert *x509.Certificate) (Caller, error) {
+func (v *Verifier) VerifyFrom(ctx context.Context, token string, cert *x509.Certificate) (auth.Caller, error) {
 	ctx, span := tracing.Start(ctx, v.tracer, "verify")
 	defer span.End()
 	caller, result, err := v.check(ctx, token, cert)
@@ -408,17 +353,17 @@ func (v *Verifier) VerifyFrom(ctx context.Context, token string, cert *x509.Cert
 		}
 	}
 	if err != nil {
-		return Caller{}, err
+		return auth.Caller{}, err
 	}
 	return caller, nil
 }
 
 // check returns token's caller and how it was known ("remembered" or
 // "verified"), or the reason it is refused.
-func (v *Verifier) check(ctx context.Context, token string, cert *x509.Certificate) (Caller, string, error) {
+func (v *Verifier) check(ctx context.Context, token string, cert *x509.Certificate) (auth.Caller, string, error) {
 	var (
 		sum    [sha256.Size]byte
-		caller Caller
+		caller auth.Caller
 		cnf    string
 		result = "remembered"
 		ok     bool
@@ -431,14 +376,14 @@ func (v *Verifier) check(ctx context.Context, token string, cert *x509.Certifica
 		var reason string
 		var err error
 		if caller, cnf, reason, err = v.verify(ctx, token, sum); err != nil {
-			return Caller{}, reason, err
+			return auth.Caller{}, reason, err
 		}
 		result = "verified"
 	}
 	// The binding is a property of the connection, so it is checked on
 	// every request, remembered tokens too.
 	if reason, err := v.bound(cnf, cert); err != nil {
-		return Caller{}, reason, err
+		return auth.Caller{}, reason, err
 	}
 	return caller, result, nil
 }
@@ -448,14 +393,14 @@ func (v *Verifier) check(ctx context.Context, token string, cert *x509.Certifica
 func (v *Verifier) bound(cnf string, cert *x509.Certificate) (string, error) {
 	switch {
 	case cnf == "" && v.cfg.RequireBoundTokens:
-		return "unbound", fmt.Errorf("%w: token not bound to a client certificate", ErrUnauthenticated)
+		return "unbound", fmt.Errorf("%w: token not bound to a client certificate", auth.ErrUnauthenticated)
 	case cnf == "":
 		return "", nil
 	case cert == nil:
-		return "certificate", fmt.Errorf("%w: token bound to a client certificate, and none was presented", ErrUnauthenticated)
+		return "certificate", fmt.Errorf("%w: token bound to a client certificate, and none was presented", auth.ErrUnauthenticated)
 	}
 	if Thumbprint(cert) != cnf {
-		return "certificate", fmt.Errorf("%w: token bound to another client certificate", ErrUnauthenticated)
+		return "certificate", fmt.Errorf("%w: token bound to another client certificate", auth.ErrUnauthenticated)
 	}
 	return "", nil
 }
@@ -470,100 +415,44 @@ func Thumbprint(cert *x509.Certificate) string {
 // remembered returns the caller of a token verified before, and the
 // certificate it is bound to, while it is within its validity and its key
 // is still published.
-func (v *Verifier) remembered(ctx context.Context, sum [sha256.Size]byte) (Caller, string, bool) {
+func (v *Verifier) remembered(ctx context.Context, sum [sha256.Size]byte) (auth.Caller, string, bool) {
 	if v.verified == nil {
-		return Caller{}, "", false
+		return auth.Caller{}, "", false
 	}
 	t, ok := v.verified.Get(sum)
 	if !ok {
-		return Caller{}, "", false
+		return auth.Caller{}, "", false
 	}
 	now := v.cfg.Now()
 	if now.After(t.notAfter) || now.Before(t.notBefore) {
 		v.verified.Remove(sum)
-		return Caller{}, "", false
+		return auth.Caller{}, "", false
 	}
 	set := v.keys.Load()
 	if set == nil {
-		return Caller{}, "", false
+		return auth.Caller{}, "", false
 	}
 	if _, ok := (*set).LookupKeyID(t.kid); !ok {
 		v.verified.Remove(sum)
-		return Caller{}, "", false
+		return auth.Caller{}, "", false
 	}
 	return t.caller, t.cnf, true
 }
 
-func (v *Verifier) verify(ctx context.Context, token string, sum [sha256.Size]byte) (Caller, string, string, error) {
-	fail := func(reason string) (Caller, string, string, error) {
-		return Caller{}, "", reason, fmt.Errorf("%w: %s", ErrUnauthenticated, strings.ReplaceAll(reason, "_", " "))
+func (v *Verifier) verify(ctx context.Context, token string, sum [sha256.Size]byte) (auth.Caller, string, string, error) {
+	fail := func(reason string) (auth.Caller, string, string, error) {
+		return auth.Caller{}, "", reason, fmt.Errorf("%w: %s", auth.ErrUnauthenticated, strings.ReplaceAll(reason, "_", " "))
 	}
-	switch {
-	case token == "":
-		return fail("missing")
-	case len(token) > v.cfg.MaxTokenBytes:
-		return fail("too_large")
-	case strings.Count(token, ".") != 2:
-		return fail("malformed")
-	}
-	msg, err := jws.ParseString(token)
-	if err != nil || len(msg.Signatures()) != 1 {
-		return fail("malformed")
-	}
-	hdr := msg.Signatures()[0].ProtectedHeaders()
-	alg := hdr.Algorithm()
-	if !v.algs[alg] {
-		return fail("algorithm")
-	}
-	if v.cfg.TokenType != "" && !sameMediaType(hdr.Type(), v.cfg.TokenType) {
-		return fail("type")
-	}
-	kid := hdr.KeyID()
-	if kid == "" {
-		return fail("unknown_kid")
-	}
-	key, err := v.lookup(ctx, kid)
-	if errors.Is(err, ErrJWKSUnavailable) {
-		return Caller{}, "", "jwks_unavailable", err
-	}
+	payload, kid, reason, err := v.signed(ctx, token)
 	if err != nil {
-		return fail("unknown_kid")
+		return auth.Caller{}, "", reason, err
 	}
-	if ka := key.Algorithm(); ka != nil && ka.String() != "" && ka.String() != alg.String() {
-		return fail("algorithm")
+	if reason != "" {
+		return fail(reason)
 	}
-	payload, err := jws.Verify([]byte(token), jws.WithKey(alg, key))
-	if err != nil {
-		return fail("signature")
-	}
-	// The signed payload must be the claims themselves: jwt.Parse would
-	// unwrap a nested JWS without verifying it.
-	if p := bytes.TrimSpace(payload); len(p) == 0 || p[0] != '{' {
-		return fail("malformed")
-	}
-	tok, err := jwt.Parse(payload, jwt.WithVerify(false), jwt.WithValidate(false))
-	if err != nil {
-		return fail("malformed")
-	}
-	err = jwt.Validate(tok,
-		jwt.WithClock(jwt.ClockFunc(v.cfg.Now)),
-		jwt.WithAcceptableSkew(v.cfg.Leeway),
-		jwt.WithIssuer(v.cfg.Issuer),
-		jwt.WithRequiredClaim("exp"),
-	)
-	switch {
-	case err == nil:
-	case errors.Is(err, jwt.ErrTokenExpired()):
-		return fail("expired")
-	case errors.Is(err, jwt.ErrTokenNotYetValid()):
-		return fail("not_yet_valid")
-	case errors.Is(err, jwt.ErrInvalidIssuer()):
-		return fail("issuer")
-	default:
-		return fail("claims")
-	}
-	if !v.audienceOK(tok.Audience()) {
-		return fail("audience")
+	tok, reason := v.validated(payload)
+	if reason != "" {
+		return fail(reason)
 	}
 	claims, err := tok.AsMap(ctx)
 	if err != nil {
@@ -573,7 +462,7 @@ func (v *Verifier) verify(ctx context.Context, token string, sum [sha256.Size]by
 	if !ok {
 		return fail("claims")
 	}
-	caller := Caller{
+	caller := auth.Caller{
 		Issuer:   tok.Issuer(),
 		Subject:  tok.Subject(),
 		ClientID: clientID(claims),
@@ -590,6 +479,84 @@ func (v *Verifier) verify(ctx context.Context, token string, sum [sha256.Size]by
 		})
 	}
 	return caller, cnf, "", nil
+}
+
+// signed checks token's form, algorithm, type and signature, and returns
+// its payload and key id, or the reason it is refused; err only when the
+// key set is unavailable, which no token can be judged without.
+func (v *Verifier) signed(ctx context.Context, token string) (payload []byte, kid, reason string, err error) {
+	switch {
+	case token == "":
+		return nil, "", "missing", nil
+	case len(token) > v.cfg.MaxTokenBytes:
+		return nil, "", "too_large", nil
+	case strings.Count(token, ".") != 2:
+		return nil, "", "malformed", nil
+	}
+	msg, err := jws.ParseString(token)
+	if err != nil || len(msg.Signatures()) != 1 {
+		return nil, "", "malformed", nil
+	}
+	hdr := msg.Signatures()[0].ProtectedHeaders()
+	alg := hdr.Algorithm()
+	switch kid = hdr.KeyID(); {
+	case !v.algs[alg]:
+		return nil, "", "algorithm", nil
+	case v.cfg.TokenType != "" && !sameMediaType(hdr.Type(), v.cfg.TokenType):
+		return nil, "", "type", nil
+	case kid == "":
+		return nil, "", "unknown_kid", nil
+	}
+	key, err := v.lookup(ctx, kid)
+	if errors.Is(err, auth.ErrJWKSUnavailable) {
+		return nil, "", "jwks_unavailable", err
+	}
+	if err != nil {
+		return nil, "", "unknown_kid", nil
+	}
+	if ka := key.Algorithm(); ka != nil && ka.String() != "" && ka.String() != alg.String() {
+		return nil, "", "algorithm", nil
+	}
+	payload, err = jws.Verify([]byte(token), jws.WithKey(alg, key))
+	if err != nil {
+		return nil, "", "signature", nil
+	}
+	// The signed payload must be the claims themselves: jwt.Parse would
+	// unwrap a nested JWS without verifying it.
+	if p := bytes.TrimSpace(payload); len(p) == 0 || p[0] != '{' {
+		return nil, "", "malformed", nil
+	}
+	return payload, kid, "", nil
+}
+
+// validated parses verified claims and checks them: expiry (required),
+// not-before, issuer, audience; or returns the reason they are refused.
+func (v *Verifier) validated(payload []byte) (jwt.Token, string) {
+	tok, err := jwt.Parse(payload, jwt.WithVerify(false), jwt.WithValidate(false))
+	if err != nil {
+		return nil, "malformed"
+	}
+	err = jwt.Validate(tok,
+		jwt.WithClock(jwt.ClockFunc(v.cfg.Now)),
+		jwt.WithAcceptableSkew(v.cfg.Leeway),
+		jwt.WithIssuer(v.cfg.Issuer),
+		jwt.WithRequiredClaim("exp"),
+	)
+	switch {
+	case err == nil:
+	case errors.Is(err, jwt.ErrTokenExpired()):
+		return nil, "expired"
+	case errors.Is(err, jwt.ErrTokenNotYetValid()):
+		return nil, "not_yet_valid"
+	case errors.Is(err, jwt.ErrInvalidIssuer()):
+		return nil, "issuer"
+	default:
+		return nil, "claims"
+	}
+	if !v.audienceOK(tok.Audience()) {
+		return nil, "audience"
+	}
+	return tok, ""
 }
 
 // sameMediaType compares a typ header with the configured type as RFC 7515
@@ -648,7 +615,7 @@ func (v *Verifier) lookup(ctx context.Context, kid string) (jwk.Key, error) {
 	set, err := v.refetch(ctx)
 	if err != nil {
 		if v.keys.Load() == nil {
-			return nil, fmt.Errorf("%w: %w", ErrJWKSUnavailable, err)
+			return nil, fmt.Errorf("%w: %w", auth.ErrJWKSUnavailable, err)
 		}
 		return nil, err
 	}

@@ -1,12 +1,12 @@
-package auth_test
+package jwks_test
 
 import (
 	"context"
 	"testing"
 	"time"
 
-	"github.com/tokenvendor/tokenvendor/internal/auth"
 	"github.com/tokenvendor/tokenvendor/internal/clock"
+	"github.com/tokenvendor/tokenvendor/internal/jwks"
 	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
@@ -20,7 +20,7 @@ func BenchmarkVerify(b *testing.B) {
 		b.Run(bench.name, func(b *testing.B) {
 			idp := testsupport.NewIdP(b)
 			clk := clock.NewFake(time.Now())
-			v, _ := newVerifier(b, idp, clk, func(c *auth.Config) { c.VerifiedCacheSize = bench.cacheSize })
+			v, _ := newVerifier(b, idp, clk, func(c *jwks.Config) { c.VerifiedCacheSize = bench.cacheSize })
 			kid := bench.kid
 			tok := idp.Mint(idp.Key(kid), testsupport.Claims(clk.Now(), "svc", "acme"))
 			b.ReportAllocs()
