@@ -243,7 +243,7 @@ func TestEveryAlertHasASeverityASummaryAndARunbookSection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	anchors := markdownAnchors(string(runbook))
+	anchors := testsupport.HeadingAnchors(string(runbook))
 	sections := markdownSections(string(runbook), "## ")
 	seen := map[string]bool{}
 	for _, r := range loadRules(t, rulesFile) {
@@ -293,8 +293,8 @@ func TestEveryAlertHasASeverityASummaryAndARunbookSection(t *testing.T) {
 			t.Errorf("alert %s runbook_url %q: want %s#<section>", r.Alert, r.Annotations["runbook_url"], runbookURL)
 		case !anchors[anchor]:
 			t.Errorf("alert %s runbook_url: docs/runbook.md has no section #%s", r.Alert, anchor)
-		case anchor != markdownAnchor(r.Alert):
-			t.Errorf("alert %s links to #%s, not to its own section #%s", r.Alert, anchor, markdownAnchor(r.Alert))
+		case anchor != testsupport.HeadingAnchor(r.Alert):
+			t.Errorf("alert %s links to #%s, not to its own section #%s", r.Alert, anchor, testsupport.HeadingAnchor(r.Alert))
 		}
 		section, ok := sections[r.Alert]
 		if !ok {
@@ -382,44 +382,6 @@ func TestLabelsRead(t *testing.T) {
 }
 
 var localLink = regexp.MustCompile(`\]\(#([^)]+)\)`)
-
-// markdownAnchor is the anchor GitHub gives a heading.
-func markdownAnchor(heading string) string {
-	var b strings.Builder
-	for _, r := range strings.ToLower(strings.TrimSpace(heading)) {
-		switch {
-		case unicode.IsLetter(r) || unicode.IsDigit(r) || r == '-' || r == '_':
-			b.WriteRune(r)
-		case r == ' ':
-			b.WriteByte('-')
-		}
-	}
-	return b.String()
-}
-
-// markdownAnchors are the anchors of every heading of a document, with
-// GitHub's -1, -2 for repeats.
-func markdownAnchors(doc string) map[string]bool {
-	out := map[string]bool{}
-	count := map[string]int{}
-	inCode := false
-	for line := range strings.Lines(doc) {
-		if strings.HasPrefix(line, "```") {
-			inCode = !inCode
-		}
-		if inCode || !strings.HasPrefix(line, "#") {
-			continue
-		}
-		a := markdownAnchor(strings.TrimLeft(line, "#"))
-		if n := count[a]; n > 0 {
-			out[fmt.Sprintf("%s-%d", a, n)] = true
-		} else {
-			out[a] = true
-		}
-		count[a]++
-	}
-	return out
-}
 
 // markdownSections maps each heading of the given level ("## ") to its
 // text, down to the next heading of that level or of the title's.

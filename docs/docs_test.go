@@ -18,11 +18,11 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unicode"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/tokenvendor/tokenvendor/internal/config"
+	"github.com/tokenvendor/tokenvendor/internal/testsupport"
 )
 
 // root is the repository, seen from this package's directory.
@@ -56,16 +56,9 @@ func TestConfigurationDocumentsEveryKey(t *testing.T) {
 	if len(rows) == 0 {
 		t.Fatal("docs/configuration.md has no key table under ## Every key")
 	}
-	for _, k := range sorted(known) {
-		if !rows[k] {
-			t.Errorf("config key %s has no row in docs/configuration.md (## Every key): add its default, range and what SIGHUP does", k)
-		}
-	}
-	for _, k := range sorted(rows) {
-		if !known[k] {
-			t.Errorf("docs/configuration.md documents %s, which the loader does not know", k)
-		}
-	}
+	sameSets(t, known, rows,
+		"config key %s has no row in docs/configuration.md (## Every key): add its default, range and what SIGHUP does",
+		"docs/configuration.md documents %s, which the loader does not know")
 }
 
 var (
@@ -197,16 +190,9 @@ func TestOperationsDocumentsEveryMetric(t *testing.T) {
 	if len(rows) == 0 {
 		t.Fatal("docs/operations.md has no metric table under ## Metrics")
 	}
-	for _, m := range sorted(exported) {
-		if !rows[m] {
-			t.Errorf("metric %s has no row in docs/operations.md (## Metrics)", m)
-		}
-	}
-	for _, m := range sorted(rows) {
-		if !exported[m] {
-			t.Errorf("docs/operations.md documents metric %s, which the binary does not export", m)
-		}
-	}
+	sameSets(t, exported, rows,
+		"metric %s has no row in docs/operations.md (## Metrics)",
+		"docs/operations.md documents metric %s, which the binary does not export")
 }
 
 var metricName = regexp.MustCompile(`^tokenvendor_[a-z0-9_]+$`)
@@ -368,7 +354,7 @@ func TestLinksResolve(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		anchorsOf[path] = headingAnchors(string(b))
+		anchorsOf[path] = testsupport.HeadingAnchors(string(b))
 		return anchorsOf[path]
 	}
 	fromReadme := map[string]bool{}
@@ -430,7 +416,7 @@ func links(doc string) []link {
 	var out []link
 	inCode := false
 	for i, line := range strings.Split(doc, "\n") {
-		if fence(line) {
+		if testsupport.Fence(line) {
 			inCode = !inCode
 			continue
 		}
@@ -442,77 +428,6 @@ func links(doc string) []link {
 		}
 	}
 	return out
-}
-
-func fence(line string) bool {
-	s := strings.TrimLeft(line, " ")
-	return strings.HasPrefix(s, "```") || strings.HasPrefix(s, "~~~")
-}
-
-// headingAnchors are the anchors GitHub gives a document's headings: lower
-// case, spaces to '-', punctuation dropped, and -1, -2... for repeats.
-func headingAnchors(doc string) map[string]bool {
-	out := map[string]bool{}
-	seen := map[string]int{}
-	inCode := false
-	for _, line := range strings.Split(doc, "\n") {
-		if fence(line) {
-			inCode = !inCode
-			continue
-		}
-		text, ok := heading(line)
-		if inCode || !ok {
-			continue
-		}
-		a := slug(text)
-		if n := seen[a]; n > 0 {
-			out[fmt.Sprintf("%s-%d", a, n)] = true
-		} else {
-			out[a] = true
-		}
-		seen[a]++
-	}
-	return out
-}
-
-// heading is the text of an ATX heading line ("## Text").
-func heading(line string) (string, bool) {
-	level := len(line) - len(strings.TrimLeft(line, "#"))
-	if level < 1 || level > 6 || (len(line) > level && line[level] != ' ') {
-		return "", false
-	}
-	return strings.TrimSpace(line[level:]), true
-}
-
-func slug(text string) string {
-	var b strings.Builder
-	for _, r := range strings.ToLower(text) {
-		switch {
-		case unicode.IsLetter(r) || unicode.IsDigit(r) || r == '-' || r == '_':
-			b.WriteRune(r)
-		case r == ' ':
-			b.WriteByte('-')
-		}
-	}
-	return b.String()
-}
-
-func TestSlugFollowsGitHub(t *testing.T) {
-	for text, want := range map[string]string{
-		"Pool, bridge and silo: a role or an account per tenant": "pool-bridge-and-silo-a-role-or-an-account-per-tenant",
-		"Callers without an identity provider (AWS IAM)":         "callers-without-an-identity-provider-aws-iam",
-		"`credential_process`":                                   "credential_process",
-		"Storms: sharing that holds when it matters most":        "storms-sharing-that-holds-when-it-matters-most",
-	} {
-		if got := slug(text); got != want {
-			t.Errorf("slug(%q) = %q, want %q", text, got, want)
-		}
-	}
-	got := headingAnchors("# A\n\n```\n# not a heading\n```\n\n## A\n\n#hashtag\n")
-	want := map[string]bool{"a": true, "a-1": true}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("headingAnchors = %v, want %v", got, want)
-	}
 }
 
 // TestPackageMapNamesEveryPackage holds the package map of
@@ -548,16 +463,9 @@ func TestPackageMapNamesEveryPackage(t *testing.T) {
 	if len(named) == 0 {
 		t.Fatal("docs/development.md has no package map (a code block under ## Package map)")
 	}
-	for _, p := range sorted(have) {
-		if !named[p] {
-			t.Errorf("package %s is missing from the package map of docs/development.md", p)
-		}
-	}
-	for _, p := range sorted(named) {
-		if !have[p] {
-			t.Errorf("the package map of docs/development.md names %s, which is no package", p)
-		}
-	}
+	sameSets(t, have, named,
+		"package %s is missing from the package map of docs/development.md",
+		"the package map of docs/development.md names %s, which is no package")
 }
 
 // packageMap is the first word of each line of the section's code block
@@ -566,7 +474,7 @@ func packageMap(sec string) map[string]bool {
 	out := map[string]bool{}
 	inCode := false
 	for _, line := range strings.Split(sec, "\n") {
-		if fence(line) {
+		if testsupport.Fence(line) {
 			inCode = !inCode
 			continue
 		}
@@ -602,11 +510,11 @@ func section(doc, head string) string {
 	}
 	inCode := false
 	for i := start + 1; i < len(lines); i++ {
-		if fence(lines[i]) {
+		if testsupport.Fence(lines[i]) {
 			inCode = !inCode
 			continue
 		}
-		if _, ok := heading(lines[i]); ok && !inCode {
+		if _, ok := testsupport.Heading(lines[i]); ok && !inCode {
 			if n := len(lines[i]) - len(strings.TrimLeft(lines[i], "#")); n <= level {
 				return strings.Join(lines[start:i], "\n")
 			}
@@ -622,4 +530,20 @@ func sorted(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// sameSets fails for each name of real missing from documented (missing,
+// a format of the name) and each documented name not in real (unknown).
+func sameSets(t *testing.T, real, documented map[string]bool, missing, unknown string) {
+	t.Helper()
+	for _, name := range sorted(real) {
+		if !documented[name] {
+			t.Errorf(missing, name)
+		}
+	}
+	for _, name := range sorted(documented) {
+		if !real[name] {
+			t.Errorf(unknown, name)
+		}
+	}
 }
