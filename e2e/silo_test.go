@@ -60,7 +60,10 @@ func TestEachTenantLandsInItsOwnAccountAndRoleOnMoto(t *testing.T) {
 	if err := os.WriteFile(key, []byte("an external id key of 32 bytes or more\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	config := writeConfig(t, configOptions{stsEndpoint: peers.moto, roleChaining: "off", extra: fmt.Sprintf(tieredProfiles, key)})
+	// A bridge role is named after its tenant, and IAM role names ignore
+	// case: tenant ids of one case only.
+	config := writeConfig(t, configOptions{stsEndpoint: peers.moto, roleChaining: "off", extra: fmt.Sprintf(tieredProfiles, key),
+		authExtra: "  tenant_pattern: '^[a-z0-9][a-z0-9_-]{0,62}$'\n"})
 	appendConfig(t, config, createTenantTable(t))
 	tenantsCommand(t, config, "add", "--attr", "account_id=222233334444", "acme")
 	tenantsCommand(t, config, "add", "--attr", "account_id=555566667777", "globex")

@@ -129,7 +129,7 @@ func TestRenderTakesAttributesFromTheFlagsOverTheFile(t *testing.T) {
 		t.Errorf("render = %s, want the account given with --attr", out)
 	}
 	_, err = runCLI("render", "--config", path, "--profile", "silo", "--tenant", "globex")
-	if err == nil || !strings.Contains(err.Error(), `lacks an attribute the profile needs: "account_id"`) {
+	if err == nil || !strings.Contains(err.Error(), `lacks the attribute "account_id"`) {
 		t.Errorf("render of a tenant without account_id: %v, want the missing attribute named", err)
 	}
 }

@@ -22,9 +22,12 @@ const DerivedExternalID = "derived"
 // MinExternalIDKeyLength is the least key of a derived ExternalId, in bytes.
 const MinExternalIDKeyLength = 32
 
-// ErrMissingAttribute is returned when a role template reads an attribute
-// the tenant's item does not have, or has with a value no ARN may hold.
-var ErrMissingAttribute = errors.New("the tenant's item lacks an attribute the profile needs")
+// ErrTenantNotSetUp is returned when a tenant's attributes do not make a
+// role the profile can assume: an attribute a template reads is missing or
+// holds a value no ARN may hold, or the role ARN or ExternalId rendered
+// with them is not valid. (The templates themselves were checked at
+// compile time, with every attribute an account id.)
+var ErrTenantNotSetUp = errors.New("the tenant is not set up for the profile's role")
 
 var (
 	externalIDPattern = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
@@ -87,9 +90,9 @@ func (d *roleData) Attr(name string) (string, error) {
 	v, ok := d.attrs[name]
 	switch {
 	case !ok:
-		d.err = fmt.Errorf("%w: %q", ErrMissingAttribute, name)
+		d.err = fmt.Errorf("%w: its item lacks the attribute %q", ErrTenantNotSetUp, name)
 	case !attributeValuePattern.MatchString(v):
-		d.err = fmt.Errorf("%w: %q holds no value an ARN or ExternalId may take ([\\w+=,.@-], 1 to 128 characters)", ErrMissingAttribute, name)
+		d.err = fmt.Errorf("%w: its attribute %q holds no value an ARN or ExternalId may take ([\\w+=,.@-], 1 to 128 characters)", ErrTenantNotSetUp, name)
 	default:
 		return v, nil
 	}
@@ -142,10 +145,36 @@ func (r *Role) check() error {
 	if _, err := r.render(&roleData{TenantID: long, read: read}); err != nil {
 		return fmt.Errorf("%w (with a %d-character tenant id, the longest tenant_pattern allows)", err, len(long))
 	}
+	if err := r.checkCase(read); err != nil {
+		return err
+	}
 	for name := range read {
 		r.attributes = append(r.attributes, name)
 	}
 	slices.Sort(r.attributes)
+	return nil
+}
+
+// checkCase refuses a role whose name or path holds the tenant id when the
+// tenant rule admits ids that differ only in case: IAM takes role names
+// without case, so tenants acme and ACME would assume one role, and
+// nothing would tell them apart but a derived ExternalId in its trust.
+func (r *Role) checkCase(read map[string]bool) error {
+	upper := strings.ToUpper(referenceProbe)
+	if r.derivedKey != nil || r.tenants.Check(upper) != nil {
+		return nil
+	}
+	lower, err := r.render(&roleData{TenantID: referenceProbe, read: read})
+	if err != nil {
+		return err
+	}
+	other, err := r.render(&roleData{TenantID: upper, read: read})
+	if err != nil {
+		return err
+	}
+	if lower.RoleARN != other.RoleARN && strings.EqualFold(lower.RoleARN, other.RoleARN) {
+		return errors.New("role_arn: puts the tenant id in the role's name or path, and tenant_pattern admits ids that differ only in case (acme, ACME), which IAM takes for one role: make auth.tenant_pattern lower-case (^[a-z0-9][a-z0-9_-]{0,62}$), or use external_id: derived, so that the role's trust tells them apart")
+	}
 	return nil
 }
 
@@ -170,7 +199,7 @@ func (r *Role) render(d *roleData) (Target, error) {
 	}
 	parsed, err := r.partition.ParseRoleARN(arn)
 	if err != nil {
-		return Target{}, fmt.Errorf("role_arn: %w", err)
+		return Target{}, r.notSetUp(d, fmt.Errorf("role_arn: %w", err))
 	}
 	t.RoleARN = parsed.String()
 	switch {
@@ -183,10 +212,20 @@ func (r *Role) render(d *roleData) (Target, error) {
 			return Target{}, fmt.Errorf("external_id: %w", err)
 		}
 		if len(t.ExternalID) < 2 || len(t.ExternalID) > 1224 || !externalIDPattern.MatchString(t.ExternalID) {
-			return Target{}, errors.New("external_id: not 2 to 1224 characters of [\\w+=,.@:/-]")
+			return Target{}, r.notSetUp(d, errors.New("external_id: not 2 to 1224 characters of [\\w+=,.@:/-]"))
 		}
 	}
 	return t, nil
+}
+
+// notSetUp is err when a template is checked; for a tenant's own render,
+// where the template is known good, it is the tenant's attributes that
+// make it fail: ErrTenantNotSetUp.
+func (r *Role) notSetUp(d *roleData, err error) error {
+	if d.read != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrTenantNotSetUp, err)
 }
 
 func executeRole(tmpl *template.Template, d *roleData) (string, error) {

@@ -490,9 +490,9 @@ func (s *Service) target(prof Profile, tenant string) (policy.Target, error) {
 	switch {
 	case errors.Is(err, policy.ErrInvalidTenant):
 		return t, refuse(RefusedInvalid, fmt.Errorf("%w: %w", ErrInvalidTenant, err))
-	case errors.Is(err, policy.ErrMissingAttribute):
+	case errors.Is(err, policy.ErrTenantNotSetUp):
 		s.log.Warn("tenant not set up for the profile's role: refused", "profile", prof.Name, "tenant", tenant, "err", err)
-		return t, fmt.Errorf("%w: tenant %s is not set up for profile %s: %w", ErrForbidden, tenant, prof.Name, err)
+		return t, fmt.Errorf("%w: profile %s, tenant %s: %w", ErrForbidden, prof.Name, tenant, err)
 	case err != nil:
 		return t, fmt.Errorf("render profile %s's role for tenant %s: %w", prof.Name, tenant, err)
 	}

@@ -349,7 +349,7 @@ func (s silos) Attributes(id string) map[string]string { return s[id] }
 func TestSiloTenantsAssumeTheirOwnRoleAndATenantNotSetUpIsRefusedBeforeSTS(t *testing.T) {
 	fake := &testsupport.FakeSTS{}
 	s := newService(t, fake, func(c *vend.Config) {
-		c.Directory = silos{"acme": {"account_id": "222233334444"}, "globex": {"account_id": "555566667777"}, "initech": {"tier": "premium"}}
+		c.Directory = silos{"acme": {"account_id": "222233334444"}, "globex": {"account_id": "555566667777"}, "initech": {"tier": "premium"}, "short": {"account_id": "2222"}}
 		c.Profiles[0].Role = testsupport.Role(t, c.Tenants, `arn:aws:iam::{{ .Attr "account_id" }}:role/TenantAccess`, "")
 	})
 	for tenant, account := range map[string]string{"acme": "222233334444", "globex": "555566667777"} {
@@ -361,9 +361,11 @@ func TestSiloTenantsAssumeTheirOwnRoleAndATenantNotSetUpIsRefusedBeforeSTS(t *te
 			t.Errorf("%s assumed %s, want %s", tenant, got, want)
 		}
 	}
-	_, err := s.Vend(context.Background(), auth.Caller{Subject: "svc", TenantID: "initech"}, vend.Request{})
-	if !errors.Is(err, vend.ErrForbidden) || !strings.Contains(err.Error(), `"account_id"`) {
-		t.Errorf("a tenant without account_id: %v, want ErrForbidden naming the attribute", err)
+	for tenant, want := range map[string]string{"initech": `lacks the attribute "account_id"`, "short": "12 digits"} {
+		_, err := s.Vend(context.Background(), auth.Caller{Subject: "svc", TenantID: tenant}, vend.Request{})
+		if !errors.Is(err, vend.ErrForbidden) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want ErrForbidden saying %q", tenant, err, want)
+		}
 	}
 	if len(fake.Inputs()) != 2 {
 		t.Errorf("%d AssumeRole calls, want 2: a tenant not set up must never reach STS", len(fake.Inputs()))
