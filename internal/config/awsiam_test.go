@@ -50,8 +50,8 @@ func TestAWSIAMSection(t *testing.T) {
 		"a wildcard tenant":                        {strings.Replace(awsIAMSection, "tenant: acme}", `tenant: "*"}`, 1), "auth.aws_iam.principals[0].tenant"},
 		"one role twice, by path":                  {awsIAMSection + `      - {role_arn: "arn:aws:iam::123456789012:role/other/orders-api", tenant: globex}` + "\n", "auth.aws_iam.principals[2].role_arn: the same role"},
 		"http STS beyond loopback":                 {strings.Replace(awsIAMSection, "server_id: tokenvendor.test", "server_id: tokenvendor.test\n    sts_endpoint: http://sts.example.com", 1), "auth.aws_iam.sts_endpoint"},
-		"a profile's access role, by another path": {awsIAMSection + `      - {role_arn: "arn:aws:iam::123456789012:role/tenants/TenantData", any_tenant: true}` + "\n", "auth.aws_iam.principals[2].role_arn: is profile objects's access role"},
-		"a profile's own access role":              {awsIAMSection + `      - {role_arn: "arn:aws:iam::123456789012:role/TENANTDATA", any_tenant: true}` + "\n", "auth.aws_iam.principals[2].role_arn: is profile objects's access role"},
+		"a profile's access role, by another path": {awsIAMSection + `      - {role_arn: "arn:aws:iam::123456789012:role/tenants/TenantData", any_tenant: true}` + "\n", "auth.aws_iam.principals[2].role_arn: is a role profile objects vends"},
+		"a profile's own access role":              {awsIAMSection + `      - {role_arn: "arn:aws:iam::123456789012:role/TENANTDATA", any_tenant: true}` + "\n", "auth.aws_iam.principals[2].role_arn: is a role profile objects vends"},
 		"cache past a signature's life":            {strings.Replace(awsIAMSection, "server_id: tokenvendor.test", "server_id: tokenvendor.test\n    cache_ttl: 6m", 1), "auth.aws_iam.cache_ttl: at most 5m"},
 	}
 	for name, tt := range tests {
@@ -119,6 +119,35 @@ func TestEveryProblemOfThePrincipalsIsNamed(t *testing.T) {
 	for _, want := range []string{"auth.aws_iam.principals[2].role_arn: not an IAM role ARN", "auth.aws_iam.principals[3]: one of tenant, any_tenant or tenant_from"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Parse() = %v, want %q among the problems", err, want)
+		}
+	}
+}
+
+func TestAPrincipalARoleTemplateMayRenderIsRefused(t *testing.T) {
+	bridge := replace("    role_arn: arn:aws:iam::123456789012:role/TenantData\n", "    role_arn: 'arn:aws:iam::123456789012:role/tenants/tenant-{{ .TenantID }}'\n")
+	bare := replace("    role_arn: arn:aws:iam::123456789012:role/TenantData\n", "    role_arn: 'arn:aws:iam::123456789012:role/{{ .TenantID }}'\n")
+	silo := replace("    role_arn: arn:aws:iam::123456789012:role/TenantData\n", "    role_arn: 'arn:aws:iam::{{ .Attr \"account_id\" }}:role/TenantAccess'\n")
+	lower := replace("  tenant_pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$'", "  tenant_pattern: '^[a-z0-9][a-z0-9_-]{0,31}$'")
+	for name, tc := range map[string]struct {
+		profile   func(*string)
+		principal string
+		refused   bool
+	}{
+		"a bridge tenant's role":                    {bridge, "arn:aws:iam::123456789012:role/tenants/tenant-acme", true},
+		"a bridge tenant's role by another path":    {bridge, "arn:aws:iam::123456789012:role/TENANT-acme", true},
+		"any role, when a bridge role is a bare id": {bare, "arn:aws:iam::123456789012:role/orders-fn", true},
+		"a silo role in any account":                {silo, "arn:aws:iam::222233334444:role/tenantaccess", true},
+		"another role in the bridge's account":      {bridge, "arn:aws:iam::123456789012:role/orders-fn", false},
+		"the silo role name in another partition":   {silo, "arn:aws-cn:iam::222233334444:role/TenantAccess", false},
+		"a role whose name only starts like a silo": {silo, "arn:aws:iam::222233334444:role/TenantAccessX", false},
+	} {
+		y := baseline
+		tc.profile(&y)
+		lower(&y)
+		y = strings.Replace(y, "auth:\n", "auth:\n"+awsIAMSection+`      - {role_arn: "`+tc.principal+`", any_tenant: true}`+"\n", 1)
+		_, err := config.Parse([]byte(y))
+		if refused := err != nil && strings.Contains(err.Error(), "is a role profile objects vends"); refused != tc.refused {
+			t.Errorf("%s: Parse() = %v, want refused %v", name, err, tc.refused)
 		}
 	}
 }

@@ -443,7 +443,28 @@ func (c *Config) Validate() error {
 	c.Shared = c.Redis.validate(c.STS.Timeout, p.bad)
 	c.Canary.validate(c, p.bad)
 	c.validateProfiles(&p)
+	c.checkPrincipalsAgainstProfiles(p.bad)
 	return errors.Join(p.errs...)
+}
+
+// checkPrincipalsAgainstProfiles refuses an AWS IAM caller that is a role a
+// profile vends (the pool's access role, or a role a bridge or silo
+// template may render): every tenant's session holds such a role, so any of
+// them could ask for credentials. Roles are compared as the verifier
+// matches a session to its role: by partition, account and name, whatever
+// the path or the case.
+func (c *Config) checkPrincipalsAgainstProfiles(bad reporter) {
+	if c.Auth.AWSIAM == nil {
+		return
+	}
+	for i, p := range c.Auth.AWSIAM.Principals {
+		for _, prof := range c.Profiles {
+			if prof.Role != nil && prof.Role.Matches(p.RoleARN) {
+				bad(fmt.Sprintf("auth.aws_iam.principals[%d].role_arn", i),
+					"is a role profile %s vends: every tenant's session of it holds that role, so any of them could ask for credentials", prof.Name)
+			}
+		}
+	}
 }
 
 // reporter records one problem of a setting.
@@ -833,14 +854,6 @@ func (w *AWSIAM) validate(c *Config, bad reporter) {
 			}
 		default:
 			bad(fmt.Sprintf("auth.aws_iam.principals[%d].tenant_from", i), "only token")
-		}
-		for _, prof := range c.Profiles {
-			// As the verifier matches a session to its role: by partition,
-			// account and name, whatever the path or the case.
-			if prof.RoleARN != "" && awsiam.SameRole(p.RoleARN, prof.RoleARN) {
-				bad(fmt.Sprintf("auth.aws_iam.principals[%d].role_arn", i),
-					"is profile %s's access role: every tenant's session holds that role, so any of them could ask for credentials", prof.Name)
-			}
 		}
 	}
 	// The rest is the verifier's own check, so that check and serve agree.

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"text/template"
+	"text/template/parse"
 
 	"github.com/tokenvendor/tokenvendor/internal/partition"
 )
@@ -59,6 +60,10 @@ type RoleSpec struct {
 // (the bridge and the silo).
 type Role struct {
 	arn, externalID *template.Template
+	// sameRole matches the ARN of any role the template can render: by
+	// partition, account and name, whatever the path and the case, as IAM
+	// tells roles apart.
+	sameRole *regexp.Regexp
 	derivedKey      []byte
 	partition       partition.Partition
 	region          string
@@ -128,6 +133,7 @@ func CompileRole(spec RoleSpec, tenants *TenantRule) (*Role, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	r.sameRole = sameRolePattern(r.arn)
 	if err := r.check(); err != nil {
 		return nil, err
 	}
@@ -176,6 +182,40 @@ func (r *Role) checkCase(read map[string]bool) error {
 		return errors.New("role_arn: puts the tenant id in the role's name or path, and tenant_pattern admits ids that differ only in case (acme, ACME), which IAM takes for one role: make auth.tenant_pattern lower-case (^[a-z0-9][a-z0-9_-]{0,62}$), or use external_id: derived, so that the role's trust tells them apart")
 	}
 	return nil
+}
+
+// Matches reports whether roleARN names a role the template may render
+// for some tenant: the same partition, account and name, whatever its path
+// and the case of its name, every action of the template standing for any
+// value an attribute or a tenant id may hold.
+func (r *Role) Matches(roleARN string) bool {
+	p, err := partition.Partition{ID: strings.SplitN(roleARN+":", ":", 3)[1]}.ParseRoleARN(roleARN)
+	return err == nil && r.sameRole.MatchString("arn:"+p.Partition+":iam::"+p.Account+":role/"+p.Name)
+}
+
+// sameRolePattern is a pattern of the ARNs, without their path, that the
+// template renders: its text as it is, each action any run of the
+// characters values may hold.
+func sameRolePattern(tmpl *template.Template) *regexp.Regexp {
+	const action = "\x00"
+	var b strings.Builder
+	for _, n := range tmpl.Root.Nodes {
+		if t, ok := n.(*parse.TextNode); ok {
+			b.Write(t.Text)
+		} else {
+			b.WriteString(action)
+		}
+	}
+	text := b.String()
+	quote := func(s string) string {
+		return strings.ReplaceAll(regexp.QuoteMeta(s), action, `[\w+=,.@-]+`)
+	}
+	prefix, resource, ok := strings.Cut(text, ":role/")
+	if !ok {
+		return regexp.MustCompile(`(?i)^` + quote(text) + `$`)
+	}
+	name := resource[strings.LastIndexByte(resource, '/')+1:]
+	return regexp.MustCompile(`(?i)^` + quote(prefix) + `:role/` + quote(name) + `$`)
 }
 
 // Attributes are the tenant attributes the templates read.

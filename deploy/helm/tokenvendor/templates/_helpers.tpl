@@ -179,3 +179,17 @@ password, readable by the pod's fsGroup alone.
         path: password
       {{- end }}
 {{- end -}}
+
+{{/*
+The Secret of externalIdKey as a volume: the derived ExternalIds' key as
+the file key, readable by the pod's fsGroup alone.
+*/}}
+{{- define "tokenvendor.externalIdVolume" -}}
+- name: external-id
+  secret:
+    secretName: {{ .Values.externalIdKey.secret.name }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.externalIdKey.secret.keyKey }}
+        path: key
+{{- end -}}
