@@ -52,6 +52,9 @@ func AWSIAMToken(cfg AWSIAMConfig) (func(context.Context) (string, error), error
 	if cfg.Credentials == nil || cfg.ServerID == "" || cfg.Region == "" {
 		return nil, errors.New("client: AWSIAMConfig needs Credentials, ServerID and Region")
 	}
+	if cfg.STSEndpoint != "" && cfg.FIPS {
+		return nil, errors.New("client: STSEndpoint and FIPS: set one (FIPS picks the region's FIPS endpoint)")
+	}
 	if cfg.STSEndpoint == "" {
 		endpoint, err := partition.STSEndpoint(cfg.Region, cfg.FIPS) // as tokenvendor's own default
 		if err != nil {

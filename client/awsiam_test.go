@@ -52,4 +52,9 @@ func TestAWSIAMTokenSignsForTokenvendorsDefaultEndpoint(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no FIPS endpoint") {
 		t.Errorf("FIPS in eu-west-1: %v, want a refusal", err)
 	}
+	_, err = client.AWSIAMToken(client.AWSIAMConfig{Region: "us-east-1", FIPS: true, STSEndpoint: "https://sts.example.com", ServerID: "tv",
+		Credentials: credentials.NewStaticCredentialsProvider("AKIDEXAMPLE", "secret", "")})
+	if err == nil || !strings.Contains(err.Error(), "STSEndpoint and FIPS") {
+		t.Errorf("FIPS beside an endpoint: %v, want a refusal", err)
+	}
 }

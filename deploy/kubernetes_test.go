@@ -218,6 +218,43 @@ func renderOverlay(t *testing.T, overlay string) []manifest {
 	return parse(t, render(t, overlay))
 }
 
+// renderWith runs `kubectl kustomize` on a kustomization of a temporary
+// folder holding a kustomization of deploy/kubernetes (overlays/standalone,
+// base) and more of its components, as an operator's own overlay would.
+func renderWith(t *testing.T, kustomization string, components ...string) []manifest {
+	t.Helper()
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Fatalf("kubectl (with kustomize) is needed to render the manifests: %v", err)
+	}
+	dir := t.TempDir()
+	abs, err := filepath.Abs("kubernetes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// kustomize takes no absolute path to a kustomization.
+	rel, err := filepath.Rel(dir, abs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - " +
+		filepath.ToSlash(filepath.Join(rel, kustomization)) + "\ncomponents:\n"
+	for _, c := range components {
+		k += "  - " + filepath.ToSlash(filepath.Join(rel, "components", c)) + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(kubectl, "kustomize", dir)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize of %s with components %v: %v\n%s", kustomization, components, err, stderr.String())
+	}
+	return parse(t, out)
+}
+
 func find(t *testing.T, ms []manifest, kind, name string) manifest {
 	t.Helper()
 	for _, m := range ms {
@@ -311,25 +348,32 @@ func standIns(t *testing.T, raw string, pod podTemplate, c container) ([]byte, m
 	}
 	root := doc.Content[0]
 	real := map[string]string{}
+	standIn := func(setting, content string, n *yaml.Node) {
+		if n == nil || n.Value == "" {
+			return
+		}
+		if _, readOnly, _, ok := mounted(pod, c, n.Value); !ok || !readOnly {
+			t.Errorf("container %s: %s %s is not on a read-only volume mount", c.Name, setting, n.Value)
+		}
+		real[setting] = n.Value
+		n.Value = filepath.Join(t.TempDir(), filepath.Base(n.Value))
+		if err := os.WriteFile(n.Value, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for section, keys := range map[string][]string{
 		"tls":     {"cert_file", "key_file", "client_ca_file"},
 		"tenants": {"file"},
 		"redis":   {"url_file", "password_file", "key_file", "ca_file"},
 	} {
 		for _, key := range keys {
-			n := value(value(root, section), key)
-			if n == nil || n.Value == "" {
-				continue
-			}
 			setting := section + "." + key
-			if _, readOnly, _, ok := mounted(pod, c, n.Value); !ok || !readOnly {
-				t.Errorf("container %s: %s %s is not on a read-only volume mount", c.Name, setting, n.Value)
-			}
-			real[setting] = n.Value
-			n.Value = filepath.Join(t.TempDir(), filepath.Base(n.Value))
-			if err := os.WriteFile(n.Value, []byte(standInContent[setting]), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			standIn(setting, standInContent[setting], value(value(root, section), key))
+		}
+	}
+	if profiles := value(root, "profiles"); profiles != nil {
+		for i, p := range profiles.Content {
+			standIn(profileKeySetting(i), standInContent["profiles[].external_id_key_file"], value(p, "external_id_key_file"))
 		}
 	}
 	out, err := yaml.Marshal(&doc)
@@ -344,7 +388,12 @@ func standIns(t *testing.T, raw string, pod podTemplate, c container) ([]byte, m
 var standInContent = map[string]string{
 	"redis.url_file": "rediss://redis.example.com:6379/0\n",
 	"redis.key_file": base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("k"), 32)) + "\n",
+	// As components/external-id-key says to make it: base64 of 32 bytes.
+	"profiles[].external_id_key_file": base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("x"), 32)) + "\n",
 }
+
+// profileKeySetting names the key file of the config's i-th profile.
+func profileKeySetting(i int) string { return fmt.Sprintf("profiles[%d].external_id_key_file", i) }
 
 // configText finds the config the tokenvendor container is started with:
 // the ConfigMap volume mounted where --config points. It returns the
@@ -397,6 +446,11 @@ func tokenvendorConfig(t *testing.T, ms []manifest, pod podTemplate, c container
 	} {
 		if path, ok := real[setting]; ok {
 			*field = path
+		}
+	}
+	for i := range cfg.Profiles {
+		if path, ok := real[profileKeySetting(i)]; ok {
+			cfg.Profiles[i].ExternalIDKeyFile = path
 		}
 	}
 	return cfg
@@ -886,7 +940,6 @@ func TestStandaloneReadsRedisFromTheSecretItMounts(t *testing.T) {
 	if r.URL != "" || r.URLFile == "" {
 		t.Errorf("redis url %q, url_file %q: the URL may carry the AUTH token, so it comes from the Secret %s (url_file)", r.URL, r.URLFile, redisSecret)
 	}
-	fsGroup := pod.Spec.SecurityContext.FSGroup
 	for _, tc := range []struct {
 		setting  string
 		path     string
@@ -906,39 +959,48 @@ func TestStandaloneReadsRedisFromTheSecretItMounts(t *testing.T) {
 				}
 				return
 			}
-			v, readOnly, rel, ok := mounted(pod, c, tc.path)
-			switch {
-			case !ok || v.Secret == nil:
-				t.Fatalf("%s %s is not on a Secret volume of container %s", tc.setting, tc.path, c.Name)
-			case v.Secret.SecretName != redisSecret:
-				t.Errorf("%s %s comes from Secret %s, want %s", tc.setting, tc.path, v.Secret.SecretName, redisSecret)
-			case !readOnly:
-				t.Errorf("%s %s is on a writable mount", tc.setting, tc.path)
-			}
-			key, mode := rel, v.Secret.DefaultMode
-			if len(v.Secret.Items) > 0 {
-				i := slices.IndexFunc(v.Secret.Items, func(i keyToPath) bool { return i.Path == rel })
-				if i < 0 {
-					t.Fatalf("%s %s: the Secret volume projects no %s", tc.setting, tc.path, rel)
-				}
-				key = v.Secret.Items[i].Key
-				if m := v.Secret.Items[i].Mode; m != nil {
-					mode = m
-				}
-			}
-			if tc.key != "" && key != tc.key {
-				t.Errorf("%s %s is the Secret's key %q, want %q", tc.setting, tc.path, key, tc.key)
-			}
-			// The kubelet gives the files the pod's fsGroup, which the
-			// non-root process has; without one they belong to root.
-			if mode == nil || *mode&0o007 != 0 || *mode&0o040 == 0 || fsGroup == nil || *fsGroup == 0 {
-				group := "unset"
-				if fsGroup != nil {
-					group = strconv.Itoa(*fsGroup)
-				}
-				t.Errorf("%s %s: mode %s, fsGroup %s: want it readable by the pod's fsGroup and by no other user", tc.setting, tc.path, octal(mode), group)
-			}
+			secretFile(t, pod, c, tc.setting, tc.path, redisSecret, tc.key)
 		})
+	}
+}
+
+// secretFile checks that the file a setting names is the Secret's key (any
+// key when key is ""), on a read-only mount of the container, readable by
+// the pod's non-root group and no one else.
+func secretFile(t *testing.T, pod podTemplate, c container, setting, path, secret, key string) {
+	t.Helper()
+	v, readOnly, rel, ok := mounted(pod, c, path)
+	switch {
+	case !ok || v.Secret == nil:
+		t.Fatalf("%s %s is not on a Secret volume of container %s", setting, path, c.Name)
+	case v.Secret.SecretName != secret:
+		t.Errorf("%s %s comes from Secret %s, want %s", setting, path, v.Secret.SecretName, secret)
+	case !readOnly:
+		t.Errorf("%s %s is on a writable mount", setting, path)
+	}
+	got, mode := rel, v.Secret.DefaultMode
+	if len(v.Secret.Items) > 0 {
+		i := slices.IndexFunc(v.Secret.Items, func(i keyToPath) bool { return i.Path == rel })
+		if i < 0 {
+			t.Fatalf("%s %s: the Secret volume projects no %s", setting, path, rel)
+		}
+		got = v.Secret.Items[i].Key
+		if m := v.Secret.Items[i].Mode; m != nil {
+			mode = m
+		}
+	}
+	if key != "" && got != key {
+		t.Errorf("%s %s is the Secret's key %q, want %q", setting, path, got, key)
+	}
+	// The kubelet gives the files the pod's fsGroup, which the non-root
+	// process has; without one they belong to root.
+	fsGroup := pod.Spec.SecurityContext.FSGroup
+	if mode == nil || *mode&0o007 != 0 || *mode&0o040 == 0 || fsGroup == nil || *fsGroup == 0 {
+		group := "unset"
+		if fsGroup != nil {
+			group = strconv.Itoa(*fsGroup)
+		}
+		t.Errorf("%s %s: mode %s, fsGroup %s: want it readable by the pod's fsGroup and by no other user", setting, path, octal(mode), group)
 	}
 }
 
@@ -1093,13 +1155,7 @@ func TestStandaloneRunsTheIsolationCanaryAsACronJob(t *testing.T) {
 	// `tokenvendor canary` loads the config without the listeners' TLS
 	// files (config.LoadWithoutListeners): leave them out, as it does.
 	name, raw := configText(t, ms, pod, c)
-	var doc map[string]any
-	if err := yaml.Unmarshal([]byte(raw), &doc); err != nil {
-		t.Fatal(err)
-	}
-	delete(doc, "tls")
-	noTLS, _ := yaml.Marshal(doc)
-	parsable, _ := standIns(t, string(noTLS), pod, c)
+	parsable, _ := standIns(t, withoutTLS(t, raw), pod, c)
 	cfg, err := config.Parse(parsable)
 	if err != nil {
 		t.Fatalf("the config in ConfigMap %s does not load for the canary: %v", name, err)
@@ -1156,4 +1212,112 @@ func TestStandaloneRunsTheIsolationCanaryAsACronJob(t *testing.T) {
 	if !slices.Contains(np.Spec.PolicyTypes, "Ingress") || len(np.Spec.Ingress) != 0 {
 		t.Errorf("the canary's NetworkPolicy: policyTypes %v, %d ingress rules; want Ingress denied", np.Spec.PolicyTypes, len(np.Spec.Ingress))
 	}
+}
+
+// withoutTLS is a config without its tls section, as `tokenvendor canary`
+// loads it (config.LoadWithoutListeners): the canary serves nothing and
+// mounts no TLS files.
+func withoutTLS(t *testing.T, raw string) string {
+	t.Helper()
+	var doc map[string]any
+	if err := yaml.Unmarshal([]byte(raw), &doc); err != nil {
+		t.Fatal(err)
+	}
+	delete(doc, "tls")
+	b, err := yaml.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// The derived ExternalIds' key: components/external-id-key (and the chart's
+// externalIdKey) mount the Secret's key key at externalIDKeyFile.
+const (
+	externalIDKeySecret = "tokenvendor-external-id"
+	externalIDKeyFile   = "/etc/tokenvendor/external-id/key"
+)
+
+// withDerivedProfile adds to a config a silo profile (docs/isolation.md)
+// whose ExternalId is derived from the key at externalIDKeyFile: the
+// config's first profile with each tenant's own account and role.
+func withDerivedProfile(t *testing.T, raw string) string {
+	t.Helper()
+	var doc map[string]any
+	if err := yaml.Unmarshal([]byte(raw), &doc); err != nil {
+		t.Fatal(err)
+	}
+	profiles, _ := doc["profiles"].([]any)
+	if len(profiles) == 0 {
+		t.Fatal("the config has no profiles")
+	}
+	silo := map[string]any{}
+	for k, v := range profiles[0].(map[string]any) {
+		silo[k] = v
+	}
+	silo["name"] = "silo"
+	silo["role_arn"] = `arn:{{ .Partition }}:iam::{{ .Attr "account_id" }}:role/TenantAccess`
+	silo["external_id"] = "derived"
+	silo["external_id_key_file"] = externalIDKeyFile
+	doc["profiles"] = append(profiles, silo)
+	b, err := yaml.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// checkExternalIDKey checks that the service and the canary load their
+// config, edited by edit, with every profile's external_id_key_file the
+// key of Secret tokenvendor-external-id on a read-only mount, and that at
+// least one profile derives its ExternalIds from it.
+func checkExternalIDKey(t *testing.T, ms []manifest, edit func(*testing.T, string) string) {
+	t.Helper()
+	for _, w := range []struct{ kind, name string }{{"Deployment", "tokenvendor"}, {"CronJob", "tokenvendor-canary"}} {
+		pod := podTemplateOf(t, find(t, ms, w.kind, w.name))
+		c := tokenvendorContainer(t, pod)
+		name, raw := configText(t, ms, pod, c)
+		raw = edit(t, raw)
+		if w.kind == "CronJob" {
+			raw = withoutTLS(t, raw)
+		}
+		parsable, real := standIns(t, raw, pod, c)
+		cfg, err := config.Parse(parsable)
+		if err != nil {
+			t.Fatalf("%s %s: the config in ConfigMap %s does not load: %v", w.kind, w.name, name, err)
+		}
+		derived := 0
+		for i, p := range cfg.Profiles {
+			path, ok := real[profileKeySetting(i)]
+			if !ok {
+				continue
+			}
+			if path != externalIDKeyFile {
+				t.Errorf("%s %s: profile %s reads its key from %s, want %s", w.kind, w.name, p.Name, path, externalIDKeyFile)
+			}
+			secretFile(t, pod, c, w.kind+" "+w.name+": "+profileKeySetting(i), path, externalIDKeySecret, "key")
+			if p.ExternalID == "derived" && p.Role != nil {
+				derived++
+			}
+		}
+		if derived == 0 {
+			t.Errorf("%s %s: no profile derives its ExternalId from %s", w.kind, w.name, externalIDKeyFile)
+		}
+	}
+}
+
+// components/external-id-key gives the service and the canary the derived
+// ExternalIds' key from its Secret, where a profile's external_id_key_file
+// names it, and a config with such a profile loads.
+func TestExternalIDKeyComponentMountsTheKeyFromItsSecret(t *testing.T) {
+	checkExternalIDKey(t, renderWith(t, "overlays/standalone", "external-id-key"), withDerivedProfile)
+
+	// Without components/canary there is no CronJob to patch: the service
+	// alone gets the key.
+	ms := renderWith(t, "base", "external-id-key")
+	if cj := ofKind(ms, "CronJob"); len(cj) != 0 {
+		t.Errorf("base with components/external-id-key renders %d CronJobs", len(cj))
+	}
+	pod := podTemplateOf(t, find(t, ms, "Deployment", "tokenvendor"))
+	secretFile(t, pod, tokenvendorContainer(t, pod), "without the canary", externalIDKeyFile, externalIDKeySecret, "key")
 }

@@ -741,7 +741,12 @@ func (d *TenantsDynamoDB) validate(c *Config, bad reporter) {
 func (st *STS) validate(bad reporter) {
 	setDefault(&st.Region, DefaultRegion)
 	part, err := partition.ForRegion(st.Region)
-	if err != nil {
+	switch {
+	case err != nil && st.Endpoint != "" && !st.FIPS:
+		// Another STS (MinIO, a local stand-in) may call its region
+		// anything: the ARNs are then the aws partition's.
+		part, err = partition.AWS, nil
+	case err != nil:
 		bad("sts.region", "%v", err)
 	}
 	st.Partition = part
@@ -818,6 +823,9 @@ func (w *AWSIAM) validate(c *Config, bad reporter) {
 	part, err := partition.ForRegion(w.Region)
 	if err != nil {
 		bad("auth.aws_iam.region", "%v", err)
+	}
+	if w.STSEndpoint != "" && c.STS.FIPS {
+		bad("auth.aws_iam.sts_endpoint", "with sts.fips: leave it out, and callers are sent to the region's FIPS endpoint")
 	}
 	if w.STSEndpoint == "" && err == nil {
 		// As the service's own calls: the FIPS endpoint with sts.fips.

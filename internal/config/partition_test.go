@@ -40,6 +40,8 @@ func TestPartitionsAndFIPS(t *testing.T) {
 		{name: "FIPS where there is none", mutate: []func(*string){withSTS("  region: eu-west-1\n  fips: true\n")}, wantErr: "sts.fips: STS has no FIPS endpoint in this region: eu-west-1"},
 		{name: "FIPS beside an endpoint", mutate: []func(*string){withSTS("  endpoint: https://sts.example.com\n  fips: true\n")}, wantErr: "sts.fips: with sts.endpoint"},
 		{name: "an isolated partition", mutate: []func(*string){withSTS("  region: us-iso-east-1\n")}, wantErr: "sts.region: region us-iso-east-1 is in a partition"},
+		{name: "a region of another STS's own", mutate: []func(*string){withSTS("  region: minio\n  endpoint: http://127.0.0.1:9000\n")}, wantURL: "http://127.0.0.1:9000"},
+		{name: "a region no STS of AWS has", mutate: []func(*string){withSTS("  region: minio\n")}, wantErr: `sts.region: "minio" is not an AWS region name`},
 		{name: "a role of another partition", mutate: []func(*string){withSTS("  region: cn-north-1\n")}, wantErr: `(objects).role_arn: "arn:aws:iam::123456789012:role/TenantData" is in partition "aws", not aws-cn`},
 		{name: "a silo role template", mutate: []func(*string){silo("")}, wantURL: "https://sts.us-east-1.amazonaws.com"},
 		{name: "a derived ExternalId", mutate: []func(*string){silo("    external_id: derived\n    external_id_key_file: " + key + "\n")}, wantURL: "https://sts.us-east-1.amazonaws.com"},
@@ -82,6 +84,18 @@ func TestAWSIAMCallersUseTheRegionsPartitionAndFIPSEndpoint(t *testing.T) {
 	}
 	if got := c.Auth.AWSIAM.STSEndpoint; got != "https://sts.us-gov-east-1.amazonaws.com" {
 		t.Errorf("aws_iam STS endpoint %q, want GovCloud's", got)
+	}
+	useast := strings.ReplaceAll(strings.Replace(y, "region: us-gov-east-1", "region: us-east-1", 1), "arn:aws-us-gov:", "arn:aws:")
+	if c, err := config.Parse([]byte(useast)); err != nil || c.Auth.AWSIAM.STSEndpoint != "https://sts-fips.us-east-1.amazonaws.com" {
+		t.Errorf("us-east-1 with FIPS: %v; want callers sent to sts-fips.us-east-1", err)
+	}
+	_, err = config.Parse([]byte(strings.ReplaceAll(strings.Replace(y, "region: us-gov-east-1", "region: eu-west-1", 1), "arn:aws-us-gov:", "arn:aws:")))
+	if err == nil || !strings.Contains(err.Error(), "no FIPS endpoint") {
+		t.Errorf("eu-west-1 with FIPS: %v, want a refusal", err)
+	}
+	_, err = config.Parse([]byte(strings.Replace(y, "server_id: tokenvendor.example.com", "server_id: tokenvendor.example.com\n    sts_endpoint: https://sts.example.com", 1)))
+	if err == nil || !strings.Contains(err.Error(), "auth.aws_iam.sts_endpoint: with sts.fips") {
+		t.Errorf("an explicit sts_endpoint beside sts.fips: %v, want a refusal", err)
 	}
 	_, err = config.Parse([]byte(strings.Replace(y, "arn:aws-us-gov:iam::123456789012:role/orders-api", "arn:aws:iam::123456789012:role/orders-api", 1)))
 	if err == nil || !strings.Contains(err.Error(), "auth.aws_iam.principals[0].role_arn: not in partition aws-us-gov") {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -54,10 +55,10 @@ func NewVendor(ctx context.Context, cfg *config.Config, tel Telemetry) (vendor *
 	if err != nil {
 		return nil, release, err
 	}
-	// The endpoint config resolved (sts.endpoint, or the region's in its
-	// partition, FIPS with sts.fips), never the SDK's own choice: it would
-	// fall back to a standard endpoint where a region has no FIPS one.
-	stsClient := sts.NewFromConfig(awsCfg, func(o *sts.Options) { o.BaseEndpoint = aws.String(cfg.STS.URL) })
+	stsClient, err := newSTSClient(awsCfg, cfg.STS)
+	if err != nil {
+		return nil, release, err
+	}
 
 	var maxDuration time.Duration
 	if roleChaining(ctx, cfg.STS.RoleChaining, stsClient, log) {
@@ -298,4 +299,40 @@ func roleChaining(ctx context.Context, mode config.RoleChaining, client *sts.Cli
 	chained := strings.Contains(aws.ToString(id.Arn), ":assumed-role/")
 	log.Info("service identity", "arn", aws.ToString(id.Arn), "role_chaining", chained)
 	return chained
+}
+
+// newSTSClient is the service's STS client. Its endpoint is the one the
+// config resolved (sts.endpoint, or the region's in its partition, FIPS
+// with sts.fips), never the SDK's own choice, which would build
+// sts-fips.REGION where a region has none. What the SDK's environment asks
+// for is honoured or refused, never dropped: AWS_ENDPOINT_URL_STS (or
+// endpoint_url) stands for sts.endpoint when that is unset;
+// AWS_USE_FIPS_ENDPOINT (use_fips_endpoint) needs sts.fips; dual-stack
+// endpoints are not supported.
+func newSTSClient(awsCfg aws.Config, c config.STS) (*sts.Client, error) {
+	var err error
+	client := sts.NewFromConfig(awsCfg, func(o *sts.Options) {
+		err = stsEndpoint(o, c)
+	})
+	return client, err
+}
+
+func stsEndpoint(o *sts.Options, c config.STS) error {
+	fips := o.EndpointOptions.UseFIPSEndpoint == aws.FIPSEndpointStateEnabled
+	switch {
+	case fips && !c.FIPS:
+		return errors.New("the AWS SDK's configuration asks for FIPS endpoints (AWS_USE_FIPS_ENDPOINT or use_fips_endpoint): set sts.fips: true, which checks that the region has one")
+	case o.EndpointOptions.UseDualStackEndpoint == aws.DualStackEndpointStateEnabled:
+		return errors.New("the AWS SDK's configuration asks for dual-stack endpoints (AWS_USE_DUALSTACK_ENDPOINT or use_dualstack_endpoint), which tokenvendor does not support for STS: unset it, or name the endpoint in sts.endpoint")
+	case o.BaseEndpoint != nil && c.Endpoint == "" && c.FIPS:
+		return errors.New("the AWS SDK's configuration names an STS endpoint (AWS_ENDPOINT_URL_STS or endpoint_url) beside sts.fips: set one")
+	case o.BaseEndpoint != nil && c.Endpoint == "":
+		// The environment's endpoint, as before sts.fips existed.
+	default:
+		o.BaseEndpoint = aws.String(c.URL)
+	}
+	// The endpoint is resolved: the SDK must not turn it into a FIPS one,
+	// which it refuses beside a base endpoint.
+	o.EndpointOptions.UseFIPSEndpoint = aws.FIPSEndpointStateDisabled
+	return nil
 }

@@ -137,6 +137,8 @@ class AWSIAMTokenTest(unittest.TestCase):
             self.assertEqual(doc["headers"]["Host"], host)
         with self.assertRaisesRegex(ValueError, "no FIPS endpoint in eu-west-1"):
             tokenvendor.aws_iam_token("tv", "eu-west-1", session=static(), fips=True)
+        with self.assertRaisesRegex(ValueError, "sts_endpoint and fips"):
+            tokenvendor.aws_iam_token("tv", "us-east-1", sts_endpoint="https://sts.example.com", session=static(), fips=True)
 
     def test_a_signature_is_reused_for_reuse_seconds(self):
         clock = Clock()

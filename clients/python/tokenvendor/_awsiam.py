@@ -66,6 +66,8 @@ def aws_iam_token(server_id, region, sts_endpoint=None, session=None, reuse=60, 
         raise ValueError("tokenvendor: region is required, as auth.aws_iam.region")
     if not 0 < reuse < _MAX_AGE:
         raise ValueError(f"tokenvendor: reuse must be over 0 and under {_MAX_AGE} seconds, the life of a signature")
+    if sts_endpoint is not None and fips:
+        raise ValueError("tokenvendor: sts_endpoint and fips: set one (fips picks the region's FIPS endpoint)")
     if sts_endpoint is None and fips:
         if region not in _FIPS_STS:
             raise ValueError(f"tokenvendor: STS has no FIPS endpoint in {region}, and fips never falls back to the standard one")
