@@ -39,6 +39,8 @@ type chartCase struct {
 	values    string // a file under chartDir; "" for the defaults
 	namespace string // the overlay's, which the release is installed into
 	overlay   string
+	// More of deploy/kubernetes/components, beside the overlay's own.
+	components []string
 	// What the overlay renders and the chart deliberately does not with
 	// these values, and why.
 	notRendered map[objectKey]string
@@ -60,6 +62,7 @@ var chartCases = []chartCase{{
 	},
 }, {
 	name: "full values", values: "ci/full-values.yaml", namespace: "tokenvendor", overlay: "standalone",
+	components: []string{"external-id-key"},
 	notRendered: map[objectKey]string{{"Namespace", "tokenvendor"}: notANamespace},
 }, {
 	name: "sidecar values", values: "ci/sidecar-values.yaml", namespace: "acme", overlay: "sidecar",
@@ -147,7 +150,7 @@ func TestHelmChartLints(t *testing.T) {
 func TestHelmChartRendersTheKustomizeObjects(t *testing.T) {
 	for _, tc := range chartCases {
 		t.Run(tc.name, func(t *testing.T) {
-			want := objectsByKey(t, normalizeKustomize(t, renderOverlay(t, tc.overlay)))
+			want := objectsByKey(t, normalizeKustomize(t, renderWith(t, "overlays/"+tc.overlay, tc.components...)))
 			got := objectsByKey(t, normalizeHelm(t, helmTemplate(t, tc.namespace, tc.values)))
 			for key, why := range tc.notRendered {
 				if _, ok := want[key]; !ok {
@@ -462,6 +465,11 @@ func TestHelmRefusesValuesTheChartDoesNotAllow(t *testing.T) {
 		{name: "sidecar sharing Redis", base: sidecar, values: "config: |\n  listen: 127.0.0.1:8080\n  admin_listen: 0.0.0.0:9090\n  redis: {url_file: /u}\n  profiles: [{name: objects}]\n", want: "sidecar mode: the config has a redis section", check: true},
 		{name: "sidecar listening on the pod network", base: sidecar, values: "config: |\n  listen: 0.0.0.0:8080\n  admin_listen: 0.0.0.0:9090\n  profiles: [{name: objects}]\n", want: "must stay on the pod's loopback", check: true},
 		{name: "sidecar asking for an unknown profile", base: sidecar, values: "sidecar: {app: {profile: orders}}", want: "is not one of the config's profiles", check: true},
+		{name: "external id key Secret without a name", values: "externalIdKey: {enabled: true, secret: {name: ''}}", want: "/externalIdKey/secret/name"},
+		{name: "external id key file without its Secret", values: "config: |\n  listen: 0.0.0.0:8443\n  admin_listen: 0.0.0.0:9090\n  tls: {cert_file: /c, key_file: /k}\n  redis: {url_file: /etc/tokenvendor/redis/url}\n  profiles: [{name: silo, external_id: derived, external_id_key_file: /etc/tokenvendor/external-id/key}]\n", want: "externalIdKey.enabled is false", check: true},
+		{name: "external id key in the ConfigMap", values: "externalIdKey: {enabled: true}\nconfig: |\n  listen: 0.0.0.0:8443\n  admin_listen: 0.0.0.0:9090\n  tls: {cert_file: /c, key_file: /k}\n  redis: {url_file: /etc/tokenvendor/redis/url}\n  profiles: [{name: silo, external_id: derived, external_id_key_file: /etc/tokenvendor/external-id.key}]\n", want: "externalIdKey mounts the key at /etc/tokenvendor/external-id/key", check: true},
+		{name: "sidecar with the external id key", base: sidecar, values: "externalIdKey: {enabled: true}", want: "sidecar mode: externalIdKey.enabled", check: true},
+		{name: "sidecar profile with an external id key file", base: sidecar, values: "config: |\n  listen: 127.0.0.1:8080\n  admin_listen: 0.0.0.0:9090\n  profiles: [{name: objects, external_id: derived, external_id_key_file: /etc/tokenvendor/external-id.key}]\n", want: "sets external_id_key_file", check: true},
 		{name: "sidecar with an IRSA role", base: sidecar, values: "serviceAccount: {annotations: {eks.amazonaws.com/role-arn: 'arn:aws:iam::123456789012:role/x'}}", want: "has an IRSA role", check: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -627,4 +635,31 @@ func TestHelmValuesTableListsEveryValue(t *testing.T) {
 			t.Errorf("%s documents %s, which the schema does not have", helmDocFile, v)
 		}
 	}
+}
+
+// With externalIdKey on, the chart takes a config whose profile derives
+// its ExternalIds from the key at /etc/tokenvendor/external-id/key (its
+// checks refuse any other path), and the service and the canary read that
+// file from the Secret, read-only; the config loads there.
+func TestHelmMountsTheExternalIDKeyWhereTheConfigReadsIt(t *testing.T) {
+	b, err := os.ReadFile(chartValuesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var defaults struct {
+		Config string `yaml:"config"`
+	}
+	if err := yaml.Unmarshal(b, &defaults); err != nil {
+		t.Fatalf("%s: %v", chartValuesFile, err)
+	}
+	values, err := yaml.Marshal(map[string]any{"config": withDerivedProfile(t, defaults.Config)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(file, values, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ms := helmTemplate(t, "tokenvendor", "ci/full-values.yaml", file)
+	checkExternalIDKey(t, ms, func(_ *testing.T, raw string) string { return raw })
 }

@@ -1275,7 +1275,12 @@ func checkExternalIDKey(t *testing.T, ms []manifest, edit func(*testing.T, strin
 	t.Helper()
 	for _, w := range []struct{ kind, name string }{{"Deployment", "tokenvendor"}, {"CronJob", "tokenvendor-canary"}} {
 		pod := podTemplateOf(t, find(t, ms, w.kind, w.name))
-		c := tokenvendorContainer(t, pod)
+		var c container
+		if w.kind == "CronJob" {
+			c = pod.Spec.Containers[0]
+		} else {
+			c = tokenvendorContainer(t, pod)
+		}
 		name, raw := configText(t, ms, pod, c)
 		raw = edit(t, raw)
 		if w.kind == "CronJob" {

@@ -151,3 +151,17 @@ func TestAPrincipalARoleTemplateMayRenderIsRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestTokenSettingsAreCheckedWithAWSIAMCallersAlone(t *testing.T) {
+	for setting, want := range map[string]string{
+		"  algorithms: [HS256]\n": "auth.algorithms[0]",
+		"  leeway: 10m\n":         "auth.leeway",
+		"  jwks_refresh: 1ms\n":   "auth.jwks_refresh",
+	} {
+		y := mutated(withoutIdP(awsIAMSection))
+		y = strings.Replace(y, "auth:\n", "auth:\n"+setting, 1)
+		if _, err := config.Parse([]byte(y)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: Parse() = %v, want %s refused", strings.TrimSpace(setting), err, want)
+		}
+	}
+}

@@ -502,8 +502,9 @@ func (c *Config) validateListeners(bad reporter) {
 func (a *Auth) validate(c *Config, bad reporter) {
 	// Without an identity provider, AWS IAM callers alone may be admitted.
 	if a.UsesJWT() || a.AWSIAM == nil {
-		a.validateJWT(c, bad)
+		a.validateIdP(bad)
 	}
+	a.validateTokens(c, bad)
 	tenants, err := policy.NewTenantRule(a.TenantPattern)
 	if err != nil {
 		bad("auth.tenant_pattern", "%v", err)
@@ -514,8 +515,8 @@ func (a *Auth) validate(c *Config, bad reporter) {
 	}
 }
 
-// validateJWT checks the identity provider's settings.
-func (a *Auth) validateJWT(c *Config, bad reporter) {
+// validateIdP checks that the identity provider is named in full.
+func (a *Auth) validateIdP(bad reporter) {
 	if a.Issuer == "" {
 		bad("auth.issuer", "required (or, without an identity provider, auth.aws_iam alone)")
 	}
@@ -525,6 +526,11 @@ func (a *Auth) validateJWT(c *Config, bad reporter) {
 	if len(a.Audiences) == 0 {
 		bad("auth.audiences", "at least one required")
 	}
+}
+
+// validateTokens checks how tokens are verified: every value set is
+// checked, whether or not an identity provider is named.
+func (a *Auth) validateTokens(c *Config, bad reporter) {
 	setDefault(&a.JWKSRefresh, jwks.DefaultJWKSRefreshInterval)
 	if a.JWKSRefresh < time.Second || a.JWKSRefresh > 24*time.Hour {
 		bad("auth.jwks_refresh", "between 1s and 24h")
