@@ -58,3 +58,15 @@ func TestAWSIAMTokenSignsForTokenvendorsDefaultEndpoint(t *testing.T) {
 		t.Errorf("FIPS beside an endpoint: %v, want a refusal", err)
 	}
 }
+
+func TestTheNamesBeforeWireStillMeanWhatTheyDid(t *testing.T) {
+	if client.TenantTokenHeader != "X-Tokenvendor-Tenant-Token" || client.ServerIDHeader != "X-Tokenvendor-Server-Id" || client.AWSIAMScheme != "AWS-IAM " {
+		t.Errorf("TenantTokenHeader %q, ServerIDHeader %q, AWSIAMScheme %q", client.TenantTokenHeader, client.ServerIDHeader, client.AWSIAMScheme)
+	}
+	if got := client.AuthorizationHeader("t0k"); got != "Bearer t0k" {
+		t.Errorf("AuthorizationHeader(t0k) = %q", got)
+	}
+	if got := client.AuthorizationHeader("AWS-IAM e30"); got != "AWS-IAM e30" {
+		t.Errorf("AuthorizationHeader(AWS-IAM e30) = %q", got)
+	}
+}

@@ -62,7 +62,7 @@ var chartCases = []chartCase{{
 	},
 }, {
 	name: "full values", values: "ci/full-values.yaml", namespace: "tokenvendor", overlay: "standalone",
-	components: []string{"external-id-key"},
+	components:  []string{"external-id-key"},
 	notRendered: map[objectKey]string{{"Namespace", "tokenvendor"}: notANamespace},
 }, {
 	name: "sidecar values", values: "ci/sidecar-values.yaml", namespace: "acme", overlay: "sidecar",

@@ -27,6 +27,12 @@ type AWSIAMRequest struct {
 // log.
 func (AWSIAMRequest) LogValue() slog.Value { return slog.StringValue("REDACTED") }
 
+// String keeps the signature and the session token out of fmt's output.
+func (AWSIAMRequest) String() string { return "REDACTED" }
+
+// GoString is String, so %#v redacts too.
+func (r AWSIAMRequest) GoString() string { return r.String() }
+
 // Encode is r as presented: base64url without padding of its JSON.
 func (r AWSIAMRequest) Encode() (string, error) {
 	b, err := json.Marshal(r)

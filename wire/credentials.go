@@ -64,6 +64,9 @@ func (c ProcessCredentials) String() string {
 		c.Version, c.AccessKeyID, c.Expiration)
 }
 
+// GoString is String, so %#v redacts too.
+func (c ProcessCredentials) GoString() string { return c.String() }
+
 // LogValue keeps the secret parts out of every log.
 func (c ProcessCredentials) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("AccessKeyId", c.AccessKeyID), slog.String("Expiration", c.Expiration.String()))
@@ -82,6 +85,9 @@ type Credentials struct {
 func (c Credentials) String() string {
 	return fmt.Sprintf("{%s TenantId:%s Profile:%s}", c.ProcessCredentials, c.TenantID, c.Profile)
 }
+
+// GoString is String, so %#v redacts too.
+func (c Credentials) GoString() string { return c.String() }
 
 // LogValue keeps the secret parts out of every log.
 func (c Credentials) LogValue() slog.Value {
@@ -102,6 +108,9 @@ type ContainerCredentials struct {
 func (c ContainerCredentials) String() string {
 	return fmt.Sprintf("{AccessKeyId:%s SecretAccessKey:REDACTED Token:REDACTED Expiration:%s}", c.AccessKeyID, c.Expiration)
 }
+
+// GoString is String, so %#v redacts too.
+func (c ContainerCredentials) GoString() string { return c.String() }
 
 // LogValue keeps the secret parts out of every log.
 func (c ContainerCredentials) LogValue() slog.Value {

@@ -131,14 +131,14 @@ func TestSecretsStayOut(t *testing.T) {
 	var printed strings.Builder
 	for _, v := range []any{c, &c, c.ProcessCredentials, cc, signed} {
 		logger.Info("x", "v", v)
-		fmt.Fprintf(&printed, "%v %+v %s\n", v, v, v)
+		fmt.Fprintf(&printed, "%v %+v %s %#v\n", v, v, v, v)
 	}
 	for _, secret := range []string{"secret-acme", "session-acme", "sig-acme"} {
 		if strings.Contains(log.String(), secret) {
 			t.Errorf("log holds %q:\n%s", secret, log.String())
 		}
 	}
-	for _, secret := range []string{"secret-acme", "session-acme"} {
+	for _, secret := range []string{"secret-acme", "session-acme", "sig-acme"} {
 		if strings.Contains(printed.String(), secret) {
 			t.Errorf("fmt output holds %q:\n%s", secret, printed.String())
 		}
