@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"reflect"
 	"sort"
 
@@ -46,6 +47,12 @@ func (s *Server) reload(path string) (Reloaded, error) {
 	next, err := config.Load(path)
 	if err != nil {
 		return Reloaded{}, err
+	}
+	if next.STS.Region != s.cfg.STS.Region || next.STS.Partition != s.cfg.STS.Partition {
+		// The profiles' templates render the partition and the region
+		// (ARNs, role ARNs, ExternalIds), and the running STS client serves
+		// the old ones until a restart.
+		return Reloaded{}, fmt.Errorf("sts.region changed (%s to %s): the profiles render its partition and region, which the running STS client does not serve; restart to apply it", s.cfg.STS.Region, next.STS.Region)
 	}
 	r := Reloaded{Profiles: len(next.Profiles), RestartOnly: restartOnly(s.cfg, next)}
 	if len(r.RestartOnly) > 0 {

@@ -258,6 +258,13 @@ func TestReloadKeepsTheRunningConfigWhenTheNewIsInvalidAndSaysWhy(t *testing.T) 
 			why:    "auth.aws_iam.principals[0].role_arn: not in partition aws",
 		},
 		{
+			// Valid on its own; but the profiles would render another
+			// region than the running STS client serves.
+			name:   "another STS region",
+			config: strings.Replace(baseline, "sts:\n", "sts:\n  region: us-west-2\n", 1) + fmt.Sprintf(reports, "1h"),
+			why:    "sts.region changed (us-east-1 to us-west-2)",
+		},
+		{
 			// Valid on its own, with its own cache settings; but the cache
 			// changes only on restart, and the running one cannot serve
 			// 30m credentials.
