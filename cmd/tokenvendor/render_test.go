@@ -143,3 +143,13 @@ func TestCheckSaysWhichAttributesAProfileReads(t *testing.T) {
 		t.Errorf("check = %q, want the silo profile's attribute named", out)
 	}
 }
+
+func TestRevokeRefusesAProfileWithRolesOfTheTenantsOwn(t *testing.T) {
+	cfg, err := config.Load(siloConfig(t, "http://127.0.0.1:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tagsTenants(cfg, "acme"); err == nil || !strings.Contains(err.Error(), "profile silo vends a role of each tenant's own") {
+		t.Errorf("tagsTenants = %v, want the silo profile refused: the revocation policy is not on its roles", err)
+	}
+}

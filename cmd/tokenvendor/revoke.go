@@ -107,11 +107,16 @@ func revocationConfig(cfg *config.Config) (revoke.Config, error) {
 }
 
 // tagsTenants refuses a config with a profile whose sessions do not carry
-// the tenant as their TenantID tag: a cut-off by tenant would not reach
-// them.
+// the tenant as their TenantID tag, or assume a role of the tenant's own
+// (bridge, silo), which the revocation policy is not attached to: a
+// cut-off by tenant would not reach them.
 func tagsTenants(cfg *config.Config, tenant string) error {
 	var errs []error
 	for _, p := range cfg.Profiles {
+		if p.Role.PerTenant() {
+			errs = append(errs, fmt.Errorf("revoke: profile %s vends a role of each tenant's own (bridge or silo), which revocation.policy_arn is not attached to, so a cut-off would not reach its sessions; revoke them on the tenant's role (IAM: Revoke active sessions)", p.Name))
+			continue
+		}
 		r, err := p.Template.Render(tenant)
 		if err != nil {
 			return fmt.Errorf("revoke: profile %s: %w", p.Name, err)

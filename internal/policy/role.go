@@ -69,6 +69,7 @@ type Role struct {
 	region          string
 	tenants         *TenantRule
 	attributes      []string
+	perTenant       bool
 }
 
 // Target is the role a tenant's session assumes, and the ExternalId it
@@ -154,6 +155,12 @@ func (r *Role) check() error {
 	if err := r.checkCase(read); err != nil {
 		return err
 	}
+	other, err := r.render(&roleData{TenantID: "tvprobe2", read: read})
+	if err != nil {
+		return err
+	}
+	first, _ := r.render(&roleData{TenantID: referenceProbe, read: read})
+	r.perTenant = len(read) > 0 || other.RoleARN != first.RoleARN
 	for name := range read {
 		r.attributes = append(r.attributes, name)
 	}
@@ -217,6 +224,10 @@ func sameRolePattern(tmpl *template.Template) *regexp.Regexp {
 	name := resource[strings.LastIndexByte(resource, '/')+1:]
 	return regexp.MustCompile(`(?i)^` + quote(prefix) + `:role/` + quote(name) + `$`)
 }
+
+// PerTenant reports whether tenants may assume roles of their own (a
+// bridge or a silo) rather than one role for all (the pool).
+func (r *Role) PerTenant() bool { return r.perTenant }
 
 // Attributes are the tenant attributes the templates read.
 func (r *Role) Attributes() []string { return slices.Clone(r.attributes) }

@@ -180,3 +180,16 @@ func TestPolicyTemplatesSeeThePartition(t *testing.T) {
 		t.Errorf("Render = %s, %v; want the GovCloud ARN", r.Policy, err)
 	}
 }
+
+func TestPerTenantTellsThePoolFromTheBridgeAndTheSilo(t *testing.T) {
+	for arn, want := range map[string]bool{
+		"arn:aws:iam::123456789012:role/TenantData":               false,
+		"arn:{{ .Partition }}:iam::123456789012:role/TenantData":  false,
+		"arn:aws:iam::123456789012:role/tenants/{{ .TenantID }}":  true,
+		`arn:aws:iam::{{ .Attr "account_id" }}:role/TenantAccess`: true,
+	} {
+		if got := compileRole(t, policy.RoleSpec{RoleARN: arn}).PerTenant(); got != want {
+			t.Errorf("%s: PerTenant() = %v, want %v", arn, got, want)
+		}
+	}
+}

@@ -2,8 +2,10 @@
 // the peers they start (moto_server, redis-server), the stubs and fakes
 // they run in process (STS, FakeSTS, an IdP and its Keys),
 // Eventually for what happens in its own time, a log buffer safe for
-// concurrent writers, and the forms a leaked secret could take. It imports
-// none of tokenvendor's packages, so that their tests may import it.
+// concurrent writers, the forms a leaked secret could take, and a reader of
+// Markdown anchors. Of tokenvendor's packages it imports only the pure
+// policy and partition (for Role), so that the tests of every other
+// package may import it; policy's and partition's own tests do not.
 package testsupport
 
 import (
