@@ -63,13 +63,13 @@ type Role struct {
 	// sameRole matches the ARN of any role the template can render: by
 	// partition, account and name, whatever the path and the case, as IAM
 	// tells roles apart.
-	sameRole *regexp.Regexp
-	derivedKey      []byte
-	partition       partition.Partition
-	region          string
-	tenants         *TenantRule
-	attributes      []string
-	perTenant       bool
+	sameRole   *regexp.Regexp
+	derivedKey []byte
+	partition  partition.Partition
+	region     string
+	tenants    *TenantRule
+	attributes []string
+	perTenant  bool
 }
 
 // Target is the role a tenant's session assumes, and the ExternalId it
