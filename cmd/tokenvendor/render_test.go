@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -108,14 +111,16 @@ func TestRenderPrintsWhatServeSends(t *testing.T) {
 		t.Fatalf("%d AssumeRole calls, want 1", len(forms))
 	}
 	sent := forms[0]
-	for field, want := range map[string]string{
-		"RoleArn": rendered.RoleArn, "RoleSessionName": rendered.RoleSessionName, "SourceIdentity": rendered.SourceIdentity,
-		"ExternalId": rendered.ExternalId, "DurationSeconds": strconv.Itoa(rendered.DurationSeconds), "Policy": string(rendered.Policy),
-		"Tags.member.1.Key": rendered.Tags[0].Key, "Tags.member.1.Value": rendered.Tags[0].Value,
-	} {
-		if got := sent.Get(field); got != want {
-			t.Errorf("serve sent %s %q, render printed %q", field, got, want)
-		}
+	want := url.Values{"Action": {"AssumeRole"}, "Version": {"2011-06-15"},
+		"RoleArn": {rendered.RoleArn}, "RoleSessionName": {rendered.RoleSessionName}, "SourceIdentity": {rendered.SourceIdentity},
+		"ExternalId": {rendered.ExternalId}, "DurationSeconds": {strconv.Itoa(rendered.DurationSeconds)}, "Policy": {string(rendered.Policy)}}
+	for i, tag := range rendered.Tags {
+		want.Set(fmt.Sprintf("Tags.member.%d.Key", i+1), tag.Key)
+		want.Set(fmt.Sprintf("Tags.member.%d.Value", i+1), tag.Value)
+	}
+	// Every field serve sent, and nothing else, is what render printed.
+	if !reflect.DeepEqual(sent, want) {
+		t.Errorf("serve sent\n%v\nrender printed\n%v", sent, want)
 	}
 }
 

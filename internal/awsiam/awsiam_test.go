@@ -8,12 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,55 +36,12 @@ const (
 	ordersSession = "arn:aws:sts::" + account + ":assumed-role/orders-api/task-1"
 )
 
-// fakeSTS answers GetCallerIdentity with the ARN its access key is mapped
-// to, or with the error it is told, and records what it received. It checks
-// no signature: that is moto's part, end to end.
-type fakeSTS struct {
-	*httptest.Server
-	mu       sync.Mutex
-	arns     map[string]string // access key id -> ARN
-	status   int               // when not 0, answer this with code
-	code     string
-	received []*http.Request
-	bodies   []string
-}
-
-func newFakeSTS(t testing.TB) *fakeSTS {
-	f := &fakeSTS{arns: map[string]string{ordersKey: ordersSession}}
-	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		f.received = append(f.received, r)
-		f.bodies = append(f.bodies, string(body))
-		if f.status != 0 {
-			w.WriteHeader(f.status)
-			fmt.Fprintf(w, `<ErrorResponse><Error><Type>Sender</Type><Code>%s</Code><Message>the secret is wrong</Message></Error></ErrorResponse>`, f.code)
-			return
-		}
-		akid := strings.Split(strings.TrimPrefix(r.Header.Get("Authorization"), "AWS4-HMAC-SHA256 Credential="), "/")[0]
-		arn, ok := f.arns[akid]
-		if !ok {
-			w.WriteHeader(http.StatusForbidden)
-			fmt.Fprint(w, `<ErrorResponse><Error><Code>InvalidClientTokenId</Code></Error></ErrorResponse>`)
-			return
-		}
-		fmt.Fprint(w, testsupport.CallerIdentityXML(arn, account))
-	}))
-	t.Cleanup(f.Close)
+// newFakeSTS is an STS that knows the orders-api session's access key. It
+// checks no signature: that is moto's part, end to end.
+func newFakeSTS(t testing.TB) *testsupport.STSServer {
+	f := testsupport.NewSTSServer(t)
+	f.Know(ordersKey, ordersSession)
 	return f
-}
-
-func (f *fakeSTS) calls() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.received)
-}
-
-func (f *fakeSTS) answer(status int, code string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.status, f.code = status, code
 }
 
 var principals = []awsiam.Principal{
@@ -95,7 +49,7 @@ var principals = []awsiam.Principal{
 	{RoleARN: "arn:aws:iam::" + account + ":role/service/billing-worker", AnyTenant: true},
 }
 
-func newVerifier(t testing.TB, sts *fakeSTS, clk *clock.Fake, mutate func(*awsiam.Config)) (*awsiam.Verifier, *prometheus.Registry) {
+func newVerifier(t testing.TB, sts *testsupport.STSServer, clk *clock.Fake, mutate func(*awsiam.Config)) (*awsiam.Verifier, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	cfg := awsiam.Config{ServerID: serverID, Endpoint: sts.URL, Region: region, Principals: principals, Now: clk.Now, Registerer: reg}
@@ -110,7 +64,7 @@ func newVerifier(t testing.TB, sts *fakeSTS, clk *clock.Fake, mutate func(*awsia
 }
 
 // setup is a fake STS, a clock standing now and a verifier of both.
-func setup(t testing.TB, mutate func(*awsiam.Config)) (*fakeSTS, *clock.Fake, *awsiam.Verifier, *prometheus.Registry) {
+func setup(t testing.TB, mutate func(*awsiam.Config)) (*testsupport.STSServer, *clock.Fake, *awsiam.Verifier, *prometheus.Registry) {
 	t.Helper()
 	sts := newFakeSTS(t)
 	clk := clock.NewFake(time.Now())
@@ -178,11 +132,11 @@ func headers(m map[string]any) map[string]any { return m["headers"].(map[string]
 
 func TestSessionsOfAConfiguredRoleGetItsTenantOrAnyTenant(t *testing.T) {
 	sts, clk, v, reg := setup(t, nil)
-	sts.arns["ASIAWORKER0000001"] = "arn:aws:sts::" + account + ":assumed-role/billing-worker/worker-7"
-	sts.arns["ASIAOTHERROLE0001"] = "arn:aws:sts::" + account + ":assumed-role/orders-api-v2/task-1"
-	sts.arns["ASIAOTHERACCOUNT1"] = "arn:aws:sts::210987654321:assumed-role/orders-api/task-1"
-	sts.arns["AKIAUSER000000001"] = "arn:aws:iam::" + account + ":user/orders-api"
-	sts.arns["ASIAORDERSCASE001"] = "arn:aws:sts::" + account + ":assumed-role/Orders-API/task-2"
+	sts.Know("ASIAWORKER0000001", "arn:aws:sts::" + account + ":assumed-role/billing-worker/worker-7")
+	sts.Know("ASIAOTHERROLE0001", "arn:aws:sts::" + account + ":assumed-role/orders-api-v2/task-1")
+	sts.Know("ASIAOTHERACCOUNT1", "arn:aws:sts::210987654321:assumed-role/orders-api/task-1")
+	sts.Know("AKIAUSER000000001", "arn:aws:iam::" + account + ":user/orders-api")
+	sts.Know("ASIAORDERSCASE001", "arn:aws:sts::" + account + ":assumed-role/Orders-API/task-2")
 
 	caller, err := v.Verify(context.Background(), sign(t, sts.URL, ordersKey, serverID, clk.Now()))
 	if err != nil {
@@ -206,7 +160,7 @@ func TestSessionsOfAConfiguredRoleGetItsTenantOrAnyTenant(t *testing.T) {
 	for _, akid := range []string{"ASIAOTHERROLE0001", "ASIAOTHERACCOUNT1", "AKIAUSER000000001"} {
 		_, err := v.Verify(context.Background(), sign(t, sts.URL, akid, serverID, clk.Now()))
 		if !errors.Is(err, auth.ErrUnknownPrincipal) {
-			t.Errorf("%s (%s): err = %v, want ErrUnknownPrincipal", akid, sts.arns[akid], err)
+			t.Errorf("%s: err = %v, want ErrUnknownPrincipal", akid, err)
 		}
 	}
 	if n := metrictest.Counter(t, reg, "tokenvendor_aws_iam_requests_total", "result", "unknown_principal"); n != 3 {
@@ -266,8 +220,8 @@ func TestRefusedBeforeAnyOutboundCall(t *testing.T) {
 			}
 		})
 	}
-	if sts.calls() != 0 || elsewhere.calls() != 0 {
-		t.Errorf("refused requests reached STS %d times and the other server %d times, want 0 and 0", sts.calls(), elsewhere.calls())
+	if len(sts.Received()) != 0 || len(elsewhere.Received()) != 0 {
+		t.Errorf("refused requests reached STS %d times and the other server %d times, want 0 and 0", len(sts.Received()), len(elsewhere.Received()))
 	}
 	// The same signer's request, well formed, does reach STS: the refusals
 	// above were the checks', not a broken signer's.
@@ -286,13 +240,13 @@ func TestOnlyTheSignedRequestGoesOnlyToTheConfiguredEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := sts.received[0]
+	got := sts.Received()[0]
 	u, _ := url.Parse(sts.URL)
-	if got.Method != http.MethodPost || got.URL.Path != "/" || got.URL.RawQuery != "" || got.Host != u.Host {
-		t.Errorf("STS received %s %s (Host %s)", got.Method, got.URL, got.Host)
+	if got.Method != http.MethodPost || got.Path != "/" || got.RawQuery != "" || got.Host != u.Host {
+		t.Errorf("STS received %s %s?%s (Host %s)", got.Method, got.Path, got.RawQuery, got.Host)
 	}
-	if sts.bodies[0] != "Action=GetCallerIdentity&Version=2011-06-15" {
-		t.Errorf("STS received body %q", sts.bodies[0])
+	if got.Body != "Action=GetCallerIdentity&Version=2011-06-15" {
+		t.Errorf("STS received body %q", got.Body)
 	}
 	for name := range req.Header {
 		if name != "Host" && got.Header.Get(name) != req.Header.Get(name) {
@@ -317,12 +271,12 @@ func TestSTSRefusalIs401AndItsOutageIsUnavailable(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.status, tt.code), func(t *testing.T) {
 			sts, clk, v, _ := setup(t, nil)
-			sts.answer(tt.status, tt.code)
+			sts.Refuse(tt.status, tt.code)
 			_, err := v.Verify(context.Background(), sign(t, sts.URL, ordersKey, serverID, clk.Now()))
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
 			}
-			if strings.Contains(err.Error(), "the secret is wrong") {
+			if strings.Contains(err.Error(), testsupport.STSServerMessage) {
 				t.Errorf("STS's message reached the caller: %v", err)
 			}
 		})
@@ -345,7 +299,7 @@ func TestAnIdentityIsRememberedForItsSignedRequestOnlyAndBriefly(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := sts.calls(); n != 1 {
+	if n := len(sts.Received()); n != 1 {
 		t.Fatalf("the same signed request 3 times made %d STS calls, want 1", n)
 	}
 	if n := metrictest.Counter(t, reg, "tokenvendor_aws_iam_requests_total", "result", "cached"); n != 2 {
@@ -357,7 +311,7 @@ func TestAnIdentityIsRememberedForItsSignedRequestOnlyAndBriefly(t *testing.T) {
 	if _, err := v.Verify(context.Background(), sign(t, sts.URL, ordersKey, serverID, clk.Now())); err != nil {
 		t.Fatal(err)
 	}
-	if n := sts.calls(); n != 2 {
+	if n := len(sts.Received()); n != 2 {
 		t.Fatalf("a new signature by the same key made %d STS calls in all, want 2", n)
 	}
 	// Past the cache's time, the first request is sent again.
@@ -365,7 +319,7 @@ func TestAnIdentityIsRememberedForItsSignedRequestOnlyAndBriefly(t *testing.T) {
 	if _, err := v.Verify(context.Background(), first); err != nil {
 		t.Fatal(err)
 	}
-	if n := sts.calls(); n != 3 {
+	if n := len(sts.Received()); n != 3 {
 		t.Fatalf("after cache_ttl: %d STS calls in all, want 3", n)
 	}
 	// Never past the request's own window, whatever the cache's time.
@@ -428,7 +382,7 @@ func TestUsePrincipalsRemapsEvenRememberedIdentities(t *testing.T) {
 	if _, err := v.Verify(context.Background(), signed); !errors.Is(err, auth.ErrUnknownPrincipal) {
 		t.Fatalf("remembered identity whose entry was removed: err = %v", err)
 	}
-	if sts.calls() != 1 {
-		t.Errorf("%d STS calls, want 1", sts.calls())
+	if len(sts.Received()) != 1 {
+		t.Errorf("%d STS calls, want 1", len(sts.Received()))
 	}
 }

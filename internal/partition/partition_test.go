@@ -2,6 +2,10 @@ package partition
 
 import (
 	"errors"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -91,5 +95,26 @@ func TestParseRoleARN(t *testing.T) {
 		case tt.err == "" && got.String() != tt.arn:
 			t.Errorf("ParseRoleARN(%q).String() = %q", tt.arn, got.String())
 		}
+	}
+}
+
+// TestThePythonClientKnowsTheSameFIPSEndpoints holds the Python client's
+// copy of the FIPS table to this one.
+func TestThePythonClientKnowsTheSameFIPSEndpoints(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("..", "..", "clients", "python", "tokenvendor", "_awsiam.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := strings.Index(string(src), "_FIPS_STS = {")
+	end := strings.Index(string(src)[start:], "}")
+	if start < 0 || end < 0 {
+		t.Fatal("no _FIPS_STS table in the Python client")
+	}
+	got := map[string]string{}
+	for _, m := range regexp.MustCompile(`"([a-z0-9-]+)": "([a-z0-9.-]+)"`).FindAllStringSubmatch(string(src)[start:start+end], -1) {
+		got[m[1]] = m[2]
+	}
+	if !maps.Equal(got, fipsSTS) {
+		t.Errorf("the Python client's FIPS endpoints %v, want %v", got, fipsSTS)
 	}
 }

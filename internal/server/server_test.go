@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -93,8 +91,9 @@ func newEnv(t *testing.T) *env {
 	}
 	jwks := httptest.NewServer(testsupport.JWKS(signer))
 	t.Cleanup(jwks.Close)
-	sts := httptest.NewServer(stsPeer())
-	t.Cleanup(sts.Close)
+	sts := testsupport.NewSTSServer(t)
+	sts.Know(ordersKey, "arn:aws:sts::"+account+":assumed-role/orders-api/task")
+	sts.Know(billingKey, "arn:aws:sts::"+account+":assumed-role/billing-worker/task")
 	e := &env{path: filepath.Join(t.TempDir(), "config.yaml"), log: &testsupport.Buffer{}, signer: signer, jwks: jwks.URL, sts: sts.URL}
 	e.write(t, baseline)
 	cfg, err := config.Load(e.path)
@@ -119,26 +118,6 @@ func (e *env) write(t *testing.T, yaml string) {
 	if err := os.WriteFile(e.path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// stsPeer answers AssumeRole with fresh credentials, and GetCallerIdentity
-// with the role session its access key stands for.
-func stsPeer() http.Handler {
-	sessions := map[string]string{
-		ordersKey:  "arn:aws:sts::" + account + ":assumed-role/orders-api/task",
-		billingKey: "arn:aws:sts::" + account + ":assumed-role/billing-worker/task",
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		form, _ := url.ParseQuery(string(body))
-		w.Header().Set("Content-Type", "text/xml")
-		if form.Get("Action") == "AssumeRole" {
-			fmt.Fprint(w, testsupport.AssumeRoleXML("ASIATENANT", 400, time.Now().Add(time.Hour)))
-			return
-		}
-		akid := strings.Split(strings.TrimPrefix(r.Header.Get("Authorization"), "AWS4-HMAC-SHA256 Credential="), "/")[0]
-		fmt.Fprint(w, testsupport.CallerIdentityXML(sessions[akid], account))
-	})
 }
 
 // token is a JWT of the identity provider for tenant, with scope.

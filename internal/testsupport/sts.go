@@ -97,11 +97,21 @@ func (f *FakeSTS) Inputs() []*sts.AssumeRoleInput {
 // AssumeRoleXML is an STS AssumeRole answer over HTTP for keyID, with a
 // session token of tokenLength characters.
 func AssumeRoleXML(keyID string, tokenLength int, expires time.Time) string {
+	return assumeRoleXML(keyID, strings.Repeat("s", 40), strings.Repeat("t", tokenLength), expires, 0)
+}
+
+// assumeRoleXML is an AssumeRole answer; packed, when not 0, its
+// PackedPolicySize.
+func assumeRoleXML(keyID, secret, token string, expires time.Time, packed int) string {
+	size := ""
+	if packed > 0 {
+		size = fmt.Sprintf("<PackedPolicySize>%d</PackedPolicySize>", packed)
+	}
 	return fmt.Sprintf(`<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>
 <Credentials><AccessKeyId>%s</AccessKeyId><SecretAccessKey>%s</SecretAccessKey><SessionToken>%s</SessionToken><Expiration>%s</Expiration></Credentials>
-<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/TenantData/stub</Arn><AssumedRoleId>AROA:stub</AssumedRoleId></AssumedRoleUser>
+<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/TenantData/stub</Arn><AssumedRoleId>AROA:stub</AssumedRoleId></AssumedRoleUser>%s
 </AssumeRoleResult><ResponseMetadata><RequestId>stub</RequestId></ResponseMetadata></AssumeRoleResponse>`,
-		keyID, strings.Repeat("s", 40), strings.Repeat("t", tokenLength), expires.UTC().Format(time.RFC3339))
+		keyID, secret, token, expires.UTC().Format(time.RFC3339), size)
 }
 
 // CallerIdentityXML is an STS GetCallerIdentity answer over HTTP naming
