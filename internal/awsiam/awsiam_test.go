@@ -132,11 +132,11 @@ func headers(m map[string]any) map[string]any { return m["headers"].(map[string]
 
 func TestSessionsOfAConfiguredRoleGetItsTenantOrAnyTenant(t *testing.T) {
 	sts, clk, v, reg := setup(t, nil)
-	sts.Know("ASIAWORKER0000001", "arn:aws:sts::" + account + ":assumed-role/billing-worker/worker-7")
-	sts.Know("ASIAOTHERROLE0001", "arn:aws:sts::" + account + ":assumed-role/orders-api-v2/task-1")
+	sts.Know("ASIAWORKER0000001", "arn:aws:sts::"+account+":assumed-role/billing-worker/worker-7")
+	sts.Know("ASIAOTHERROLE0001", "arn:aws:sts::"+account+":assumed-role/orders-api-v2/task-1")
 	sts.Know("ASIAOTHERACCOUNT1", "arn:aws:sts::210987654321:assumed-role/orders-api/task-1")
-	sts.Know("AKIAUSER000000001", "arn:aws:iam::" + account + ":user/orders-api")
-	sts.Know("ASIAORDERSCASE001", "arn:aws:sts::" + account + ":assumed-role/Orders-API/task-2")
+	sts.Know("AKIAUSER000000001", "arn:aws:iam::"+account+":user/orders-api")
+	sts.Know("ASIAORDERSCASE001", "arn:aws:sts::"+account+":assumed-role/Orders-API/task-2")
 
 	caller, err := v.Verify(context.Background(), sign(t, sts.URL, ordersKey, serverID, clk.Now()))
 	if err != nil {
