@@ -72,4 +72,12 @@ func TestServiceRoleMayAssumeTenantRolesOnlyWhenAskedFor(t *testing.T) {
 	if !reflect.DeepEqual(list[0].Resource, want) {
 		t.Errorf("resources %v, want %v", list[0].Resource, want)
 	}
+	if list[0].Condition != nil {
+		t.Errorf("a condition %v nobody asked for", list[0].Condition)
+	}
+	org := deploy(t, tpl, map[string]string{"SiloRoleName": "TenantAccess", "TenantOrganizationId": "o-a1b2c3d4e5"})
+	cond := statements(t, org.Resources["ServiceRoleTenantRolesPolicy"].Properties["PolicyDocument"])[0].Condition
+	if want := map[string]any{"StringEquals": map[string]any{"aws:ResourceOrgID": ref("TenantOrganizationId")}}; !reflect.DeepEqual(cond, want) {
+		t.Errorf("with TenantOrganizationId: condition %v, want %v", cond, want)
+	}
 }
