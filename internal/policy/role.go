@@ -70,6 +70,10 @@ type Role struct {
 	tenants    *TenantRule
 	attributes []string
 	perTenant  bool
+	// fixed is the target of every tenant when neither template has an
+	// action and the ExternalId is not derived (the pool): rendered once,
+	// not on every request.
+	fixed *Target
 }
 
 // Target is the role a tenant's session assumes, and the ExternalId it
@@ -138,7 +142,24 @@ func CompileRole(spec RoleSpec, tenants *TenantRule) (*Role, error) {
 	if err := r.check(); err != nil {
 		return nil, err
 	}
+	if r.derivedKey == nil && literal(r.arn) && (r.externalID == nil || literal(r.externalID)) {
+		t, err := r.render(&roleData{TenantID: referenceProbe})
+		if err != nil {
+			return nil, err
+		}
+		r.fixed = &t
+	}
 	return r, nil
+}
+
+// literal reports whether tmpl is text alone, without an action.
+func literal(tmpl *template.Template) bool {
+	for _, n := range tmpl.Root.Nodes {
+		if _, ok := n.(*parse.TextNode); !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // check renders the templates with probe tenants, noting the attributes
@@ -235,6 +256,11 @@ func (r *Role) Attributes() []string { return slices.Clone(r.attributes) }
 // Render returns the role and ExternalId of tenant, whose item holds
 // attrs; ErrInvalidTenant or ErrMissingAttribute when it cannot.
 func (r *Role) Render(tenant string, attrs map[string]string) (Target, error) {
+	if r.fixed != nil {
+		// The same for every tenant: nothing of the tenant id reaches it,
+		// so there is nothing for an invalid one to widen.
+		return *r.fixed, nil
+	}
 	if err := r.tenants.Check(tenant); err != nil {
 		return Target{}, err
 	}

@@ -193,3 +193,16 @@ func TestPerTenantTellsThePoolFromTheBridgeAndTheSilo(t *testing.T) {
 		}
 	}
 }
+
+// A pool's role is rendered once, not on every request: the hot path of a
+// cache hit builds the AssumeRole input, role included.
+func TestAPoolRoleRendersWithoutWork(t *testing.T) {
+	pool := compileRole(t, policy.RoleSpec{RoleARN: "arn:aws:iam::123456789012:role/TenantData", ExternalID: "shared-id"})
+	if n := testing.AllocsPerRun(100, func() { _, _ = pool.Render("acme", nil) }); n != 0 {
+		t.Errorf("Render of a pool role allocates %v times, want 0", n)
+	}
+	bridge := compileRole(t, policy.RoleSpec{RoleARN: "arn:aws:iam::123456789012:role/tenants/{{ .TenantID }}"})
+	if got, _ := bridge.Render("acme", nil); got.RoleARN != "arn:aws:iam::123456789012:role/tenants/acme" {
+		t.Errorf("a bridge role rendered %q: the per-tenant path must not be the fixed one", got.RoleARN)
+	}
+}
